@@ -1,0 +1,106 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// GatewayRole is the role of an agent.
+// +kubebuilder:validation:Enum=gateway;node
+type GatewayRole string
+
+const (
+	RoleGateway GatewayRole = "gateway"
+	RoleNode    GatewayRole = "node"
+)
+
+// BridgeGatewaySpec identifies the agent.
+type BridgeGatewaySpec struct {
+	NodeName string      `json:"nodeName"`
+	Role     GatewayRole `json:"role"`
+}
+
+// GatewaySegmentStatus is one segment as this gateway sees it.
+type GatewaySegmentStatus struct {
+	BridgeConfig string `json:"bridgeConfig"`
+	Name         string `json:"name"`
+	// Role: Active (holds the lease, VLAN attached) or Standby.
+	// +kubebuilder:validation:Enum=Active;Standby;Node
+	Role string `json:"role"`
+	// Programmed is true when the kernel objects match the desired state.
+	Programmed bool `json:"programmed"`
+	// +optional
+	Error string `json:"error,omitempty"`
+}
+
+// GatewayPeerStatus is one BGP session.
+type GatewayPeerStatus struct {
+	Address string `json:"address"`
+	ASN     int64  `json:"asn"`
+	// State: Idle, Connect, Active, OpenSent, OpenConfirm, Established.
+	State string `json:"state"`
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+	// +optional
+	PrefixesSent int64 `json:"prefixesSent,omitempty"`
+	// +optional
+	PrefixesReceived int64 `json:"prefixesReceived,omitempty"`
+	// +optional
+	LastError string `json:"lastError,omitempty"`
+}
+
+// RefusedEndpoint is an IP this gateway will not advertise, and why.
+type RefusedEndpoint struct {
+	Namespace string `json:"namespace"`
+	Endpoint  string `json:"endpoint"`
+	IP        string `json:"ip"`
+	// Reason: DuplicateAddress, OutsideSubnet, ...
+	Reason string `json:"reason"`
+	// MAC that answered the duplicate-address probe.
+	// +optional
+	MAC string `json:"mac,omitempty"`
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// BridgeGatewayStatus is written only by the gateway it describes.
+type BridgeGatewayStatus struct {
+	// +optional
+	Segments []GatewaySegmentStatus `json:"segments,omitempty"`
+	// +optional
+	Peers []GatewayPeerStatus `json:"peers,omitempty"`
+	// Advertised are the prefixes currently sent to the peers.
+	// +optional
+	Advertised []string `json:"advertised,omitempty"`
+	// +optional
+	Refused []RefusedEndpoint `json:"refused,omitempty"`
+	// +optional
+	LastErrors []string `json:"lastErrors,omitempty"`
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// BridgeGateway reports the state of one gateway node.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,shortName=bgw
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Role",type=string,JSONPath=`.spec.role`
+// +kubebuilder:printcolumn:name="Prefixes",type=string,JSONPath=`.status.advertised`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type BridgeGateway struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   BridgeGatewaySpec   `json:"spec"`
+	Status BridgeGatewayStatus `json:"status,omitempty"`
+}
+
+// BridgeGatewayList is a list of BridgeGateways.
+// +kubebuilder:object:root=true
+type BridgeGatewayList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []BridgeGateway `json:"items"`
+}

@@ -1,0 +1,38 @@
+package v1alpha1
+
+// Labels and annotations read or written by netbridge.
+const (
+	// LabelSegment on a VirtualMachineInstance names the segment its first
+	// interface joins, as "<bridgeconfig>.<segment>".
+	LabelSegment = "netbridge.io/segment"
+	// AnnotationIPs lists the preserved IPs of a VMI (comma separated), set by
+	// the migration plan before the guest boots.
+	AnnotationIPs = "netbridge.io/ips"
+	// AnnotationMAC is the preserved MAC of a VMI when its status has none yet.
+	AnnotationMAC = "netbridge.io/mac"
+	// AnnotationCutover drives the per-VM cutover: "active" or "rollback".
+	AnnotationCutover = "netbridge.io/cutover"
+	// AnnotationVTEP on a Node overrides its InternalIP as VXLAN tunnel endpoint.
+	AnnotationVTEP = "netbridge.io/vtep"
+	// LabelGateway marks edge nodes that run the gateway role.
+	LabelGateway = "netbridge.io/gateway"
+	// LabelBridgeConfig and LabelSegmentName on a BridgeEndpoint let gateways
+	// list the endpoints of one segment with a label selector.
+	LabelBridgeConfig = "netbridge.io/bridgeconfig"
+	LabelSegmentName  = "netbridge.io/segment-name"
+
+	// CutoverActive and CutoverRollback are the values of AnnotationCutover.
+	CutoverActive   = "active"
+	CutoverRollback = "rollback"
+)
+
+// Condition types.
+const (
+	ConditionReady            = "Ready"
+	ConditionAdvertised       = "Advertised"
+	ConditionReachable        = "Reachable"
+	ConditionConflict         = "Conflict"
+	ConditionRejected         = "Rejected"
+	ConditionDegraded         = "Degraded"
+	ConditionDuplicateAddress = "DuplicateAddress"
+)
