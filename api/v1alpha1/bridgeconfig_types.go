@@ -28,6 +28,7 @@ type UplinkSpec struct {
 	Interface string `json:"interface,omitempty"`
 	// Address selects the interface holding an address inside this CIDR,
 	// for fleets whose interface names differ from node to node.
+	// +kubebuilder:validation:MaxLength=43
 	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="uplink.address must be a CIDR, e.g. 192.0.2.0/24"
 	// +optional
 	Address string `json:"address,omitempty"`
@@ -236,7 +237,7 @@ type SegmentStatus struct {
 	ActiveGateway string `json:"activeGateway,omitempty"`
 	// StandbyGateways are the other selected gateway nodes.
 	// +optional
-	StandbyGateways []string `json:"standbyGateways,omitempty"`
+	StandbyGateways []string       `json:"standbyGateways,omitempty"`
 	Endpoints       EndpointCounts `json:"endpoints"`
 }
 

@@ -40,7 +40,8 @@ type BridgeEndpointSpec struct {
 	// +optional
 	VTEP string `json:"vtep,omitempty"`
 	// +kubebuilder:default=Staged
-	State CutoverState `json:"state"`
+	// +optional
+	State CutoverState `json:"state,omitempty"`
 }
 
 // BridgeEndpointStatus is written by the controller.

@@ -1,0 +1,212 @@
+package bgp
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/apiutil"
+	bgppkt "github.com/osrg/gobgp/v3/pkg/packet/bgp"
+)
+
+var (
+	familyV4 = &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	familyV6 = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
+)
+
+func familyOf(p netip.Prefix) *api.Family {
+	if p.Addr().Is4() {
+		return familyV4
+	}
+	return familyV6
+}
+
+func seconds(d time.Duration) uint64 { return uint64(d / time.Second) }
+
+// toAPIPeer converts a Peer. localRestarting announces the Restart State and
+// Forwarding State bits (RFC 4724): set on the first session after our own
+// restart so that the router keeps our stale routes until our End-of-RIB.
+func toAPIPeer(p Peer, localRestarting bool) *api.Peer {
+	ap := &api.Peer{
+		Conf: &api.PeerConf{
+			NeighborAddress: p.Address.String(),
+			PeerAsn:         p.ASN,
+			AuthPassword:    p.Password,
+			Description:     p.Description,
+		},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			HoldTime:          seconds(p.HoldTime),
+			KeepaliveInterval: seconds(p.Keepalive),
+			ConnectRetry:      seconds(p.ConnectRetry),
+		}},
+		Transport: &api.Transport{RemotePort: uint32(p.Port)},
+	}
+	if p.EBGPMultihopTTL > 0 {
+		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.EBGPMultihopTTL)}
+	}
+	if p.GracefulRestart {
+		rt := seconds(p.RestartTime)
+		if rt == 0 {
+			rt = 120
+		}
+		ap.GracefulRestart = &api.GracefulRestart{
+			Enabled:         true,
+			RestartTime:     uint32(rt),
+			LocalRestarting: localRestarting,
+		}
+	}
+	for _, f := range []*api.Family{familyV4, familyV6} {
+		as := &api.AfiSafi{Config: &api.AfiSafiConfig{Family: f, Enabled: true}}
+		// Without the per-family flag GoBGP silently advertises no
+		// graceful-restart tuple (PITFALLS.md).
+		if p.GracefulRestart {
+			as.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+		}
+		if p.MaxPrefixes > 0 {
+			as.PrefixLimits = &api.PrefixLimit{Family: f, MaxPrefixes: p.MaxPrefixes}
+		}
+		ap.AfiSafis = append(ap.AfiSafis, as)
+	}
+	return ap
+}
+
+// toAPIPath builds the locally originated path for r.
+func toAPIPath(r Route, localASN uint32) (*api.Path, error) {
+	addr := r.Prefix.Addr()
+	bits := uint8(r.Prefix.Bits())
+	attrs := []bgppkt.PathAttributeInterface{bgppkt.NewPathAttributeOrigin(bgppkt.BGP_ORIGIN_ATTR_TYPE_IGP)}
+	var nlri bgppkt.AddrPrefixInterface
+	if addr.Is4() {
+		nlri = bgppkt.NewIPAddrPrefix(bits, addr.String())
+		nh := "0.0.0.0" // "my address toward each peer"
+		if r.NextHop.IsValid() {
+			nh = r.NextHop.String()
+		}
+		attrs = append(attrs, bgppkt.NewPathAttributeNextHop(nh))
+	} else {
+		nlri = bgppkt.NewIPv6AddrPrefix(bits, addr.String())
+		nh := "::"
+		if r.NextHop.IsValid() {
+			nh = r.NextHop.String()
+		}
+		attrs = append(attrs, bgppkt.NewPathAttributeMpReachNLRI(nh, []bgppkt.AddrPrefixInterface{nlri}))
+	}
+	if r.ASPathPrepend > 0 {
+		asns := make([]uint32, r.ASPathPrepend)
+		for i := range asns {
+			asns[i] = localASN
+		}
+		attrs = append(attrs, bgppkt.NewPathAttributeAsPath([]bgppkt.AsPathParamInterface{
+			bgppkt.NewAs4PathParam(bgppkt.BGP_ASPATH_ATTR_TYPE_SEQ, asns)}))
+	}
+	if r.MED != nil {
+		attrs = append(attrs, bgppkt.NewPathAttributeMultiExitDisc(*r.MED))
+	}
+	if r.LocalPref != 0 {
+		attrs = append(attrs, bgppkt.NewPathAttributeLocalPref(r.LocalPref))
+	}
+	if cs := sortedCommunities(r.Communities); len(cs) > 0 {
+		v := make([]uint32, len(cs))
+		for i, c := range cs {
+			v[i] = uint32(c)
+		}
+		attrs = append(attrs, bgppkt.NewPathAttributeCommunities(v))
+	}
+	if ls := sortedLarge(r.LargeCommunities); len(ls) > 0 {
+		v := make([]*bgppkt.LargeCommunity, len(ls))
+		for i, c := range ls {
+			v[i] = bgppkt.NewLargeCommunity(c.Global, c.Local1, c.Local2)
+		}
+		attrs = append(attrs, bgppkt.NewPathAttributeLargeCommunities(v))
+	}
+	p, err := apiutil.NewPath(nlri, false, attrs, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("encode path %s: %w", r.Prefix, err)
+	}
+	return p, nil
+}
+
+const (
+	policyExport  = "nb-export-guard"
+	policyImport  = "nb-import-reject"
+	prefixSetV4   = "nb-allowed-v4"
+	prefixSetV6   = "nb-allowed-v6"
+	globalPolicer = "global"
+)
+
+// policies builds the whole routing policy in one request (SetPolicies swaps
+// it atomically, so there is no window without the export guard):
+//   - export: accept prefixes inside the allowed ones (mask up to /32, /128),
+//     default reject;
+//   - import: accept our own (local) routes, default reject. A global import
+//     policy also sees locally originated routes, hence the first statement.
+func policies(allowed []netip.Prefix) *api.SetPoliciesRequest {
+	var v4, v6 []*api.Prefix
+	for _, a := range allowed {
+		max := uint32(32)
+		if a.Addr().Is6() {
+			max = 128
+		}
+		ap := &api.Prefix{IpPrefix: a.String(), MaskLengthMin: uint32(a.Bits()), MaskLengthMax: max}
+		if a.Addr().Is4() {
+			v4 = append(v4, ap)
+		} else {
+			v6 = append(v6, ap)
+		}
+	}
+	req := &api.SetPoliciesRequest{}
+	export := &api.Policy{Name: policyExport}
+	// GoBGP prefix sets hold one family each; an empty set is left out (it
+	// would match nothing anyway, and default reject covers it).
+	for _, s := range []struct {
+		name     string
+		prefixes []*api.Prefix
+	}{{prefixSetV4, v4}, {prefixSetV6, v6}} {
+		if len(s.prefixes) == 0 {
+			continue
+		}
+		req.DefinedSets = append(req.DefinedSets, &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: s.name, Prefixes: s.prefixes})
+		export.Statements = append(export.Statements, &api.Statement{
+			Name:       "accept-" + s.name,
+			Conditions: &api.Conditions{PrefixSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: s.name}},
+			Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
+		})
+	}
+	if len(export.Statements) == 0 {
+		// A policy needs a statement; this one matches nothing we send.
+		export.Statements = append(export.Statements, &api.Statement{
+			Name:    "reject-all",
+			Actions: &api.Actions{RouteAction: api.RouteAction_REJECT},
+		})
+	}
+	imp := &api.Policy{Name: policyImport, Statements: []*api.Statement{{
+		Name:       "accept-local",
+		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
+		Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
+	}}}
+	req.Policies = []*api.Policy{export, imp}
+	req.Assignments = []*api.PolicyAssignment{
+		{Name: globalPolicer, Direction: api.PolicyDirection_EXPORT, Policies: []*api.Policy{{Name: policyExport}}, DefaultAction: api.RouteAction_REJECT},
+		{Name: globalPolicer, Direction: api.PolicyDirection_IMPORT, Policies: []*api.Policy{{Name: policyImport}}, DefaultAction: api.RouteAction_REJECT},
+	}
+	return req
+}
+
+func sessionState(s api.PeerState_SessionState) SessionState {
+	switch s {
+	case api.PeerState_IDLE:
+		return StateIdle
+	case api.PeerState_CONNECT:
+		return StateConnect
+	case api.PeerState_ACTIVE:
+		return StateActive
+	case api.PeerState_OPENSENT:
+		return StateOpenSent
+	case api.PeerState_OPENCONFIRM:
+		return StateOpenConfirm
+	case api.PeerState_ESTABLISHED:
+		return StateEstablished
+	}
+	return StateUnknown
+}

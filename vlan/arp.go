@@ -1,0 +1,247 @@
+package vlan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
+)
+
+// Port sends and receives raw frames on one interface: ARP probes for
+// duplicate addresses, gratuitous ARP for VM IPs on the VLAN side, and
+// RARP-style MAC announcements into the VXLAN side. It works in the network
+// namespace of the thread that opened it.
+//
+// Bridge ports (the VLAN sub-interface, the VXLAN device) hand received
+// frames to the bridge before protocol-specific sockets see them, so Port
+// listens to every EtherType and picks ARP itself; it ignores frames the
+// host sends out of the port, or a VM's own ARP flooded out of the VLAN
+// side would look like a duplicate.
+type Port struct {
+	ifi  *net.Interface
+	conn *packet.Conn
+}
+
+// OpenPort opens a raw socket on iface.
+func OpenPort(iface string) (*Port, error) {
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		return nil, fmt.Errorf("open port %s: %w", iface, err)
+	}
+	conn, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open port %s: raw socket: %w", iface, err)
+	}
+	p := &Port{ifi: ifi, conn: conn}
+	if err := p.ignoreOutgoing(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("open port %s: %w", iface, err)
+	}
+	return p, nil
+}
+
+func (p *Port) ignoreOutgoing() error {
+	rc, err := p.conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("PACKET_IGNORE_OUTGOING (Linux 4.20+): %w", serr)
+	}
+	return nil
+}
+
+// Close closes the socket.
+func (p *Port) Close() error { return p.conn.Close() }
+
+// ProbeOptions tune duplicate-address probes. Zero values take defaults
+// shorter than RFC 5227's (3 probes 1-2 s apart, 2 s wait): a cutover
+// wave probes many addresses, and a live source VM answers in
+// milliseconds.
+type ProbeOptions struct {
+	Probes   int           // probes per address (default 3)
+	Interval time.Duration // between probes (default 100ms)
+	Wait     time.Duration // listening after the last probe (default 500ms)
+}
+
+func (o ProbeOptions) withDefaults() ProbeOptions {
+	if o.Probes <= 0 {
+		o.Probes = 3
+	}
+	if o.Interval <= 0 {
+		o.Interval = 100 * time.Millisecond
+	}
+	if o.Wait <= 0 {
+		o.Wait = 500 * time.Millisecond
+	}
+	return o
+}
+
+// Probe sends RFC 5227 ARP probes (sender IP 0.0.0.0, so no host updates
+// its cache) for each IPv4 address and returns the addresses some host
+// answered for, with that host's MAC. An empty map means nobody on the
+// link holds any of them. Only one Probe may run on a Port at a time.
+func (p *Port) Probe(ctx context.Context, ips []netip.Addr, opts ProbeOptions) (map[netip.Addr]net.HardwareAddr, error) {
+	opts = opts.withDefaults()
+	want := map[netip.Addr]bool{}
+	for _, ip := range ips {
+		if !ip.Is4() {
+			return nil, fmt.Errorf("probe %s: only IPv4 is supported (IPv6 DAD is not implemented)", ip)
+		}
+		want[ip] = true
+	}
+	found := map[netip.Addr]net.HardwareAddr{}
+	if len(want) == 0 {
+		return found, nil
+	}
+	frames := make([][]byte, 0, len(ips))
+	for ip := range want {
+		f, err := arpFrame(arp.OperationRequest, p.ifi.HardwareAddr, netip.IPv4Unspecified(), ethernet.Broadcast, ip, p.ifi.HardwareAddr)
+		if err != nil {
+			return nil, fmt.Errorf("probe %s: %w", ip, err)
+		}
+		frames = append(frames, f)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sendErr := make(chan error, 1)
+	go func() {
+		defer close(sendErr)
+		for i := 0; i < opts.Probes; i++ {
+			for _, f := range frames {
+				if err := p.send(f); err != nil {
+					sendErr <- err
+					return
+				}
+			}
+			if i < opts.Probes-1 {
+				select {
+				case <-time.After(opts.Interval):
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+
+	deadline := time.Now().Add(time.Duration(opts.Probes-1)*opts.Interval + opts.Wait)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	buf := make([]byte, 1600)
+	for len(found) < len(want) {
+		if err := p.conn.SetReadDeadline(deadline); err != nil {
+			return nil, fmt.Errorf("probe on %s: %w", p.ifi.Name, err)
+		}
+		n, _, err := p.conn.ReadFrom(buf)
+		if errors.Is(err, ctx.Err()) && ctx.Err() != nil {
+			return found, ctx.Err()
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("probe on %s: read: %w", p.ifi.Name, err)
+		}
+		pkt, ok := parseARP(buf[:n])
+		// Any ARP whose sender is one of our addresses claims it: a reply
+		// to our probe, or that host's own request or announcement.
+		if ok && want[pkt.SenderIP] {
+			found[pkt.SenderIP] = append(net.HardwareAddr(nil), pkt.SenderHardwareAddr...)
+		}
+	}
+	if err := <-sendErr; err != nil {
+		return found, fmt.Errorf("probe on %s: %w", p.ifi.Name, err)
+	}
+	return found, ctx.Err()
+}
+
+// GratuitousARP announces that ip is at mac: a broadcast ARP request with
+// sender and target both ip, sent from mac. Out of the VLAN side it moves
+// the legacy switches' MAC table and the legacy hosts' ARP caches to the
+// gateway's trunk port.
+func (p *Port) GratuitousARP(ip netip.Addr, mac net.HardwareAddr) error {
+	f, err := arpFrame(arp.OperationRequest, mac, ip, ethernet.Broadcast, ip, mac)
+	if err != nil {
+		return fmt.Errorf("gratuitous arp %s at %s: %w", ip, mac, err)
+	}
+	if err := p.send(f); err != nil {
+		return fmt.Errorf("gratuitous arp %s at %s on %s: %w", ip, mac, p.ifi.Name, err)
+	}
+	return nil
+}
+
+// etherTypeRARP is the Reverse ARP EtherType (RFC 903).
+const etherTypeRARP ethernet.EtherType = 0x8035
+
+// AnnounceMAC broadcasts a RARP request from mac, as hypervisors do after
+// a live migration. Sent into the VXLAN side after a gateway failover it
+// makes the nodes learn that a legacy MAC now sits behind this gateway.
+func (p *Port) AnnounceMAC(mac net.HardwareAddr) error {
+	// RARP shares ARP's layout; opcode 3 is "request reverse".
+	pkt, err := arp.NewPacket(arp.Operation(3), mac, netip.IPv4Unspecified(), mac, netip.IPv4Unspecified())
+	if err != nil {
+		return fmt.Errorf("announce %s: %w", mac, err)
+	}
+	payload, err := pkt.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("announce %s: %w", mac, err)
+	}
+	f, err := (&ethernet.Frame{Destination: ethernet.Broadcast, Source: mac, EtherType: etherTypeRARP, Payload: payload}).MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("announce %s: %w", mac, err)
+	}
+	if err := p.send(f); err != nil {
+		return fmt.Errorf("announce %s on %s: %w", mac, p.ifi.Name, err)
+	}
+	return nil
+}
+
+func (p *Port) send(frame []byte) error {
+	_, err := p.conn.WriteTo(frame, &packet.Addr{HardwareAddr: ethernet.Broadcast})
+	return err
+}
+
+func arpFrame(op arp.Operation, srcHW net.HardwareAddr, srcIP netip.Addr, dstHW net.HardwareAddr, dstIP netip.Addr, ethSrc net.HardwareAddr) ([]byte, error) {
+	// The target hardware address of a request is unknown: zeros.
+	tha := make(net.HardwareAddr, 6)
+	if op == arp.OperationReply {
+		tha = dstHW
+	}
+	pkt, err := arp.NewPacket(op, srcHW, srcIP, tha, dstIP)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := pkt.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	return (&ethernet.Frame{Destination: dstHW, Source: ethSrc, EtherType: ethernet.EtherTypeARP, Payload: payload}).MarshalBinary()
+}
+
+func parseARP(b []byte) (*arp.Packet, bool) {
+	var f ethernet.Frame
+	if err := f.UnmarshalBinary(b); err != nil || f.EtherType != ethernet.EtherTypeARP {
+		return nil, false
+	}
+	var pkt arp.Packet
+	if err := pkt.UnmarshalBinary(f.Payload); err != nil {
+		return nil, false
+	}
+	return &pkt, true
+}
