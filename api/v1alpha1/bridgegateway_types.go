@@ -62,6 +62,27 @@ type RefusedEndpoint struct {
 	Message string `json:"message,omitempty"`
 }
 
+// GatewayEndpointStatus is one Active endpoint as this gateway programmed it:
+// what `netbridgectl verify` reads.
+type GatewayEndpointStatus struct {
+	Namespace    string   `json:"namespace"`
+	Name         string   `json:"name"`
+	BridgeConfig string   `json:"bridgeConfig"`
+	Segment      string   `json:"segment"`
+	IPs          []string `json:"ips,omitempty"`
+	MAC          string   `json:"mac,omitempty"`
+	// FDBProgrammed: the static FDB entry MAC → VTEP is in the kernel.
+	FDBProgrammed bool `json:"fdbProgrammed"`
+	// Advertised: the host routes are sent to the BGP peers.
+	Advertised bool `json:"advertised"`
+	// Reachable: the VM answered an ARP probe across the segment.
+	Reachable bool `json:"reachable"`
+	// +optional
+	LastProbe *metav1.Time `json:"lastProbe,omitempty"`
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
 // BridgeGatewayStatus is written only by the gateway it describes.
 type BridgeGatewayStatus struct {
 	// +optional
@@ -72,9 +93,14 @@ type BridgeGatewayStatus struct {
 	// +optional
 	Advertised []string `json:"advertised,omitempty"`
 	// +optional
+	Endpoints []GatewayEndpointStatus `json:"endpoints,omitempty"`
+	// +optional
 	Refused []RefusedEndpoint `json:"refused,omitempty"`
 	// +optional
 	LastErrors []string `json:"lastErrors,omitempty"`
+	// ObservedAt is when the gateway last wrote this status.
+	// +optional
+	ObservedAt *metav1.Time `json:"observedAt,omitempty"`
 	// +listType=map
 	// +listMapKey=type
 	// +optional
