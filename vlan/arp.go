@@ -139,21 +139,23 @@ func (p *Port) Probe(ctx context.Context, ips []netip.Addr, opts ProbeOptions) (
 	}()
 
 	deadline := time.Now().Add(time.Duration(opts.Probes-1)*opts.Interval + opts.Wait)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
 	buf := make([]byte, 1600)
-	for len(found) < len(want) {
-		if err := p.conn.SetReadDeadline(deadline); err != nil {
+	for len(found) < len(want) && time.Now().Before(deadline) {
+		if err := ctx.Err(); err != nil {
+			return found, err
+		}
+		// Short read slices: a cancelled ctx does not wake a blocked read.
+		rd := time.Now().Add(100 * time.Millisecond)
+		if deadline.Before(rd) {
+			rd = deadline
+		}
+		if err := p.conn.SetReadDeadline(rd); err != nil {
 			return nil, fmt.Errorf("probe on %s: %w", p.ifi.Name, err)
 		}
 		n, _, err := p.conn.ReadFrom(buf)
-		if errors.Is(err, ctx.Err()) && ctx.Err() != nil {
-			return found, ctx.Err()
-		}
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			break
+			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("probe on %s: read: %w", p.ifi.Name, err)
@@ -165,10 +167,11 @@ func (p *Port) Probe(ctx context.Context, ips []netip.Addr, opts ProbeOptions) (
 			found[pkt.SenderIP] = append(net.HardwareAddr(nil), pkt.SenderHardwareAddr...)
 		}
 	}
+	cancel() // stop the sender if every address was claimed early
 	if err := <-sendErr; err != nil {
 		return found, fmt.Errorf("probe on %s: %w", p.ifi.Name, err)
 	}
-	return found, ctx.Err()
+	return found, nil
 }
 
 // GratuitousARP announces that ip is at mac: a broadcast ARP request with

@@ -30,9 +30,11 @@ type DataPlane struct {
 	log *zap.Logger
 }
 
-// New returns a DataPlane that works through h: netlink.NewHandle() for the
-// current namespace, netlink.NewHandleAt(ns) for another. The caller keeps
-// ownership of h (and closes it).
+// New returns a DataPlane that works through h:
+// netlink.NewHandle(unix.NETLINK_ROUTE) for the current namespace,
+// netlink.NewHandleAt(ns, unix.NETLINK_ROUTE) for another (without the
+// family argument the library also opens XFRM sockets, which fails on
+// kernels without xfrm). The caller keeps ownership of h (and closes it).
 func New(h *netlink.Handle, log *zap.Logger) *DataPlane {
 	return &DataPlane{h: h, log: log}
 }
@@ -49,6 +51,7 @@ type Result struct {
 
 // Reconcile makes the host's segments equal to desired, which must be the
 // complete set for this host: owned segments missing from it are deleted.
+// Calls must not overlap (the caller serialises them, e.g. one worker).
 // A segment that is invalid, clashes with a foreign link, does not fit the
 // underlay MTU or needs a kernel feature the host lacks is reported in
 // Result.Segments and left as it was; the other segments are still
@@ -64,10 +67,16 @@ func (d *DataPlane) Reconcile(ctx context.Context, desired []Segment) (Result, e
 		res.Segments[s.VNI] = refused[s.VNI]
 	}
 	names := map[uint32]string{}
+	for vni, o := range snap.segments {
+		names[vni] = o.name
+	}
+	desiredVNI := map[uint32]bool{}
 	for _, s := range desired {
 		names[s.VNI] = s.Name
+		desiredVNI[s.VNI] = true
 	}
 	failed := map[uint32]bool{}
+	links := linkCache{h: d.h, byName: map[string]netlink.Link{}}
 	for _, a := range acts {
 		if err := ctx.Err(); err != nil {
 			return res, errors.Join(joinSegmentErrors(res.Segments), fmt.Errorf("reconcile interrupted: %w", err))
@@ -75,7 +84,7 @@ func (d *DataPlane) Reconcile(ctx context.Context, desired []Segment) (Result, e
 		if failed[a.vni] {
 			continue // stop the segment at its first failure
 		}
-		if err := d.apply(a); err != nil {
+		if err := d.apply(a, links); err != nil {
 			failed[a.vni] = true
 			err = fmt.Errorf("segment %q: %s: %w", names[a.vni], a, err)
 			res.Segments[a.vni] = err // also for a removal that failed
@@ -84,14 +93,25 @@ func (d *DataPlane) Reconcile(ctx context.Context, desired []Segment) (Result, e
 			continue
 		}
 		res.Changes++
-		d.log.Info("data plane changed", zap.String("event", "applied"),
+		// Link changes are rare and worth reading; entry changes come by
+		// the thousand on a takeover, so they go to debug plus a summary.
+		lvl := zap.InfoLevel
+		if a.kind >= actAddFlood {
+			lvl = zap.DebugLevel
+		}
+		d.log.Log(lvl, "data plane changed", zap.String("event", "applied"),
 			zap.Uint32("vni", a.vni), zap.String("segment", names[a.vni]), zap.Stringer("action", a))
 	}
+	if res.Changes > 0 {
+		d.log.Info("data plane reconciled", zap.String("event", "reconciled"),
+			zap.Int("changes", res.Changes), zap.Int("segments", len(desired)))
+	}
 	for vni := range snap.segments {
-		if _, ok := names[vni]; !ok && !failed[vni] {
+		if !desiredVNI[vni] && !failed[vni] {
 			res.Removed = append(res.Removed, vni)
 		}
 	}
+	slices.Sort(res.Removed)
 	for vni, err := range refused {
 		d.log.Warn("segment refused", zap.String("event", "segmentRefused"),
 			zap.Uint32("vni", vni), zap.String("segment", names[vni]), zap.Error(err))
@@ -197,8 +217,9 @@ func (d *DataPlane) observe() (snapshot, error) {
 			snap.clashes[vni] = fmt.Errorf("link %s exists but was not created by netbridge (alias %q): remove or rename it", a.Name, a.Alias)
 			continue
 		}
-		ol := &observedLink{name: a.Name, alias: a.Alias, master: nameOf(a.MasterIndex), mtu: a.MTU, up: a.Flags&net.FlagUp != 0}
 		o := seg(vni)
+		o.name, _, _ = strings.Cut(strings.TrimPrefix(a.Alias, aliasPrefix), accessTag)
+		ol := &observedLink{name: a.Name, alias: a.Alias, master: nameOf(a.MasterIndex), mtu: a.MTU, up: a.Flags&net.FlagUp != 0}
 		switch kind {
 		case bridgePrefix:
 			o.bridge = ol
@@ -345,11 +366,23 @@ const (
 	featVXLAN  = "VXLAN devices"
 )
 
-func (d *DataPlane) link(name string) (netlink.Link, error) {
-	l, err := d.h.LinkByName(name)
+// linkCache saves a lookup per change within one Reconcile: only the
+// index of a cached link is used, which stays valid until the link is
+// deleted or re-created (both drop it from the cache).
+type linkCache struct {
+	h      *netlink.Handle
+	byName map[string]netlink.Link
+}
+
+func (c linkCache) get(name string) (netlink.Link, error) {
+	if l, ok := c.byName[name]; ok {
+		return l, nil
+	}
+	l, err := c.h.LinkByName(name)
 	if err != nil {
 		return nil, fmt.Errorf("find link %s: %w", name, err)
 	}
+	c.byName[name] = l
 	return l, nil
 }
 
@@ -358,11 +391,13 @@ func isNotFound(err error) bool {
 	return errors.As(err, &nf) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ESRCH)
 }
 
-func (d *DataPlane) apply(a action) error {
+func (d *DataPlane) apply(a action, links linkCache) error {
 	switch a.kind {
 	case actCreateVLAN, actCreateBridge, actCreateVXLAN:
-		return d.create(a)
+		delete(links.byName, a.link)
+		return d.create(a, links)
 	case actDeleteLink:
+		delete(links.byName, a.link)
 		l, err := d.h.LinkByName(a.link)
 		if isNotFound(err) {
 			return nil
@@ -373,7 +408,7 @@ func (d *DataPlane) apply(a action) error {
 		return d.h.LinkDel(l)
 	}
 
-	l, err := d.link(a.link)
+	l, err := links.get(a.link)
 	if err != nil {
 		return err
 	}
@@ -391,7 +426,7 @@ func (d *DataPlane) apply(a action) error {
 	case actSetAlias:
 		return d.h.LinkSetAlias(l, a.alias)
 	case actSetMaster:
-		m, err := d.link(a.other)
+		m, err := links.get(a.other)
 		if err != nil {
 			return err
 		}
@@ -475,7 +510,7 @@ func randomMAC() (net.HardwareAddr, error) {
 	return m, nil
 }
 
-func (d *DataPlane) create(a action) error {
+func (d *DataPlane) create(a action, links linkCache) error {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = a.link
 	if a.mtu != 0 {
@@ -485,7 +520,7 @@ func (d *DataPlane) create(a action) error {
 	var feature, module string
 	switch a.kind {
 	case actCreateVLAN:
-		parent, err := d.link(a.other)
+		parent, err := links.get(a.other)
 		if err != nil {
 			return err
 		}

@@ -26,6 +26,7 @@ var (
 	gwVTEP   = netip.MustParseAddr("192.0.2.1")
 	nodeVTEP = netip.MustParseAddr("192.0.2.2")
 	vmIP     = netip.MustParseAddr("10.20.0.50")
+	vmIP6    = netip.MustParseAddr("2001:db8:20::50")
 )
 
 const testVNI = 1020
@@ -56,7 +57,7 @@ func (s *stretch) gwSegment() Segment {
 	return Segment{
 		Name: "legacy-a", VNI: testVNI, Role: RoleGateway, Uplink: "up0", Access: true, MTU: 1450,
 		LocalVTEP: gwVTEP, FloodVTEPs: []netip.Addr{nodeVTEP},
-		Endpoints: []Endpoint{{MAC: s.vmMAC, IPs: []netip.Addr{vmIP}, VTEP: nodeVTEP}},
+		Endpoints: []Endpoint{{MAC: s.vmMAC, IPs: []netip.Addr{vmIP, vmIP6}, VTEP: nodeVTEP}},
 	}
 }
 
@@ -107,7 +108,8 @@ func TestStretchAccessSegment(t *testing.T) {
 		"02:00:00:00:00:50 dst 192.0.2.2 self permanent",
 		"02:00:00:00:00:50 master nb-br-1020 static")
 	neigh := s.gw.Run(t, "ip", "neigh", "show", "dev", BridgeName(testVNI))
-	mustContain(t, "gateway neighbours", neigh, "10.20.0.50 lladdr 02:00:00:00:00:50 PERMANENT")
+	mustContain(t, "gateway neighbours", neigh, "10.20.0.50 lladdr 02:00:00:00:00:50 PERMANENT",
+		"2001:db8:20::50 lladdr 02:00:00:00:00:50 PERMANENT")
 	links := s.gw.Run(t, "ip", "-d", "link", "show", VXLANName(testVNI))
 	mustContain(t, "gateway vxlan", links, "vxlan id 1020 local 192.0.2.1", "dstport 4789", "nolearning", "mtu 1450", "alias netbridge:legacy-a")
 	mustContain(t, "uplink enslaved", s.gw.Run(t, "ip", "link", "show", "up0"), "master nb-br-1020")
@@ -137,14 +139,15 @@ func TestStretchAccessSegment(t *testing.T) {
 		seg.GatewayAddress = netip.MustParsePrefix("10.20.0.254/24")
 		reconcile(t, s.gwDP, seg)
 		mustContain(t, "host route", s.gw.Run(t, "ip", "route", "show", "proto", "78"), "10.20.0.50 dev nb-br-1020 scope link")
+		mustContain(t, "host route v6", s.gw.Run(t, "ip", "-6", "route", "show", "proto", "78"), "2001:db8:20::50 dev nb-br-1020")
 		mustContain(t, "gateway address", s.gw.Run(t, "ip", "addr", "show", "dev", BridgeName(testVNI)), "inet 10.20.0.254/24")
 		mustContain(t, "gateway reaches the VM", s.gw.Run(t, "ping", "-c1", "-W2", vmIP.String()), "1 received")
 		if res := reconcile(t, s.gwDP, seg); res.Changes != 0 {
 			t.Errorf("re-run changed %d things", res.Changes)
 		}
 		res := reconcile(t, s.gwDP, s.gwSegment())
-		if res.Changes != 2 {
-			t.Errorf("back to Extended: want 2 changes (route, address), got %d", res.Changes)
+		if res.Changes != 3 {
+			t.Errorf("back to Extended: want 3 changes (2 routes, address), got %d", res.Changes)
 		}
 		if out := s.gw.Run(t, "ip", "route", "show", "proto", "78"); strings.TrimSpace(out) != "" {
 			t.Errorf("host route left: %s", out)

@@ -23,6 +23,7 @@ type snapshot struct {
 
 // observed is one segment's owned links and the entries we manage on them.
 type observed struct {
+	name                string // segment name, from the alias (for logs)
 	bridge, vxlan, vlan *observedLink
 	// accessUplink is the foreign uplink recorded in the bridge alias and
 	// still enslaved to the bridge.

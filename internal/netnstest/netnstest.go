@@ -32,6 +32,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // NS is one network namespace owned by a test.
@@ -62,7 +63,7 @@ func New(t testing.TB, prefix string) *NS {
 		t.Fatalf("netnstest: open namespace %s: %v", name, err)
 	}
 	n.NsHandle = h
-	nh, err := netlink.NewHandleAt(h)
+	nh, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
 	if err != nil {
 		t.Fatalf("netnstest: netlink handle in %s: %v", name, err)
 	}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Prepares a Debian kernel with 802.1Q for the QEMU data-plane test
+# (vlan/qemutest) and prints the folder holding it:
+#   vmlinuz             the kernel
+#   modules/NAME.ko     the modules the test loads, uncompressed
+# Cached in .cache/kernel/<package>/; rebuilt only when DEBIAN_KERNEL_PKG in
+# hack/versions.env changes. Installs qemu-system-x86 when it is missing.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=/dev/null
+source "$root/hack/versions.env"
+out="$root/.cache/kernel/${DEBIAN_KERNEL_PKG}"
+
+# Load order matters (dependencies first); the test reads this list.
+modules=(llc stp garp mrp 8021q bridge udp_tunnel ip6_udp_tunnel vxlan veth)
+
+if ! command -v qemu-system-x86_64 >/dev/null; then
+  echo "installing qemu-system-x86..." >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends qemu-system-x86 >&2 ||
+    { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends qemu-system-x86 >&2; }
+fi
+
+if [[ -f "$out/vmlinuz" && -f "$out/modules/order" ]]; then
+  echo "$out"
+  exit 0
+fi
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+echo "downloading ${DEBIAN_KERNEL_PKG}..." >&2
+apt-get download "$DEBIAN_KERNEL_PKG" >&2 || { apt-get update >&2 && apt-get download "$DEBIAN_KERNEL_PKG" >&2; }
+dpkg -x ./*.deb x
+rm -rf "$out.tmp"
+mkdir -p "$out.tmp/modules"
+cp x/boot/vmlinuz-* "$out.tmp/vmlinuz"
+for m in "${modules[@]}"; do
+  f="$(find x/lib/modules -name "$m.ko" -o -name "$m.ko.xz" | head -n 1)"
+  [[ -n "$f" ]] || { echo "module $m not found in $DEBIAN_KERNEL_PKG" >&2; exit 1; }
+  case "$f" in
+    *.xz) xz -dc "$f" > "$out.tmp/modules/$m.ko" ;;
+    *) cp "$f" "$out.tmp/modules/$m.ko" ;;
+  esac
+done
+printf '%s\n' "${modules[@]}" > "$out.tmp/modules/order"
+rm -rf "$out"
+mv "$out.tmp" "$out"
+echo "$out"

@@ -1,0 +1,137 @@
+package vlan
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPortOnTheStretch(t *testing.T) {
+	s := newStretch(t)
+	reconcile(t, s.nodeDP, s.nodeSegment())
+	s.node.Run(t, "ip", "link", "set", "vm0", "master", BridgeName(testVNI))
+	seg := s.gwSegment()
+	reconcile(t, s.gwDP, seg)
+	legacyMAC := strings.TrimSpace(s.legacy.Run(t, "cat", "/sys/class/net/eth0/address"))
+	legacyIP := netip.MustParseAddr("10.20.0.1")
+	freeIP := netip.MustParseAddr("10.20.0.99")
+
+	t.Run("probe on the VLAN side", func(t *testing.T) {
+		// The VM keeps announcing itself meanwhile: its ARPs (sender = the
+		// VM's IP) are flooded out of the VLAN side and must not count as
+		// a duplicate of the VM's address.
+		stop := make(chan struct{})
+		vmDone := make(chan error, 1)
+		go func() {
+			vmDone <- s.vm.Do(func() error {
+				p, err := OpenPort("eth0")
+				if err != nil {
+					return err
+				}
+				defer p.Close()
+				for {
+					if err := p.GratuitousARP(vmIP, s.vmMAC); err != nil {
+						return err
+					}
+					select {
+					case <-stop:
+						return nil
+					case <-time.After(50 * time.Millisecond):
+					}
+				}
+			})
+		}()
+		defer func() {
+			close(stop)
+			if err := <-vmDone; err != nil {
+				t.Errorf("VM announcements: %v", err)
+			}
+		}()
+		var found map[netip.Addr]net.HardwareAddr
+		err := s.gw.Do(func() error {
+			p, err := OpenPort(seg.VLANSide())
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			found, err = p.Probe(context.Background(), []netip.Addr{legacyIP, freeIP, vmIP}, ProbeOptions{})
+			return err
+		})
+		if err != nil {
+			t.Fatalf("Probe: %v", err)
+		}
+		if got := found[legacyIP].String(); got != legacyMAC {
+			t.Errorf("legacy host's address: found %q, want %s", got, legacyMAC)
+		}
+		if mac, ok := found[freeIP]; ok {
+			t.Errorf("free address reported as held by %s", mac)
+		}
+		if mac, ok := found[vmIP]; ok {
+			t.Errorf("the VM's address (VXLAN side) reported on the VLAN side, by %s", mac)
+		}
+	})
+
+	t.Run("gratuitous ARP moves the legacy cache", func(t *testing.T) {
+		s.legacy.Run(t, "sysctl", "-qw", "net.ipv4.neigh.eth0.locktime=0")
+		s.legacy.Run(t, "ping", "-c1", "-W2", vmIP.String())
+		newMAC := net.HardwareAddr{2, 0, 0, 0, 0, 0x51}
+		err := s.gw.Do(func() error {
+			p, err := OpenPort(seg.VLANSide())
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			return p.GratuitousARP(vmIP, newMAC)
+		})
+		if err != nil {
+			t.Fatalf("GratuitousARP: %v", err)
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			out := s.legacy.Run(t, "ip", "neigh", "show", vmIP.String())
+			if strings.Contains(out, newMAC.String()) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("legacy cache not updated: %s", out)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+
+	t.Run("RARP announcement teaches the node", func(t *testing.T) {
+		moved := net.HardwareAddr{2, 0, 0, 0, 0, 0x99}
+		err := s.gw.Do(func() error {
+			p, err := OpenPort(VXLANName(testVNI))
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			return p.AnnounceMAC(moved)
+		})
+		if err != nil {
+			t.Fatalf("AnnounceMAC: %v", err)
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			out := s.node.Run(t, "bridge", "fdb", "show", "dev", VXLANName(testVNI))
+			if strings.Contains(out, moved.String()+" dst 192.0.2.1") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node did not learn %s behind the gateway:\n%s", moved, out)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+}
+
+func TestProbeRejectsIPv6(t *testing.T) {
+	p := &Port{ifi: &net.Interface{Name: "x"}}
+	if _, err := p.Probe(context.Background(), []netip.Addr{netip.MustParseAddr("2001:db8::1")}, ProbeOptions{}); err == nil {
+		t.Fatal("want an error for IPv6")
+	}
+}
