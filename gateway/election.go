@@ -1,0 +1,359 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	coordclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
+)
+
+// LeaseTimings are the per-segment election timings. RenewDeadline +
+// RetryPeriod must stay below LeaseDuration: a holder that could not renew
+// for RenewDeadline detaches its VLAN before any standby may consider the
+// lease expired (self-fencing).
+type LeaseTimings struct {
+	LeaseDuration time.Duration
+	RenewDeadline time.Duration
+	RetryPeriod   time.Duration
+}
+
+// Validate refuses timings that would let two gateways attach at once.
+func (t LeaseTimings) Validate() error {
+	if t.LeaseDuration <= 0 || t.RenewDeadline <= 0 || t.RetryPeriod <= 0 {
+		return fmt.Errorf("lease timings must be positive: duration %s, renew deadline %s, retry period %s", t.LeaseDuration, t.RenewDeadline, t.RetryPeriod)
+	}
+	if t.RenewDeadline+t.RetryPeriod >= t.LeaseDuration {
+		return fmt.Errorf("lease renew deadline %s + retry period %s must be below lease duration %s, or a fenced gateway could still be attached when a standby takes over",
+			t.RenewDeadline, t.RetryPeriod, t.LeaseDuration)
+	}
+	return nil
+}
+
+// LeaseName is the Lease of one segment.
+func LeaseName(k SegmentKey) string { return "nb-" + k.BridgeConfig + "-" + k.Name }
+
+// Election runs one lease elector per segment. It holds leadership as
+// "renewed within RenewDeadline" on the local monotonic clock, checked by a
+// watchdog that does not wait on the API server: a gateway cut off from the
+// API server stops leading on time even when every request hangs.
+type Election struct {
+	leases    coordclient.LeasesGetter
+	namespace string
+	identity  string
+	timings   LeaseTimings
+	log       *zap.Logger
+	onChange  func()
+
+	mu      sync.Mutex
+	running map[SegmentKey]*elector
+}
+
+// NewElection returns an Election for identity (the node name). onChange is
+// called (from elector goroutines; it must not block) whenever a segment's
+// leadership changes.
+func NewElection(leases coordclient.LeasesGetter, namespace, identity string, t LeaseTimings, log *zap.Logger, onChange func()) *Election {
+	return &Election{leases: leases, namespace: namespace, identity: identity, timings: t, log: log,
+		onChange: onChange, running: map[SegmentKey]*elector{}}
+}
+
+type elector struct {
+	key    SegmentKey
+	cancel context.CancelFunc
+	done   chan struct{}
+	// first is closed after the first acquire/renew attempt.
+	first chan struct{}
+
+	mu        sync.Mutex
+	leading   bool
+	lastRenew time.Time // local clock, last successful acquire/renew
+	holder    string    // last observed holder
+	// transitions counts gained and lost leadership.
+	transitions int
+	apiOK       bool
+}
+
+// Sync starts electors for new segments and stops (releasing the lease)
+// those no longer wanted.
+func (e *Election) Sync(ctx context.Context, keys []SegmentKey) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	want := map[SegmentKey]bool{}
+	var started []*elector
+	for _, k := range keys {
+		want[k] = true
+		if _, ok := e.running[k]; ok {
+			continue
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		el := &elector{key: k, cancel: cancel, done: make(chan struct{}), first: make(chan struct{})}
+		e.running[k] = el
+		go e.run(cctx, el)
+		started = append(started, el)
+	}
+	// A restarted holder must see that it still holds the lease before
+	// the first plan, or it would detach a VLAN it keeps bridging.
+	deadline := time.After(e.timings.RenewDeadline)
+	for _, el := range started {
+		select {
+		case <-el.first:
+		case <-deadline:
+		case <-ctx.Done():
+		}
+	}
+	for k, el := range e.running {
+		if !want[k] {
+			el.cancel()
+			<-el.done
+			delete(e.running, k)
+		}
+	}
+}
+
+// Leading reports whether this gateway holds the segment's lease now.
+func (e *Election) Leading(k SegmentKey) bool {
+	e.mu.Lock()
+	el := e.running[k]
+	e.mu.Unlock()
+	if el == nil {
+		return false
+	}
+	el.mu.Lock()
+	defer el.mu.Unlock()
+	return el.leading
+}
+
+// Holder is the last observed holder of the segment's lease.
+func (e *Election) Holder(k SegmentKey) string {
+	e.mu.Lock()
+	el := e.running[k]
+	e.mu.Unlock()
+	if el == nil {
+		return ""
+	}
+	el.mu.Lock()
+	defer el.mu.Unlock()
+	return el.holder
+}
+
+// APIReachable is false when the last lease call of any elector failed.
+func (e *Election) APIReachable() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, el := range e.running {
+		el.mu.Lock()
+		ok := el.apiOK
+		el.mu.Unlock()
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Transitions sums leadership changes per segment (for metrics).
+func (e *Election) Transitions() map[SegmentKey]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := map[SegmentKey]int{}
+	for k, el := range e.running {
+		el.mu.Lock()
+		out[k] = el.transitions
+		el.mu.Unlock()
+	}
+	return out
+}
+
+// Release gives up every lease this gateway holds (planned drain), so
+// standbys take over at once instead of waiting for expiry, and stops the
+// electors.
+func (e *Election) Release(ctx context.Context) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, el := range e.running {
+		el.cancel()
+		<-el.done
+		delete(e.running, k)
+	}
+}
+
+func (e *Election) setLeading(el *elector, leading bool) {
+	el.mu.Lock()
+	changed := el.leading != leading
+	el.leading = leading
+	if changed {
+		el.transitions++
+	}
+	el.mu.Unlock()
+	if changed {
+		e.log.Info("segment lease", zap.String("segment", el.key.String()), zap.Bool("leading", leading))
+		e.onChange()
+	}
+}
+
+func (e *Election) run(ctx context.Context, el *elector) {
+	defer close(el.done)
+	t := e.timings
+	// observedRV/observedAt: when the lease record last changed, on our clock.
+	var observedRV string
+	var observedAt time.Time
+	tick := time.NewTicker(t.RetryPeriod)
+	defer tick.Stop()
+	watchdog := time.NewTicker(t.RetryPeriod / 2)
+	defer watchdog.Stop()
+	el.apiOK = true
+
+	attempt := func() {
+		cctx, cancel := context.WithTimeout(ctx, t.RenewDeadline)
+		defer cancel()
+		now := time.Now()
+		lease, err := e.leases.Leases(e.namespace).Get(cctx, LeaseName(el.key), metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: LeaseName(el.key), Namespace: e.namespace,
+				Labels: map[string]string{"app.kubernetes.io/managed-by": "netbridge-gateway"}}}
+			e.fill(lease, now, true)
+			if _, err := e.leases.Leases(e.namespace).Create(cctx, lease, metav1.CreateOptions{}); err != nil {
+				e.apiResult(el, err)
+				return
+			}
+			e.renewed(el, now)
+			return
+		case err != nil:
+			e.apiResult(el, err)
+			return
+		}
+		holder := ""
+		if lease.Spec.HolderIdentity != nil {
+			holder = *lease.Spec.HolderIdentity
+		}
+		el.mu.Lock()
+		el.holder = holder
+		el.mu.Unlock()
+		if lease.ResourceVersion != observedRV {
+			observedRV, observedAt = lease.ResourceVersion, now
+		}
+		dur := t.LeaseDuration
+		if lease.Spec.LeaseDurationSeconds != nil && holder != e.identity {
+			// Honour the holder's own duration (it may run other settings),
+			// never less than ours.
+			if d := time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second; d > dur {
+				dur = d
+			}
+		}
+		free := holder == "" || holder == e.identity || now.After(observedAt.Add(dur))
+		if !free {
+			e.apiResult(el, nil)
+			if el.isLeading() {
+				// Someone else holds it: we lost it (e.g. our renewals
+				// did not land). Stop leading now.
+				e.setLeading(el, false)
+			}
+			return
+		}
+		takeover := holder != e.identity
+		e.fill(lease, now, takeover)
+		if _, err := e.leases.Leases(e.namespace).Update(cctx, lease, metav1.UpdateOptions{}); err != nil {
+			e.apiResult(el, err)
+			return
+		}
+		if takeover {
+			e.log.Info("segment lease acquired", zap.String("segment", el.key.String()), zap.String("previousHolder", holder))
+		}
+		e.renewed(el, now)
+	}
+
+	attempt()
+	close(el.first)
+	for {
+		select {
+		case <-ctx.Done():
+			e.release(el)
+			return
+		case <-tick.C:
+			attempt()
+		case <-watchdog.C:
+			el.mu.Lock()
+			expired := el.leading && time.Since(el.lastRenew) > t.RenewDeadline
+			el.mu.Unlock()
+			if expired {
+				e.log.Warn("segment lease not renewed in time: fencing", zap.String("segment", el.key.String()),
+					zap.Duration("renewDeadline", t.RenewDeadline))
+				e.setLeading(el, false)
+			}
+		}
+	}
+}
+
+func (el *elector) isLeading() bool {
+	el.mu.Lock()
+	defer el.mu.Unlock()
+	return el.leading
+}
+
+func (e *Election) fill(l *coordinationv1.Lease, now time.Time, takeover bool) {
+	id := e.identity
+	secs := int32((e.timings.LeaseDuration + time.Second - 1) / time.Second)
+	mt := metav1.NewMicroTime(now)
+	l.Spec.HolderIdentity = &id
+	l.Spec.LeaseDurationSeconds = &secs
+	l.Spec.RenewTime = &mt
+	if takeover || l.Spec.AcquireTime == nil {
+		l.Spec.AcquireTime = &mt
+		n := int32(0)
+		if l.Spec.LeaseTransitions != nil {
+			n = *l.Spec.LeaseTransitions + 1
+		}
+		l.Spec.LeaseTransitions = &n
+	}
+}
+
+func (e *Election) renewed(el *elector, at time.Time) {
+	el.mu.Lock()
+	el.lastRenew = at
+	el.holder = e.identity
+	el.apiOK = true
+	el.mu.Unlock()
+	e.setLeading(el, true)
+}
+
+func (e *Election) apiResult(el *elector, err error) {
+	el.mu.Lock()
+	was := el.apiOK
+	el.apiOK = err == nil
+	el.mu.Unlock()
+	if err != nil && was {
+		e.log.Warn("segment lease call failed", zap.String("segment", el.key.String()), zap.Error(err))
+		e.onChange()
+	}
+	if err == nil && !was {
+		e.onChange()
+	}
+}
+
+// release hands the lease over: holder cleared so a standby acquires at
+// its next retry instead of after expiry. Best effort, bounded.
+func (e *Election) release(el *elector) {
+	if !el.isLeading() {
+		return
+	}
+	e.setLeading(el, false)
+	ctx, cancel := context.WithTimeout(context.Background(), e.timings.RenewDeadline)
+	defer cancel()
+	lease, err := e.leases.Leases(e.namespace).Get(ctx, LeaseName(el.key), metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != e.identity {
+		return
+	}
+	empty := ""
+	lease.Spec.HolderIdentity = &empty
+	if _, err := e.leases.Leases(e.namespace).Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
+		e.log.Warn("release segment lease", zap.String("segment", el.key.String()), zap.Error(err))
+		return
+	}
+	e.log.Info("segment lease released", zap.String("segment", el.key.String()))
+}

@@ -1,0 +1,134 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+)
+
+// FileConfig is the standalone configuration of an edge host with no
+// cluster: one BridgeConfig's spec, the endpoints, and the BGP passwords.
+// After parsing it goes through the same translation as the API objects.
+type FileConfig struct {
+	// Name plays the BridgeConfig's name (segment keys are Name.segment).
+	Name string `json:"name"`
+	// Spec is exactly a BridgeConfig spec; gatewaySelector is ignored.
+	Spec nbv1.BridgeConfigSpec `json:"spec"`
+	// Endpoints are the VM interfaces, as BridgeEndpoint specs.
+	Endpoints []FileEndpoint `json:"endpoints,omitempty"`
+	// Passwords holds TCP MD5 passwords by Secret name (the peers'
+	// passwordSecretRef.name), since there are no Secrets here.
+	Passwords map[string]string `json:"passwords,omitempty"`
+}
+
+// FileEndpoint is one endpoint in a FileConfig.
+type FileEndpoint struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
+	nbv1.BridgeEndpointSpec `json:",inline"`
+}
+
+// ParseFileConfig parses and checks a standalone configuration.
+func ParseFileConfig(raw []byte) (*FileConfig, error) {
+	var fc FileConfig
+	if err := yaml.UnmarshalStrict(raw, &fc); err != nil {
+		return nil, fmt.Errorf("parse config: %w", err)
+	}
+	if fc.Name == "" {
+		fc.Name = "local"
+	}
+	seen := map[string]bool{}
+	for i, s := range fc.Spec.Segments {
+		if s.VLANID < 1 || s.VLANID > 4094 {
+			return nil, fmt.Errorf("spec.segments[%d].vlanID: %d is not in 1-4094", i, s.VLANID)
+		}
+		if s.VNI < 1 || s.VNI > 1<<24-1 {
+			return nil, fmt.Errorf("spec.segments[%d].vni: %d is not in 1-16777215", i, s.VNI)
+		}
+		if seen[s.Name] {
+			return nil, fmt.Errorf("spec.segments[%d].name: %q is used twice", i, s.Name)
+		}
+		seen[s.Name] = true
+	}
+	for i := range fc.Endpoints {
+		e := &fc.Endpoints[i]
+		if e.Name == "" {
+			return nil, fmt.Errorf("endpoints[%d].name: empty", i)
+		}
+		if e.Namespace == "" {
+			e.Namespace = "default"
+		}
+		if e.BridgeConfig == "" {
+			e.BridgeConfig = fc.Name
+		}
+		if e.State == "" {
+			e.State = nbv1.StateActive
+		}
+	}
+	return &fc, nil
+}
+
+// FileSource serves Inputs from a FileConfig; Load replaces it (reload on
+// SIGHUP or a file change).
+type FileSource struct {
+	path string
+	mu   sync.Mutex
+	cfg  *FileConfig
+}
+
+// NewFileSource loads path once; it fails when the file is invalid.
+func NewFileSource(path string) (*FileSource, error) {
+	f := &FileSource{path: path}
+	if err := f.Load(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// Path is the watched file.
+func (f *FileSource) Path() string { return f.path }
+
+// Load re-reads the file. An invalid file is refused and the previous
+// configuration stays in force: a typo must not tear down what works.
+func (f *FileSource) Load() error {
+	raw, err := os.ReadFile(f.path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", f.path, err)
+	}
+	cfg, err := ParseFileConfig(raw)
+	if err != nil {
+		return fmt.Errorf("%s: %w", f.path, err)
+	}
+	f.mu.Lock()
+	f.cfg = cfg
+	f.mu.Unlock()
+	return nil
+}
+
+// Inputs implements Source.
+func (f *FileSource) Inputs(context.Context) (Inputs, error) {
+	f.mu.Lock()
+	cfg := f.cfg
+	f.mu.Unlock()
+	bc := nbv1.BridgeConfig{ObjectMeta: metav1.ObjectMeta{Name: cfg.Name}, Spec: cfg.Spec}
+	// Standalone: this host is the gateway of every segment.
+	bc.Spec.GatewaySelector = metav1.LabelSelector{}
+	in := Inputs{Configs: []nbv1.BridgeConfig{bc}}
+	for _, e := range cfg.Endpoints {
+		in.Endpoints = append(in.Endpoints, nbv1.BridgeEndpoint{ObjectMeta: metav1.ObjectMeta{Name: e.Name, Namespace: e.Namespace}, Spec: e.BridgeEndpointSpec})
+	}
+	in.Password = func(ref nbv1.SecretKeyRef) (string, error) {
+		pw, ok := cfg.Passwords[ref.Name]
+		if !ok {
+			return "", fmt.Errorf("passwords.%s: not in the config file", ref.Name)
+		}
+		return pw, nil
+	}
+	return in, nil
+}

@@ -1,0 +1,152 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"go.uber.org/zap"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+)
+
+// KubeSource serves Inputs from informer caches. When the API server goes
+// away the caches keep their last content: the agent keeps its state
+// (fail static) and catches up when the watches resume.
+type KubeSource struct {
+	cache     cache.Cache
+	namespace string
+	nodeName  string
+}
+
+// NewKubeSource builds the caches: cluster-wide BridgeConfigs,
+// BridgeEndpoints and Nodes; Leases and Secrets only in the netbridge
+// namespace (the gateway may read Secrets nowhere else).
+func NewKubeSource(cfg *rest.Config, scheme *runtime.Scheme, namespace, nodeName string) (*KubeSource, error) {
+	c, err := cache.New(cfg, cache.Options{
+		Scheme: scheme,
+		ByObject: map[client.Object]cache.ByObject{
+			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{namespace: {}}},
+			&corev1.Secret{}:        {Namespaces: map[string]cache.Config{namespace: {}}},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("informer cache: %w", err)
+	}
+	return &KubeSource{cache: c, namespace: namespace, nodeName: nodeName}, nil
+}
+
+// Start runs the informers and waits for their first sync; every change
+// afterwards calls onChange.
+func (k *KubeSource) Start(ctx context.Context, onChange func(), log *zap.Logger) error {
+	handler := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { onChange() },
+		UpdateFunc: func(any, any) { onChange() },
+		DeleteFunc: func(any) { onChange() },
+	}
+	for _, obj := range []client.Object{&nbv1.BridgeConfig{}, &nbv1.BridgeEndpoint{}, &corev1.Node{}, &coordinationv1.Lease{}, &corev1.Secret{}} {
+		inf, err := k.cache.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("informer %T: %w", obj, err)
+		}
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return fmt.Errorf("informer %T handler: %w", obj, err)
+		}
+	}
+	go func() {
+		if err := k.cache.Start(ctx); err != nil {
+			log.Error("informer cache stopped", zap.Error(err))
+		}
+	}()
+	if !k.cache.WaitForCacheSync(ctx) {
+		return fmt.Errorf("informer caches did not sync: %w", ctx.Err())
+	}
+	return nil
+}
+
+// Inputs implements Source.
+func (k *KubeSource) Inputs(ctx context.Context) (Inputs, error) {
+	var in Inputs
+	var bcs nbv1.BridgeConfigList
+	if err := k.cache.List(ctx, &bcs); err != nil {
+		return in, fmt.Errorf("list bridgeconfigs: %w", err)
+	}
+	in.Configs = bcs.Items
+	var eps nbv1.BridgeEndpointList
+	if err := k.cache.List(ctx, &eps); err != nil {
+		return in, fmt.Errorf("list bridgeendpoints: %w", err)
+	}
+	in.Endpoints = eps.Items
+	var nodes corev1.NodeList
+	if err := k.cache.List(ctx, &nodes); err != nil {
+		return in, fmt.Errorf("list nodes: %w", err)
+	}
+	in.Nodes = map[string]NodeInfo{}
+	for _, n := range nodes.Items {
+		in.Nodes[n.Name] = NodeInfo{Labels: n.Labels, VTEP: NodeVTEP(&n)}
+		if n.Name == k.nodeName {
+			in.NodeLabels = n.Labels
+			in.LocalVTEP = NodeVTEP(&n)
+		}
+	}
+	var leases coordinationv1.LeaseList
+	if err := k.cache.List(ctx, &leases, client.InNamespace(k.namespace)); err != nil {
+		return in, fmt.Errorf("list leases: %w", err)
+	}
+	holders := map[string]string{}
+	for _, l := range leases.Items {
+		if l.Spec.HolderIdentity != nil {
+			holders[l.Name] = *l.Spec.HolderIdentity
+		}
+	}
+	in.LeaseHolders = map[SegmentKey]string{}
+	for _, bc := range bcs.Items {
+		for _, s := range bc.Spec.Segments {
+			key := SegmentKey{BridgeConfig: bc.Name, Name: s.Name}
+			if h := holders[LeaseName(key)]; h != "" {
+				in.LeaseHolders[key] = h
+			}
+		}
+	}
+	in.Password = func(ref nbv1.SecretKeyRef) (string, error) {
+		var s corev1.Secret
+		if err := k.cache.Get(ctx, client.ObjectKey{Namespace: k.namespace, Name: ref.Name}, &s); err != nil {
+			return "", fmt.Errorf("secret %s/%s: %w", k.namespace, ref.Name, err)
+		}
+		key := ref.Key
+		if key == "" {
+			key = "password"
+		}
+		v, ok := s.Data[key]
+		if !ok {
+			return "", fmt.Errorf("secret %s/%s has no key %q", k.namespace, ref.Name, key)
+		}
+		return string(v), nil
+	}
+	return in, nil
+}
+
+// NodeVTEP is the annotation netbridge.io/vtep, else the node's InternalIP.
+func NodeVTEP(n *corev1.Node) netip.Addr {
+	if v, ok := n.Annotations[nbv1.AnnotationVTEP]; ok {
+		if a, err := netip.ParseAddr(v); err == nil {
+			return a
+		}
+	}
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				return ip
+			}
+		}
+	}
+	return netip.Addr{}
+}
+

@@ -1,0 +1,110 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/netbridge-io/netbridge/bgp"
+)
+
+// Metrics are the gateway's Prometheus metrics (names documented in
+// docs/operations.md).
+type Metrics struct {
+	segmentsProgrammed prometheus.Gauge
+	endpoints          *prometheus.GaugeVec
+	sessionUp          *prometheus.GaugeVec
+	prefixes           *prometheus.GaugeVec
+	reconcileDuration  prometheus.Histogram
+	reconcileErrors    prometheus.Counter
+	leaseTransitions   *prometheus.CounterVec
+	duplicates         prometheus.Counter
+	seenDuplicates     map[string]bool
+}
+
+// NewMetrics registers the metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		segmentsProgrammed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "netbridge_gateway_segments_programmed",
+			Help: "Segments whose kernel objects match the desired state."}),
+		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "netbridge_gateway_endpoints",
+			Help: "Endpoints known to this gateway by state (advertised, refused, pending)."}, []string{"state"}),
+		sessionUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "netbridge_gateway_bgp_session_up",
+			Help: "1 when the BGP session with the peer is Established."}, []string{"peer"}),
+		prefixes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "netbridge_gateway_bgp_prefixes_advertised",
+			Help: "Prefixes sent to the peer."}, []string{"peer"}),
+		reconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "netbridge_gateway_reconcile_duration_seconds",
+			Help: "Duration of one reconcile pass.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		reconcileErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "netbridge_gateway_reconcile_errors_total",
+			Help: "Reconcile passes that failed to apply something."}),
+		leaseTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "netbridge_gateway_lease_transitions_total",
+			Help: "Times this gateway gained or lost a segment's lease."}, []string{"segment"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "netbridge_gateway_duplicate_address_total",
+			Help: "Activations blocked because another MAC answered for the IP on the VLAN side."}),
+		seenDuplicates: map[string]bool{},
+	}
+	if reg != nil {
+		reg.MustRegister(m.segmentsProgrammed, m.endpoints, m.sessionUp, m.prefixes, m.reconcileDuration,
+			m.reconcileErrors, m.leaseTransitions, m.duplicates)
+	}
+	return m
+}
+
+func (m *Metrics) observeReconcile(d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	m.reconcileDuration.Observe(d.Seconds())
+	if err != nil {
+		m.reconcileErrors.Inc()
+	}
+}
+
+// LeaseTransition counts a leadership change of a segment.
+func (m *Metrics) LeaseTransition(segment string) {
+	if m == nil {
+		return
+	}
+	m.leaseTransitions.WithLabelValues(segment).Inc()
+}
+
+func (m *Metrics) observeReport(r Report) {
+	if m == nil {
+		return
+	}
+	n := 0
+	for _, s := range r.Segments {
+		if s.Programmed {
+			n++
+		}
+	}
+	m.segmentsProgrammed.Set(float64(n))
+	adv, pending := 0, 0
+	for _, e := range r.Endpoints {
+		if e.Advertised {
+			adv++
+		} else {
+			pending++
+		}
+	}
+	m.endpoints.WithLabelValues("advertised").Set(float64(adv))
+	m.endpoints.WithLabelValues("pending").Set(float64(pending))
+	m.endpoints.WithLabelValues("refused").Set(float64(len(r.Refused)))
+	for _, f := range r.Refused {
+		key := f.IP.String() + "/" + f.MAC
+		if f.Reason == "DuplicateAddress" && !m.seenDuplicates[key] {
+			m.seenDuplicates[key] = true
+			m.duplicates.Inc()
+		}
+	}
+	m.sessionUp.Reset()
+	m.prefixes.Reset()
+	for _, p := range r.Peers {
+		up := 0.0
+		if p.State == bgp.StateEstablished {
+			up = 1
+		}
+		m.sessionUp.WithLabelValues(p.Address.String()).Set(up)
+		m.prefixes.WithLabelValues(p.Address.String()).Set(float64(p.RoutesSent))
+	}
+}

@@ -1,0 +1,233 @@
+package gateway
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+
+	"github.com/netbridge-io/netbridge/bgp"
+	"github.com/netbridge-io/netbridge/vlan"
+)
+
+// Verdict is the activation gate's answer for one IP.
+type Verdict int
+
+const (
+	// VerdictPending: not probed yet (or the probe port is not there).
+	VerdictPending Verdict = iota
+	// VerdictClear: nobody else answered; the IP may be advertised.
+	VerdictClear
+	// VerdictDuplicate: another MAC answered on the VLAN side.
+	VerdictDuplicate
+)
+
+// View is the agent's runtime knowledge that is not in Desired.
+type View struct {
+	Role      Role
+	LocalVTEP netip.Addr
+	// Attached: this gateway bridges the segment's VLAN (it leads, or it
+	// is the only candidate and keeps the VLAN while the API is away).
+	Attached map[SegmentKey]bool
+	// Gate holds the probe verdict per IP.
+	Gate map[netip.Addr]Verdict
+	// IPv6Peers is true when some BGP peer is IPv6, so /128s can carry an
+	// IPv6 next hop.
+	IPv6Peers bool
+}
+
+// Plan is what the agent will ask of the data plane and the speaker.
+type Plan struct {
+	Segments []vlan.Segment
+	// BGP is nil when the host speaks no BGP.
+	BGP *bgp.Desired
+	// Probes are the IPs to probe on each segment's VLAN side.
+	Probes map[SegmentKey][]netip.Addr
+	// Advertised maps each endpoint ID to the host routes it gets.
+	Advertised map[string][]netip.Prefix
+	// Refused are endpoint IPs never advertised, and why.
+	Refused []Refusal
+	// SegmentErrors are segments refused before reaching the kernel.
+	SegmentErrors map[SegmentKey]string
+}
+
+// Refusal is one endpoint IP the gateway will not advertise.
+type Refusal struct {
+	Endpoint string
+	IP       netip.Addr
+	Reason   string
+	Message  string
+}
+
+// BuildPlan computes the desired data plane and BGP state. Pure.
+func BuildPlan(d Desired, v View) Plan {
+	p := Plan{Probes: map[SegmentKey][]netip.Addr{}, Advertised: map[string][]netip.Prefix{}, SegmentErrors: map[SegmentKey]string{}}
+	bySeg := map[SegmentKey][]Endpoint{}
+	for _, e := range d.Endpoints {
+		bySeg[e.Segment] = append(bySeg[e.Segment], e)
+	}
+	var allowed []netip.Prefix
+	var routes []bgp.Route
+	for _, s := range d.Segments {
+		if s.Error != "" {
+			p.SegmentErrors[s.Key] = s.Error
+			continue
+		}
+		allowed = append(allowed, s.Subnets...)
+		vs := vlan.Segment{Name: s.Key.String(), VNI: s.VNI, MTU: s.MTU, LocalVTEP: v.LocalVTEP}
+		flood := map[netip.Addr]bool{}
+		var eps []vlan.Endpoint
+		switch v.Role {
+		case RoleNode:
+			vs.Role = vlan.RoleNode
+			if s.ActiveGatewayVTEP.IsValid() && s.ActiveGatewayVTEP != v.LocalVTEP {
+				flood[s.ActiveGatewayVTEP] = true
+			}
+			for _, e := range bySeg[s.Key] {
+				if e.State == StateWithdrawn || e.MAC == nil || !e.VTEP.IsValid() {
+					continue
+				}
+				if e.VTEP != v.LocalVTEP {
+					flood[e.VTEP] = true
+				}
+				eps = append(eps, vlan.Endpoint{MAC: e.MAC, IPs: inSubnets(e.IPs, s.Subnets), VTEP: e.VTEP})
+			}
+		default:
+			vs.Role = vlan.RoleGateway
+			attached := v.Attached[s.Key]
+			// Completed: the VLAN is released; the bridge answers for the
+			// legacy gateway address instead.
+			if attached && s.Phase != PhaseCompleted {
+				vs.Uplink, vs.VLANID, vs.Access = s.Uplink, s.VLANID, s.Access
+			}
+			if attached && s.Phase == PhaseCompleted {
+				vs.GatewayAddress = s.GatewayAddress
+			}
+			vs.HostRoutes = true
+			prepend := uint8(0)
+			if !attached {
+				prepend = d.bgpPrepend()
+			}
+			for _, e := range bySeg[s.Key] {
+				if e.State != StateActive || e.MAC == nil || !e.VTEP.IsValid() {
+					continue
+				}
+				if e.VTEP != v.LocalVTEP {
+					flood[e.VTEP] = true
+				}
+				var cleared []netip.Addr
+				for _, ip := range e.IPs {
+					if !inAny(ip, s.Subnets) {
+						p.Refused = append(p.Refused, Refusal{Endpoint: e.ID(), IP: ip, Reason: "OutsideSubnet",
+							Message: fmt.Sprintf("%s is outside the subnets of segment %s", ip, s.Key)})
+						continue
+					}
+					switch {
+					case ip.Is6():
+						// No IPv6 duplicate-address probe yet: v6 addresses
+						// pass the gate (see the issue note).
+						cleared = append(cleared, ip)
+					case v.Gate[ip] == VerdictClear:
+						cleared = append(cleared, ip)
+					case v.Gate[ip] == VerdictDuplicate:
+						p.Refused = append(p.Refused, Refusal{Endpoint: e.ID(), IP: ip, Reason: "DuplicateAddress"})
+						p.Probes[s.Key] = append(p.Probes[s.Key], ip)
+					default:
+						p.Probes[s.Key] = append(p.Probes[s.Key], ip)
+					}
+				}
+				// Only cleared IPs get neighbour entries and host routes,
+				// so the kernel records what was activated: a restarted
+				// agent adopts them without probing again.
+				eps = append(eps, vlan.Endpoint{MAC: e.MAC, IPs: cleared, VTEP: e.VTEP})
+				if d.BGP != nil && d.BGP.HostRoutes && s.Phase != PhaseCompleted {
+					for _, ip := range cleared {
+						if ip.Is6() && !v.IPv6Peers {
+							continue
+						}
+						pfx := netip.PrefixFrom(ip, ip.BitLen())
+						routes = append(routes, d.route(s, pfx, false, prepend))
+						p.Advertised[e.ID()] = append(p.Advertised[e.ID()], pfx)
+					}
+				}
+			}
+			if d.BGP != nil && d.BGP.Aggregate && s.Phase == PhaseCompleted {
+				for _, sub := range s.Subnets {
+					if sub.Addr().Is6() && !v.IPv6Peers {
+						continue
+					}
+					routes = append(routes, d.route(s, sub, true, prepend))
+				}
+			}
+		}
+		vs.FloodVTEPs = sortedAddrs(flood)
+		vs.Endpoints = eps
+		p.Segments = append(p.Segments, vs)
+	}
+	if v.Role == RoleGateway && d.BGP != nil {
+		p.BGP = &bgp.Desired{
+			Global:          bgp.Global{ASN: d.BGP.LocalASN, RouterID: d.BGP.RouterID, ListenPort: -1},
+			AllowedPrefixes: allowed,
+			Routes:          routes,
+		}
+		for _, peer := range d.BGP.Peers {
+			p.BGP.Peers = append(p.BGP.Peers, bgp.Peer{Address: peer.Address, ASN: peer.ASN, Port: peer.Port,
+				Password: peer.Password, Description: peer.Description, HoldTime: peer.HoldTime, Keepalive: peer.Keepalive,
+				EBGPMultihopTTL: peer.EBGPMultihop, GracefulRestart: peer.GracefulRestart, RestartTime: peer.RestartTime})
+		}
+	}
+	for k := range p.Probes {
+		slices.SortFunc(p.Probes[k], func(a, b netip.Addr) int { return a.Compare(b) })
+	}
+	return p
+}
+
+func (d Desired) bgpPrepend() uint8 {
+	if d.BGP == nil {
+		return 0
+	}
+	return d.BGP.StandbyPrepend
+}
+
+func (d Desired) route(s Segment, pfx netip.Prefix, aggregate bool, prepend uint8) bgp.Route {
+	r := bgp.Route{Prefix: pfx, Aggregate: aggregate, ASPathPrepend: prepend, MED: d.BGP.MED}
+	for _, c := range append(slices.Clone(d.BGP.Communities), s.Communities...) {
+		if com, err := bgp.ParseCommunity(c); err == nil {
+			r.Communities = append(r.Communities, com)
+		}
+	}
+	for _, c := range d.BGP.LargeCommunities {
+		if g, l1, l2, err := parseLargeCommunity(c); err == nil {
+			r.LargeCommunities = append(r.LargeCommunities, bgp.LargeCommunity{Global: g, Local1: l1, Local2: l2})
+		}
+	}
+	return r
+}
+
+func inAny(ip netip.Addr, subnets []netip.Prefix) bool {
+	for _, s := range subnets {
+		if s.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func inSubnets(ips []netip.Addr, subnets []netip.Prefix) []netip.Addr {
+	var out []netip.Addr
+	for _, ip := range ips {
+		if inAny(ip, subnets) {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+func sortedAddrs(m map[netip.Addr]bool) []netip.Addr {
+	out := make([]netip.Addr, 0, len(m))
+	for a := range m {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out
+}

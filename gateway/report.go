@@ -1,0 +1,167 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/netbridge-io/netbridge/bgp"
+	"github.com/netbridge-io/netbridge/vlan"
+)
+
+// Report is what one reconcile found and did, in plain values; the status
+// sink turns it into a BridgeGateway, metrics read it too.
+type Report struct {
+	NodeName   string
+	Role       Role
+	Segments   []SegmentReport
+	Peers      []bgp.PeerStatus
+	Advertised []netip.Prefix
+	Endpoints  []EndpointReport
+	Refused    []RefusedReport
+	Problems   []string
+	// Degraded: the API server is unreachable (fail static) or something
+	// could not be applied.
+	Degraded       bool
+	DegradedReason string
+	At             time.Time
+}
+
+// SegmentReport is one segment on this host.
+type SegmentReport struct {
+	Key        SegmentKey
+	Role       string // Active, Standby, Node
+	Programmed bool
+	Error      string
+}
+
+// EndpointReport is one active endpoint as this gateway programmed it.
+type EndpointReport struct {
+	Namespace, Name string
+	Segment         SegmentKey
+	IPs             []netip.Addr
+	MAC             string
+	FDBProgrammed   bool
+	Advertised      bool
+	Reachable       bool
+	LastProbe       time.Time
+	Message         string
+}
+
+// RefusedReport is an IP that is not advertised, and why.
+type RefusedReport struct {
+	Namespace, Endpoint string
+	IP                  netip.Addr
+	Reason              string
+	MAC                 string
+	Message             string
+}
+
+func (a *Agent) buildReport(ctx context.Context, d Desired, plan Plan, attached map[SegmentKey]bool, segErr map[SegmentKey]string,
+	problems []string, res vlan.Result, dpErr, bgpErr error) Report {
+	r := Report{NodeName: a.opts.NodeName, Role: a.opts.Role, Problems: problems, At: time.Now()}
+	for _, s := range d.Segments {
+		sr := SegmentReport{Key: s.Key, Role: "Node"}
+		if a.opts.Role == RoleGateway {
+			sr.Role = "Standby"
+			if attached[s.Key] {
+				sr.Role = "Active"
+			}
+		}
+		if msg, bad := segErr[s.Key]; bad {
+			sr.Error = msg
+		} else {
+			sr.Programmed = true
+		}
+		r.Segments = append(r.Segments, sr)
+	}
+	r.Advertised = sortedPrefixes(a.advertised)
+	if a.speaker != nil {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if st, err := a.speaker.Status(sctx); err == nil {
+			r.Peers = st.Peers
+		}
+		cancel()
+	}
+	programmed := map[SegmentKey]bool{}
+	for _, s := range r.Segments {
+		programmed[s.Key] = s.Programmed
+	}
+	if a.opts.Role == RoleGateway {
+		for _, e := range d.Endpoints {
+			if e.State != StateActive {
+				continue
+			}
+			er := EndpointReport{Namespace: e.Namespace, Name: e.Name, Segment: e.Segment, IPs: e.IPs,
+				FDBProgrammed: programmed[e.Segment] && e.MAC != nil}
+			if e.MAC != nil {
+				er.MAC = e.MAC.String()
+			}
+			adv := plan.Advertised[e.ID()]
+			er.Advertised = len(adv) > 0
+			for _, p := range adv {
+				if !a.advertised[p] {
+					er.Advertised = false
+				}
+			}
+			er.Reachable = len(e.IPs) > 0
+			for _, ip := range e.IPs {
+				if !ip.Is4() {
+					continue
+				}
+				res, ok := a.reachResult(ip)
+				if !ok || !res.Reachable {
+					er.Reachable = false
+					if ok && res.AnsweredBy != nil {
+						er.Message = fmt.Sprintf("%s answered by %s, not the VM", ip, res.AnsweredBy)
+					}
+				}
+				if ok && res.At.After(er.LastProbe) {
+					er.LastProbe = res.At
+				}
+			}
+			r.Endpoints = append(r.Endpoints, er)
+		}
+		for _, f := range plan.Refused {
+			ns, name := splitID(f.Endpoint)
+			rr := RefusedReport{Namespace: ns, Endpoint: name, IP: f.IP, Reason: f.Reason, Message: f.Message}
+			if f.Reason == "DuplicateAddress" {
+				if mac, ok := a.gate.Duplicate(f.IP); ok {
+					rr.MAC = mac.String()
+					rr.Message = fmt.Sprintf("%s is answered on the VLAN side by %s: the source VM may still be running", f.IP, mac)
+				}
+			}
+			r.Refused = append(r.Refused, rr)
+		}
+	}
+	switch {
+	case a.election != nil && !a.election.APIReachable():
+		r.Degraded, r.DegradedReason = true, "API server unreachable: keeping the last applied state"
+	case dpErr != nil:
+		r.Degraded, r.DegradedReason = true, dpErr.Error()
+	case bgpErr != nil:
+		r.Degraded, r.DegradedReason = true, bgpErr.Error()
+	}
+	sort.Slice(r.Endpoints, func(i, j int) bool {
+		return r.Endpoints[i].Namespace+"/"+r.Endpoints[i].Name < r.Endpoints[j].Namespace+"/"+r.Endpoints[j].Name
+	})
+	return r
+}
+
+func (a *Agent) reachResult(ip netip.Addr) (ReachResult, bool) {
+	if a.reach == nil {
+		return ReachResult{}, false
+	}
+	return a.reach.Result(ip)
+}
+
+func splitID(id string) (string, string) {
+	for i := 0; i < len(id); i++ {
+		if id[i] == '/' {
+			return id[:i], id[i+1:]
+		}
+	}
+	return "", id
+}
