@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"sync"
 
@@ -25,6 +26,9 @@ type FileConfig struct {
 	// Passwords holds TCP MD5 passwords by Secret name (the peers'
 	// passwordSecretRef.name), since there are no Secrets here.
 	Passwords map[string]string `json:"passwords,omitempty"`
+	// ActiveGatewayVTEP is where node-role hosts flood broadcast traffic
+	// (there is no lease to tell them).
+	ActiveGatewayVTEP string `json:"activeGatewayVTEP,omitempty"`
 }
 
 // FileEndpoint is one endpoint in a FileConfig.
@@ -42,6 +46,11 @@ func ParseFileConfig(raw []byte) (*FileConfig, error) {
 	}
 	if fc.Name == "" {
 		fc.Name = "local"
+	}
+	if fc.ActiveGatewayVTEP != "" {
+		if _, err := netip.ParseAddr(fc.ActiveGatewayVTEP); err != nil {
+			return nil, fmt.Errorf("activeGatewayVTEP: %q is not an IP address", fc.ActiveGatewayVTEP)
+		}
 	}
 	seen := map[string]bool{}
 	for i, s := range fc.Spec.Segments {
@@ -120,6 +129,14 @@ func (f *FileSource) Inputs(context.Context) (Inputs, error) {
 	// Standalone: this host is the gateway of every segment.
 	bc.Spec.GatewaySelector = metav1.LabelSelector{}
 	in := Inputs{Configs: []nbv1.BridgeConfig{bc}}
+	if v, err := netip.ParseAddr(cfg.ActiveGatewayVTEP); err == nil {
+		const gw = "standalone-gateway"
+		in.Nodes = map[string]NodeInfo{gw: {VTEP: v}}
+		in.LeaseHolders = map[SegmentKey]string{}
+		for _, s := range cfg.Spec.Segments {
+			in.LeaseHolders[SegmentKey{BridgeConfig: cfg.Name, Name: s.Name}] = gw
+		}
+	}
 	for _, e := range cfg.Endpoints {
 		in.Endpoints = append(in.Endpoints, nbv1.BridgeEndpoint{ObjectMeta: metav1.ObjectMeta{Name: e.Name, Namespace: e.Namespace}, Spec: e.BridgeEndpointSpec})
 	}
