@@ -5,7 +5,7 @@ BIN := bin
 # Two cores here: at most two test binaries at a time.
 GOTEST_FLAGS ?= -count=1 -p 2 -timeout 45m
 
-.PHONY: all build generate verify testenv test unit bench e2e lab lab-down image clean deps
+.PHONY: all build generate verify testenv test unit bench e2e lab lab-down image clean deps helm manifests
 
 all: build
 
@@ -18,6 +18,7 @@ build:
 generate:
 	$(GO) tool controller-gen object paths=./api/...
 	$(GO) tool controller-gen crd paths=./api/... output:crd:dir=deploy/crds
+	cp deploy/crds/*.yaml deploy/helm/netbridge/crds/
 
 ## verify: gofmt, go vet, generated files fresh
 verify:
@@ -38,6 +39,18 @@ testenv:
 deps:
 	bash hack/deps.sh
 	bash hack/testenv.sh
+	bash hack/helm.sh
+	bash hack/kernel.sh >/dev/null
+
+## helm: build (once) the helm binary the deploy tests use
+helm:
+	@bash hack/helm.sh
+
+## image: the container image (needs a Docker/BuildKit engine, which these
+## machines lack; CI builds the same static binaries with `make build`)
+IMAGE ?= ghcr.io/netbridge-io/netbridge:v0.1.0
+image:
+	docker build --build-arg VERSION=$$(git describe --tags --always --dirty) -t $(IMAGE) .
 
 ## test: every test, against real kernels, FRR and API server (README's test command)
 test: deps
