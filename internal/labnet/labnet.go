@@ -204,6 +204,22 @@ func (l *Lab) Up() error {
 	return l.startFRR()
 }
 
+// AttachVM enslaves one VM's node-side veth to its node's segment bridge,
+// waiting up to timeout for the node agent to create the bridge.
+func (l *Lab) AttachVM(v VM, bridge string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := l.exec(v.Node, "ip", "link", "set", "vm-"+v.Name, "master", bridge)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("attach %s to %s on %s: %w", v.Name, bridge, v.Node, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // AttachVMs enslaves each VM's node-side veth to the node's segment
 // bridge, waiting up to timeout for the node agent to create it.
 func (l *Lab) AttachVMs(bridge string, timeout time.Duration) error {

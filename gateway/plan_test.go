@@ -1,0 +1,222 @@
+package gateway
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+)
+
+var (
+	app   = SegmentKey{BridgeConfig: "dc1", Name: "app"}
+	gwVT  = netip.MustParseAddr("172.30.0.11")
+	n1VT  = netip.MustParseAddr("172.30.0.21")
+	n2VT  = netip.MustParseAddr("172.30.0.22")
+	vmIP  = netip.MustParseAddr("10.20.100.50")
+	vmMAC = mustMAC("52:54:00:00:01:50")
+)
+
+func mustMAC(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+func desired(state EndpointState, ips ...netip.Addr) Desired {
+	return Desired{
+		Segments: []Segment{{Key: app, VLANID: 100, VNI: 10100, Subnets: []netip.Prefix{netip.MustParsePrefix("10.20.100.0/24")},
+			Uplink: "uplink0", Access: true, MTU: 1450, Phase: PhaseRouted, Candidates: []string{"gw1", "gw2"}, ActiveGatewayVTEP: gwVT}},
+		BGP: &BGP{LocalASN: 65010, RouterID: gwVT, StandbyPrepend: 3, HostRoutes: true, Communities: []string{"65010:1"},
+			Peers: []Peer{{Address: netip.MustParseAddr("172.30.0.1"), ASN: 65000}}},
+		Endpoints: []Endpoint{{Namespace: "default", Name: "vm1-default", Segment: app, IPs: ips, MAC: vmMAC, VTEP: n1VT, State: state}},
+	}
+}
+
+func TestBuildPlan(t *testing.T) {
+	outside := netip.MustParseAddr("192.0.2.9")
+	tests := []struct {
+		name         string
+		d            Desired
+		v            View
+		wantUplink   string
+		wantRoutes   []string
+		wantPrepend  uint8
+		wantProbes   []netip.Addr
+		wantRefused  []string
+		wantFlood    []netip.Addr
+		wantEndpoint bool
+	}{
+		{
+			name:       "active gateway, cleared IP: attached, advertised, flood to the VM's node",
+			d:          desired(StateActive, vmIP),
+			v:          View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]Verdict{vmIP: VerdictClear}},
+			wantUplink: "uplink0", wantRoutes: []string{"10.20.100.50/32"}, wantFlood: []netip.Addr{n1VT}, wantEndpoint: true,
+		},
+		{
+			name:        "standby: VLAN detached, routes prepended",
+			d:           desired(StateActive, vmIP),
+			v:           View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{}, Gate: map[netip.Addr]Verdict{vmIP: VerdictClear}},
+			wantUplink:  "", wantRoutes: []string{"10.20.100.50/32"}, wantPrepend: 3, wantFlood: []netip.Addr{n1VT}, wantEndpoint: true,
+		},
+		{
+			name:       "not probed yet: no route, a probe is asked for",
+			d:          desired(StateActive, vmIP),
+			v:          View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]Verdict{}},
+			wantUplink: "uplink0", wantProbes: []netip.Addr{vmIP}, wantFlood: []netip.Addr{n1VT}, wantEndpoint: true,
+		},
+		{
+			name:       "duplicate: refused, re-probed, not advertised",
+			d:          desired(StateActive, vmIP),
+			v:          View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]Verdict{vmIP: VerdictDuplicate}},
+			wantUplink: "uplink0", wantProbes: []netip.Addr{vmIP}, wantRefused: []string{"DuplicateAddress"}, wantFlood: []netip.Addr{n1VT}, wantEndpoint: true,
+		},
+		{
+			name:       "IP outside the subnets is refused, never probed",
+			d:          desired(StateActive, outside),
+			v:          View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]Verdict{outside: VerdictClear}},
+			wantUplink: "uplink0", wantRefused: []string{"OutsideSubnet"}, wantFlood: []netip.Addr{n1VT}, wantEndpoint: true,
+		},
+		{
+			name:       "staged endpoint: nothing on the gateway",
+			d:          desired(StateStaged, vmIP),
+			v:          View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]Verdict{vmIP: VerdictClear}},
+			wantUplink: "uplink0",
+		},
+		{
+			name:      "node role: flood to the active gateway, VM local so no static entry needed beyond the endpoint",
+			d:         desired(StateStaged, vmIP),
+			v:         View{Role: RoleNode, LocalVTEP: n2VT},
+			wantFlood: []netip.Addr{gwVT, n1VT}, wantEndpoint: true,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := BuildPlan(tc.d, tc.v)
+			if len(p.Segments) != 1 {
+				t.Fatalf("segments: %d", len(p.Segments))
+			}
+			s := p.Segments[0]
+			if s.Uplink != tc.wantUplink {
+				t.Errorf("uplink %q, want %q", s.Uplink, tc.wantUplink)
+			}
+			if !slices.Equal(s.FloodVTEPs, tc.wantFlood) {
+				t.Errorf("flood %v, want %v", s.FloodVTEPs, tc.wantFlood)
+			}
+			if (len(s.Endpoints) > 0) != tc.wantEndpoint {
+				t.Errorf("endpoints %v, want present=%v", s.Endpoints, tc.wantEndpoint)
+			}
+			var routes []string
+			if p.BGP != nil {
+				for _, r := range p.BGP.Routes {
+					routes = append(routes, r.Prefix.String())
+					if r.ASPathPrepend != tc.wantPrepend {
+						t.Errorf("prepend %d, want %d", r.ASPathPrepend, tc.wantPrepend)
+					}
+					if len(r.Communities) != 1 || r.Communities[0].String() != "65010:1" {
+						t.Errorf("communities %v", r.Communities)
+					}
+				}
+				if p.BGP.Global.ListenPort != -1 {
+					t.Errorf("gateway must not listen on 179")
+				}
+			}
+			if !slices.Equal(routes, tc.wantRoutes) {
+				t.Errorf("routes %v, want %v", routes, tc.wantRoutes)
+			}
+			if !slices.Equal(p.Probes[app], tc.wantProbes) {
+				t.Errorf("probes %v, want %v", p.Probes[app], tc.wantProbes)
+			}
+			var reasons []string
+			for _, r := range p.Refused {
+				reasons = append(reasons, r.Reason)
+			}
+			if !slices.Equal(reasons, tc.wantRefused) {
+				t.Errorf("refused %v, want %v", reasons, tc.wantRefused)
+			}
+		})
+	}
+}
+
+func TestBuildPlanCompletedPhase(t *testing.T) {
+	d := desired(StateActive, vmIP)
+	d.Segments[0].Phase = PhaseCompleted
+	d.Segments[0].GatewayAddress = netip.MustParsePrefix("10.20.100.1/24")
+	d.BGP.Aggregate = true
+	p := BuildPlan(d, View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]Verdict{vmIP: VerdictClear}})
+	s := p.Segments[0]
+	if s.Uplink != "" || s.GatewayAddress != d.Segments[0].GatewayAddress {
+		t.Fatalf("completed: VLAN must be released and the gateway address on the bridge: %+v", s)
+	}
+	if len(p.BGP.Routes) != 1 || p.BGP.Routes[0].Prefix.String() != "10.20.100.0/24" || !p.BGP.Routes[0].Aggregate {
+		t.Fatalf("completed: only the aggregate, got %+v", p.BGP.Routes)
+	}
+}
+
+func TestBuildPlanSegmentError(t *testing.T) {
+	d := desired(StateActive, vmIP)
+	d.Segments = append(d.Segments, Segment{Key: SegmentKey{BridgeConfig: "dc1", Name: "bad"}, VNI: 7, Error: "vni clash"})
+	p := BuildPlan(d, View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]Verdict{vmIP: VerdictClear}})
+	if len(p.Segments) != 1 || p.SegmentErrors[SegmentKey{BridgeConfig: "dc1", Name: "bad"}] != "vni clash" {
+		t.Fatalf("bad segment must be kept out of the kernel and reported: %+v %+v", p.Segments, p.SegmentErrors)
+	}
+	if len(p.BGP.Routes) != 1 {
+		t.Fatalf("the good segment keeps its route: %+v", p.BGP.Routes)
+	}
+}
+
+func TestTranslate(t *testing.T) {
+	older := metav1.NewTime(metav1.Now().Add(-3600e9))
+	bc := func(name string, vni int32, ts metav1.Time) nbv1.BridgeConfig {
+		return nbv1.BridgeConfig{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: ts},
+			Spec: nbv1.BridgeConfigSpec{
+				GatewaySelector: metav1.LabelSelector{MatchLabels: map[string]string{"netbridge.io/gateway": "true"}},
+				Uplink:          nbv1.UplinkSpec{Interface: "uplink0"},
+				Segments:        []nbv1.Segment{{Name: "app", VLANID: 100, VNI: vni, Subnets: []string{"10.20.100.0/24"}, Access: true}},
+				BGP: &nbv1.BGPSpec{LocalASN: 65010, Peers: []nbv1.BGPPeer{
+					{Address: "172.30.0.1", ASN: 65000, PasswordSecretRef: &nbv1.SecretKeyRef{Name: "pw"}},
+					{Address: "172.30.0.2", ASN: 65000, NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"rack": "b"}}},
+				}},
+			}}
+	}
+	in := Inputs{
+		NodeName: "gw1", Role: RoleGateway, LocalVTEP: gwVT,
+		NodeLabels: map[string]string{"netbridge.io/gateway": "true", "rack": "a"},
+		Configs:    []nbv1.BridgeConfig{bc("second", 10100, metav1.Now()), bc("first", 10100, older)},
+		Nodes: map[string]NodeInfo{
+			"gw1": {Labels: map[string]string{"netbridge.io/gateway": "true"}, VTEP: gwVT},
+			"gw2": {Labels: map[string]string{"netbridge.io/gateway": "true"}, VTEP: netip.MustParseAddr("172.30.0.12")},
+		},
+		Endpoints: []nbv1.BridgeEndpoint{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "vm1-default"},
+			Spec: nbv1.BridgeEndpointSpec{BridgeConfig: "first", Segment: "app", IPs: []string{"10.20.100.50"}, MAC: "52:54:00:00:01:50",
+				VTEP: "172.30.0.21", State: nbv1.StateActive}}},
+		Password: func(ref nbv1.SecretKeyRef) (string, error) { return "s3cret-" + ref.Name, nil },
+	}
+	d, problems := Translate(in)
+	if len(d.Segments) != 2 {
+		t.Fatalf("segments %+v", d.Segments)
+	}
+	if d.Segments[0].Key.BridgeConfig != "first" || d.Segments[0].Error != "" {
+		t.Fatalf("the older BridgeConfig keeps the VNI: %+v", d.Segments[0])
+	}
+	if d.Segments[1].Error == "" {
+		t.Fatalf("the newer BridgeConfig's segment must be refused for the VNI clash")
+	}
+	if !slices.Equal(d.Segments[0].Candidates, []string{"gw1", "gw2"}) {
+		t.Fatalf("candidates %v", d.Segments[0].Candidates)
+	}
+	if d.BGP == nil || len(d.BGP.Peers) != 1 || d.BGP.Peers[0].Password != "s3cret-pw" {
+		t.Fatalf("peers: the rack-b peer is not for this node, the other gets its password: %+v", d.BGP)
+	}
+	if len(problems) != 1 {
+		t.Fatalf("problems: want one (second bgp ignored), got %v", problems)
+	}
+	if len(d.Endpoints) != 1 || d.Endpoints[0].State != StateActive || d.Endpoints[0].VTEP != n1VT {
+		t.Fatalf("endpoints %+v", d.Endpoints)
+	}
+}
