@@ -168,6 +168,18 @@ func (a *Agent) reconcileLocked(ctx context.Context) error {
 		return fmt.Errorf("no local VTEP for node %s: set --vtep, the node annotation %s or an InternalIP", a.opts.NodeName, "netbridge.io/vtep")
 	}
 	d, problems := Translate(in)
+	if a.opts.Role == RoleGateway {
+		// A standby must be able to take over: a missing uplink fails the
+		// segment on every gateway, not only on the one attaching it.
+		for i := range d.Segments {
+			s := &d.Segments[i]
+			if s.Error == "" && s.Uplink != "" && s.Phase != PhaseCompleted {
+				if _, err := net.InterfaceByName(s.Uplink); err != nil {
+					s.Error = fmt.Sprintf("segment %s: uplink %s: no such interface on node %s", s.Key, s.Uplink, a.opts.NodeName)
+				}
+			}
+		}
+	}
 
 	if a.opts.Role == RoleGateway && a.election != nil {
 		var keys []SegmentKey

@@ -277,7 +277,7 @@ func newKubeLab(t *testing.T, leaseArgs ...string) *kubeLab {
 		if err := k.c.Status().Update(ctx, n); err != nil {
 			t.Fatal(err)
 		}
-		f, err := labnet.ForwardAPI(lab.NS(h.Name), strings.TrimPrefix(env.Config.Host, "https://"))
+		f, err := labnet.ForwardAPI(lab.NS(h.Name), strings.TrimSuffix(strings.TrimPrefix(env.Config.Host, "https://"), "/"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -77,6 +77,13 @@ type ProbeOptions struct {
 	Wait     time.Duration // listening after the last probe (default 500ms)
 }
 
+// ProbeBound is the longest a Probe with these options takes (plus a
+// read slice of scheduling slack): what a caller budgets per cutover wave.
+func ProbeBound(opts ProbeOptions) time.Duration {
+	o := opts.withDefaults()
+	return time.Duration(o.Probes-1)*o.Interval + o.Wait
+}
+
 func (o ProbeOptions) withDefaults() ProbeOptions {
 	if o.Probes <= 0 {
 		o.Probes = 3
@@ -94,6 +101,12 @@ func (o ProbeOptions) withDefaults() ProbeOptions {
 // its cache) for each IPv4 address and returns the addresses some host
 // answered for, with that host's MAC. An empty map means nobody on the
 // link holds any of them. Only one Probe may run on a Port at a time.
+//
+// The wait is bounded: Probe returns at the latest ProbeBound(opts) after
+// it starts (the last probe goes out (Probes-1)*Interval in, then Wait
+// for late answers), earlier once every address was claimed or ctx ends.
+// "Free" is therefore reported within that bound, with the defaults
+// 700 ms, whatever the number of addresses (they are probed together).
 func (p *Port) Probe(ctx context.Context, ips []netip.Addr, opts ProbeOptions) (map[netip.Addr]net.HardwareAddr, error) {
 	opts = opts.withDefaults()
 	want := map[netip.Addr]bool{}
@@ -138,7 +151,7 @@ func (p *Port) Probe(ctx context.Context, ips []netip.Addr, opts ProbeOptions) (
 		}
 	}()
 
-	deadline := time.Now().Add(time.Duration(opts.Probes-1)*opts.Interval + opts.Wait)
+	deadline := time.Now().Add(ProbeBound(opts))
 	buf := make([]byte, 1600)
 	for len(found) < len(want) && time.Now().Before(deadline) {
 		if err := ctx.Err(); err != nil {

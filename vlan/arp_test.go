@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/netbridge-io/netbridge/internal/netnstest"
 )
 
 func TestPortOnTheStretch(t *testing.T) {
@@ -133,5 +135,63 @@ func TestProbeRejectsIPv6(t *testing.T) {
 	p := &Port{ifi: &net.Interface{Name: "x"}}
 	if _, err := p.Probe(context.Background(), []netip.Addr{netip.MustParseAddr("2001:db8::1")}, ProbeOptions{}); err == nil {
 		t.Fatal("want an error for IPv6")
+	}
+}
+
+// TestProbeReportsFreeWithinBound: a free address is reported free no later
+// than ProbeBound (plus scheduling slack), and a held one as soon as its
+// holder answers.
+func TestProbeReportsFreeWithinBound(t *testing.T) {
+	a := netnstest.New(t, "nb-pra")
+	b := netnstest.New(t, "nb-prb")
+	netnstest.Veth(t, a, "eth0", b, "eth0")
+	b.Run(t, "ip", "addr", "add", "10.40.0.2/24", "dev", "eth0")
+	held, free := netip.MustParseAddr("10.40.0.2"), netip.MustParseAddr("10.40.0.99")
+	opts := ProbeOptions{Probes: 3, Interval: 50 * time.Millisecond, Wait: 200 * time.Millisecond}
+	bound := ProbeBound(opts)
+	if bound != 300*time.Millisecond {
+		t.Fatalf("ProbeBound = %v, want 300ms", bound)
+	}
+	if d := ProbeBound(ProbeOptions{}); d != 700*time.Millisecond {
+		t.Errorf("ProbeBound(defaults) = %v, want 700ms", d)
+	}
+	probe := func(ips ...netip.Addr) (map[netip.Addr]net.HardwareAddr, time.Duration) {
+		t.Helper()
+		var found map[netip.Addr]net.HardwareAddr
+		var took time.Duration
+		err := a.Do(func() error {
+			p, err := OpenPort("eth0")
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			start := time.Now()
+			found, err = p.Probe(context.Background(), ips, opts)
+			took = time.Since(start)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("Probe: %v", err)
+		}
+		return found, took
+	}
+
+	found, took := probe(free)
+	t.Logf("free address reported in %v (bound %v)", took.Round(time.Millisecond), bound)
+	if len(found) != 0 {
+		t.Errorf("free address reported held: %v", found)
+	}
+	// The 100 ms read slice is the only slack beyond the bound.
+	if took < bound-20*time.Millisecond || took > bound+150*time.Millisecond {
+		t.Errorf("free address reported after %v, want about %v", took, bound)
+	}
+
+	found, took = probe(held)
+	t.Logf("held address reported in %v", took.Round(time.Millisecond))
+	if _, ok := found[held]; !ok {
+		t.Errorf("held address not found: %v", found)
+	}
+	if took >= bound {
+		t.Errorf("held address took %v: Probe should return once every address is claimed", took)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +29,13 @@ const RouteProtocol = 78
 type DataPlane struct {
 	h   *netlink.Handle
 	log *zap.Logger
+	// ns is the namespace h works in, for subscriptions (WatchDrift);
+	// nil means the caller's own namespace.
+	ns *netns.NsHandle
+	// ownHandle: h was opened by NewAt and is closed by Close.
+	ownHandle bool
+	// driftTuning is for tests only (see WatchDrift).
+	driftTuning driftTuning
 }
 
 // New returns a DataPlane that works through h:
@@ -35,8 +43,36 @@ type DataPlane struct {
 // netlink.NewHandleAt(ns, unix.NETLINK_ROUTE) for another (without the
 // family argument the library also opens XFRM sockets, which fails on
 // kernels without xfrm). The caller keeps ownership of h (and closes it).
+// WatchDrift on such a DataPlane subscribes in the process's namespace:
+// use NewAt for another namespace.
 func New(h *netlink.Handle, log *zap.Logger) *DataPlane {
 	return &DataPlane{h: h, log: log}
+}
+
+// NewAt returns a DataPlane working in the network namespace ns: it opens
+// its own netlink handle there (closed by Close) and WatchDrift subscribes
+// in that namespace. The caller keeps ownership of ns and must keep it
+// open until Close. Use New for the agent's own namespace.
+func NewAt(ns netns.NsHandle, log *zap.Logger) (*DataPlane, error) {
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle in namespace %s: %w", ns, err)
+	}
+	return &DataPlane{h: h, log: log, ns: &ns, ownHandle: true}, nil
+}
+
+// Close releases the netlink handle NewAt opened; it does nothing for a
+// DataPlane made by New, whose handle belongs to the caller.
+func (d *DataPlane) Close() {
+	if d.ownHandle {
+		d.h.Close()
+	}
+}
+
+// opCount counts the netlink requests of one Reconcile, so that benchmarks
+// and logs can show what a resync costs the kernel.
+type opCount struct {
+	reads, writes int
 }
 
 // Result says what one Reconcile did.
@@ -47,6 +83,12 @@ type Result struct {
 	Segments map[uint32]error
 	// Removed lists the VNIs whose links were deleted.
 	Removed []uint32
+	// Writes is the number of netlink requests that changed something
+	// (or tried to): one per change, two for a link creation (the link,
+	// then its alias). A converged host costs 0.
+	Writes int
+	// Reads is the number of netlink dumps and lookups made.
+	Reads int
 }
 
 // Reconcile makes the host's segments equal to desired, which must be the
@@ -58,7 +100,9 @@ type Result struct {
 // programmed. The returned error joins every segment's error.
 func (d *DataPlane) Reconcile(ctx context.Context, desired []Segment) (Result, error) {
 	res := Result{Segments: map[uint32]error{}}
-	snap, err := d.observe()
+	var ops opCount
+	snap, err := d.observe(&ops)
+	res.Reads = ops.reads
 	if err != nil {
 		return res, fmt.Errorf("observe data plane: %w", err)
 	}
@@ -76,15 +120,16 @@ func (d *DataPlane) Reconcile(ctx context.Context, desired []Segment) (Result, e
 		desiredVNI[s.VNI] = true
 	}
 	failed := map[uint32]bool{}
-	links := linkCache{h: d.h, byName: map[string]netlink.Link{}}
+	links := linkCache{h: d.h, byName: map[string]netlink.Link{}, ops: &ops}
 	for _, a := range acts {
+		res.Reads, res.Writes = ops.reads, ops.writes
 		if err := ctx.Err(); err != nil {
 			return res, errors.Join(joinSegmentErrors(res.Segments), fmt.Errorf("reconcile interrupted: %w", err))
 		}
 		if failed[a.vni] {
 			continue // stop the segment at its first failure
 		}
-		if err := d.apply(a, links); err != nil {
+		if err := d.apply(a, links, &ops); err != nil {
 			failed[a.vni] = true
 			err = fmt.Errorf("segment %q: %s: %w", names[a.vni], a, err)
 			res.Segments[a.vni] = err // also for a removal that failed
@@ -102,9 +147,11 @@ func (d *DataPlane) Reconcile(ctx context.Context, desired []Segment) (Result, e
 		d.log.Log(lvl, "data plane changed", zap.String("event", "applied"),
 			zap.Uint32("vni", a.vni), zap.String("segment", names[a.vni]), zap.Stringer("action", a))
 	}
+	res.Reads, res.Writes = ops.reads, ops.writes
 	if res.Changes > 0 {
 		d.log.Info("data plane reconciled", zap.String("event", "reconciled"),
-			zap.Int("changes", res.Changes), zap.Int("segments", len(desired)))
+			zap.Int("changes", res.Changes), zap.Int("segments", len(desired)),
+			zap.Int("netlinkWrites", res.Writes), zap.Int("netlinkReads", res.Reads))
 	}
 	for vni := range snap.segments {
 		if !desiredVNI[vni] && !failed[vni] {
@@ -140,10 +187,11 @@ func sortedVNIs(m map[uint32]error) []uint32 {
 
 // retryDump repeats a netlink dump that the kernel interrupted because the
 // table changed under it (netlink v1.3.1 then returns partial data).
-func retryDump[T any](what string, fn func() (T, error)) (T, error) {
+func retryDump[T any](ops *opCount, what string, fn func() (T, error)) (T, error) {
 	var v T
 	var err error
 	for i := 0; i < 5; i++ {
+		ops.reads++
 		v, err = fn()
 		if !errors.Is(err, netlink.ErrDumpInterrupted) {
 			break
@@ -170,14 +218,14 @@ func segmentLink(name string) (kind string, vni uint32, ok bool) {
 	return "", 0, false
 }
 
-func (d *DataPlane) observe() (snapshot, error) {
+func (d *DataPlane) observe(ops *opCount) (snapshot, error) {
 	snap := snapshot{
 		segments: map[uint32]*observed{},
 		ports:    map[string]string{},
 		addrMTU:  map[netip.Addr]int{},
 		clashes:  map[uint32]error{},
 	}
-	links, err := retryDump("links", d.h.LinkList)
+	links, err := retryDump(ops, "links", d.h.LinkList)
 	if err != nil {
 		return snap, err
 	}
@@ -250,7 +298,7 @@ func (d *DataPlane) observe() (snapshot, error) {
 		}
 	}
 
-	addrs, err := retryDump("addresses", func() ([]netlink.Addr, error) { return d.h.AddrList(nil, netlink.FAMILY_ALL) })
+	addrs, err := retryDump(ops, "addresses", func() ([]netlink.Addr, error) { return d.h.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return snap, err
 	}
@@ -269,7 +317,7 @@ func (d *DataPlane) observe() (snapshot, error) {
 		}
 	}
 
-	fdb, err := retryDump("fdb", func() ([]netlink.Neigh, error) { return d.h.NeighList(0, unix.AF_BRIDGE) })
+	fdb, err := retryDump(ops, "fdb", func() ([]netlink.Neigh, error) { return d.h.NeighList(0, unix.AF_BRIDGE) })
 	if err != nil {
 		return snap, err
 	}
@@ -301,7 +349,7 @@ func (d *DataPlane) observe() (snapshot, error) {
 	}
 
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		neighs, err := retryDump("neighbours", func() ([]netlink.Neigh, error) { return d.h.NeighList(0, fam) })
+		neighs, err := retryDump(ops, "neighbours", func() ([]netlink.Neigh, error) { return d.h.NeighList(0, fam) })
 		if err != nil {
 			return snap, err
 		}
@@ -316,7 +364,7 @@ func (d *DataPlane) observe() (snapshot, error) {
 		}
 	}
 
-	routes, err := retryDump("routes", func() ([]netlink.Route, error) {
+	routes, err := retryDump(ops, "routes", func() ([]netlink.Route, error) {
 		return d.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
 	})
 	if err != nil {
@@ -372,12 +420,14 @@ const (
 type linkCache struct {
 	h      *netlink.Handle
 	byName map[string]netlink.Link
+	ops    *opCount
 }
 
 func (c linkCache) get(name string) (netlink.Link, error) {
 	if l, ok := c.byName[name]; ok {
 		return l, nil
 	}
+	c.ops.reads++
 	l, err := c.h.LinkByName(name)
 	if err != nil {
 		return nil, fmt.Errorf("find link %s: %w", name, err)
@@ -391,13 +441,14 @@ func isNotFound(err error) bool {
 	return errors.As(err, &nf) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ESRCH)
 }
 
-func (d *DataPlane) apply(a action, links linkCache) error {
+func (d *DataPlane) apply(a action, links linkCache, ops *opCount) error {
 	switch a.kind {
 	case actCreateVLAN, actCreateBridge, actCreateVXLAN:
 		delete(links.byName, a.link)
-		return d.create(a, links)
+		return d.create(a, links, ops)
 	case actDeleteLink:
 		delete(links.byName, a.link)
+		ops.reads++
 		l, err := d.h.LinkByName(a.link)
 		if isNotFound(err) {
 			return nil
@@ -405,6 +456,7 @@ func (d *DataPlane) apply(a action, links linkCache) error {
 		if err != nil {
 			return err
 		}
+		ops.writes++
 		return d.h.LinkDel(l)
 	}
 
@@ -412,6 +464,8 @@ func (d *DataPlane) apply(a action, links linkCache) error {
 	if err != nil {
 		return err
 	}
+	// Every remaining action is exactly one netlink write.
+	ops.writes++
 	idx := l.Attrs().Index
 	mac, _ := net.ParseMAC(a.mac)
 	fdb := func(flags, state int, ip netip.Addr, hw net.HardwareAddr) *netlink.Neigh {
@@ -510,7 +564,7 @@ func randomMAC() (net.HardwareAddr, error) {
 	return m, nil
 }
 
-func (d *DataPlane) create(a action, links linkCache) error {
+func (d *DataPlane) create(a action, links linkCache, ops *opCount) error {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = a.link
 	if a.mtu != 0 {
@@ -542,6 +596,7 @@ func (d *DataPlane) create(a action, links linkCache) error {
 			Port: DefaultVXLANPort, Learning: a.learn}
 		feature, module = featVXLAN, "vxlan"
 	}
+	ops.writes++
 	if err := d.h.LinkAdd(l); err != nil {
 		return featureErr(err, feature, module)
 	}
@@ -549,7 +604,9 @@ func (d *DataPlane) create(a action, links linkCache) error {
 	// comes right after. If it cannot be set the link goes again; a crash
 	// between the two calls leaves an unmarked link that the next run
 	// reports as a clash (for a person to remove) instead of adopting.
+	ops.writes++
 	if err := d.h.LinkSetAlias(l, a.alias); err != nil {
+		ops.writes++
 		if derr := d.h.LinkDel(l); derr != nil {
 			return errors.Join(fmt.Errorf("set alias: %w", err), fmt.Errorf("delete unmarked %s: %w", a.link, derr))
 		}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/go-logr/zapr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -31,6 +32,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/netbridge-io/netbridge/bgp"
 	"github.com/netbridge-io/netbridge/gateway"
@@ -118,6 +120,8 @@ func run(f flags, log *zap.Logger) error {
 		return err
 	}
 	log = log.With(zap.String("node", f.nodeName), zap.String("role", f.role))
+	// client-go and controller-runtime log through logr: same zap core.
+	ctrllog.SetLogger(zapr.NewLogger(log.Named("k8s")))
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -224,6 +228,13 @@ func run(f flags, log *zap.Logger) error {
 	if fileSrc != nil {
 		go watchFile(ctx, fileSrc, agent, log)
 	}
+	// Drift repair: an owned link or entry deleted behind our back
+	// triggers a reconcile within milliseconds.
+	go func() {
+		if err := dp.WatchDrift(ctx, agent.Trigger); err != nil && ctx.Err() == nil {
+			log.Error("drift watch stopped; relying on --resync", zap.Error(err))
+		}
+	}()
 	if err := agent.Reconcile(ctx); err != nil {
 		log.Warn("first reconcile", zap.Error(err))
 	}
