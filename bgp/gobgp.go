@@ -136,7 +136,8 @@ const (
 )
 
 // policies builds the whole routing policy in one request (SetPolicies swaps
-// it atomically, so there is no window without the export guard):
+// sets and policies atomically, so there is no window without the export
+// guard; the assignments are added once, see Apply):
 //   - export: accept prefixes inside the allowed ones (mask up to /32, /128),
 //     default reject;
 //   - import: accept our own (local) routes, default reject. A global import

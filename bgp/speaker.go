@@ -140,8 +140,18 @@ func (s *Speaker) Apply(ctx context.Context, d Desired) (ApplyReport, error) {
 	}
 
 	if !s.policySet || !samePrefixes(s.guard.allowed, guard.allowed) {
-		if err := s.srv.SetPolicies(ctx, policies(guard.allowed)); err != nil {
+		req := policies(guard.allowed)
+		if err := s.srv.SetPolicies(ctx, req); err != nil {
 			return rep, fmt.Errorf("apply: set export/import policies: %w", err)
+		}
+		// SetPolicies ignores assignments but keeps the existing ones across
+		// the swap: assign once per server.
+		if !s.policySet {
+			for _, a := range req.Assignments {
+				if err := s.srv.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: a}); err != nil {
+					return rep, fmt.Errorf("apply: assign %s policy to %s: %w", a.Direction, a.Name, err)
+				}
+			}
 		}
 		s.policySet = true
 		rep.PoliciesChanged = true

@@ -21,6 +21,9 @@ type peerObs struct {
 	since     time.Time
 	ever      bool
 	lastError string
+	// maxPrefix is set when the session was torn down for exceeding the
+	// prefix limit, until it is Established again.
+	maxPrefix bool
 }
 
 // observer collects peer events (watch goroutine) and errors (log hook).
@@ -80,6 +83,7 @@ func (o *observer) onWatch(r *api.WatchEventResponse) {
 		p.state, p.since = st, now
 		if st == StateEstablished {
 			p.ever = true
+			p.maxPrefix = false
 		}
 	}
 	subs := slices.Clone(o.subs)
@@ -100,7 +104,10 @@ func (o *observer) onLog(level zapcore.Level, a netip.Addr, msg string, f gobgpl
 	switch {
 	case msg == "Peer Down":
 		why = fmt.Sprint(f["Reason"])
-	case msg == "prefix limit reached" && f["Pct"] == nil:
+	case msg == "prefix limit reached":
+		if f["Pct"] != nil {
+			return // only the warning threshold, the session stays up
+		}
 		why = fmt.Sprintf("maximum number of prefixes reached (%v)", f["Family"])
 	case msg == "failed to connect":
 		why = fmt.Sprintf("connect: %v", f["Error"])
@@ -115,12 +122,44 @@ func (o *observer) onLog(level zapcore.Level, a netip.Addr, msg string, f gobgpl
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	p := o.getLocked(a)
-	// A max-prefix teardown is logged twice (the limit, then "Peer Down ...
-	// notification-sent ..."): keep the more telling first one.
-	if msg == "Peer Down" && strings.HasPrefix(p.lastError, "maximum number of prefixes") && strings.Contains(why, "prefixes") {
-		return
+	switch {
+	case strings.HasPrefix(why, "maximum number of prefixes"):
+		p.maxPrefix = true
+		p.lastError = why
+	case msg == "Peer Down" && p.maxPrefix:
+		// The teardown that follows the limit (reason notification-sent,
+		// or read-failed when the router closes first): keep the cause.
+		if !strings.Contains(why, "prefixes") {
+			p.lastError = strings.SplitN(p.lastError, ";", 2)[0] + "; then " + why
+		}
+	case p.maxPrefix:
+		// e.g. "sent notification": part of the same teardown.
+	default:
+		p.lastError = why
 	}
-	p.lastError = why
+}
+
+// inRIB counts, per neighbour, the paths learned from it that made it into
+// our RIB. Received minus that is what we rejected: by the import policy,
+// or as an AS-path loop (routers echo our own routes back).
+func inRIB(ctx context.Context, srv interface {
+	ListPath(context.Context, *api.ListPathRequest, func(*api.Destination)) error
+}) (map[netip.Addr]uint64, error) {
+	n := map[netip.Addr]uint64{}
+	for _, f := range []*api.Family{familyV4, familyV6} {
+		err := srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: f, EnableOnlyBinary: true},
+			func(d *api.Destination) {
+				for _, p := range d.Paths {
+					if a, err := netip.ParseAddr(p.NeighborIp); err == nil && !a.IsUnspecified() {
+						n[a]++
+					}
+				}
+			})
+		if err != nil {
+			return nil, fmt.Errorf("status: list RIB: %w", err)
+		}
+	}
+	return n, nil
 }
 
 // Status reports every configured peer as GoBGP sees it now.
@@ -139,6 +178,7 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 	if err := srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) { peers = append(peers, p) }); err != nil {
 		return st, fmt.Errorf("status: list peers: %w", err)
 	}
+	var learned map[netip.Addr]uint64 // computed once, only if something was received
 	for _, p := range peers {
 		a, err := netip.ParseAddr(p.GetConf().GetNeighborAddress())
 		if err != nil {
@@ -164,15 +204,16 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 			ps.RoutesReceived += af.GetState().GetReceived()
 		}
 		if ps.RoutesReceived > 0 {
-			n, err := countFiltered(ctx, srv, a)
-			if err != nil {
-				return st, err
+			if learned == nil {
+				if learned, err = inRIB(ctx, srv); err != nil {
+					return st, err
+				}
 			}
-			ps.RoutesReceivedRejected = n
+			ps.RoutesReceivedRejected = ps.RoutesReceived - min(ps.RoutesReceived, learned[a])
 		}
 		s.obs.mu.Lock()
 		if o := s.obs.peers[a]; o != nil {
-			ps.Since, ps.EverEstablished, ps.LastError = o.since, o.ever, o.lastError
+			ps.Since, ps.EverEstablished, ps.LastError, ps.PrefixLimitExceeded = o.since, o.ever, o.lastError, o.maxPrefix
 		}
 		s.obs.mu.Unlock()
 		if ps.State == StateEstablished {
@@ -185,26 +226,4 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 	}
 	slices.SortFunc(st.Peers, func(a, b PeerStatus) int { return a.Address.Compare(b.Address) })
 	return st, nil
-}
-
-// countFiltered counts the paths received from a peer that our import
-// policy rejects (all of them, by design: the gateway learns nothing).
-func countFiltered(ctx context.Context, srv interface {
-	ListPath(context.Context, *api.ListPathRequest, func(*api.Destination)) error
-}, a netip.Addr) (uint64, error) {
-	var n uint64
-	for _, f := range []*api.Family{familyV4, familyV6} {
-		err := srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_ADJ_IN, Name: a.String(), Family: f, EnableFiltered: true, EnableOnlyBinary: true},
-			func(d *api.Destination) {
-				for _, p := range d.Paths {
-					if p.Filtered {
-						n++
-					}
-				}
-			})
-		if err != nil {
-			return 0, fmt.Errorf("status: list paths received from %s: %w", a, err)
-		}
-	}
-	return n, nil
 }

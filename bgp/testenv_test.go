@@ -220,3 +220,14 @@ func (l *lab) waitFRRAbsent(t testing.TB, p netip.Prefix) {
 		return nil
 	})
 }
+
+// parallel runs integration tests in parallel, except under the race
+// detector: GoBGP's StartBgp writes package-level variables
+// (table.SelectionOptions, UseMultiplePaths) that another server in the same
+// process reads, a race in GoBGP itself that only exists when one process
+// runs several servers (tests do, the gateway does not).
+func parallel(t *testing.T) {
+	if !raceEnabled {
+		t.Parallel()
+	}
+}

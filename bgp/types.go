@@ -209,6 +209,9 @@ type PeerStatus struct {
 	// LastError is the last reason the session went down or failed, e.g.
 	// "notification-sent cease/maximum number of prefixes reached".
 	LastError string
+	// PrefixLimitExceeded: the session was torn down because the peer sent
+	// more than Peer.MaxPrefixes; cleared when it is Established again.
+	PrefixLimitExceeded bool
 	// Prefix counters summed over address families.
 	RoutesSent             uint64
 	RoutesReceived         uint64

@@ -464,4 +464,3 @@ func sortedPrefixes(m map[netip.Prefix]bool) []netip.Prefix {
 	})
 	return out
 }
-

@@ -33,8 +33,8 @@ type FileConfig struct {
 
 // FileEndpoint is one endpoint in a FileConfig.
 type FileEndpoint struct {
-	Name      string `json:"name"`
-	Namespace string `json:"namespace,omitempty"`
+	Name                    string `json:"name"`
+	Namespace               string `json:"namespace,omitempty"`
 	nbv1.BridgeEndpointSpec `json:",inline"`
 }
 

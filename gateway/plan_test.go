@@ -59,10 +59,10 @@ func TestBuildPlan(t *testing.T) {
 			wantUplink: "uplink0", wantRoutes: []string{"10.20.100.50/32"}, wantFlood: []netip.Addr{n1VT}, wantEndpoint: true,
 		},
 		{
-			name:        "standby: VLAN detached, routes prepended",
-			d:           desired(StateActive, vmIP),
-			v:           View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{}, Gate: map[netip.Addr]Verdict{vmIP: VerdictClear}},
-			wantUplink:  "", wantRoutes: []string{"10.20.100.50/32"}, wantPrepend: 3, wantFlood: []netip.Addr{n1VT}, wantEndpoint: true,
+			name:       "standby: VLAN detached, routes prepended",
+			d:          desired(StateActive, vmIP),
+			v:          View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{}, Gate: map[netip.Addr]Verdict{vmIP: VerdictClear}},
+			wantUplink: "", wantRoutes: []string{"10.20.100.50/32"}, wantPrepend: 3, wantFlood: []netip.Addr{n1VT}, wantEndpoint: true,
 		},
 		{
 			name:       "not probed yet: no route, a probe is asked for",

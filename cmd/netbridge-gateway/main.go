@@ -43,10 +43,10 @@ import (
 type flags struct {
 	role, nodeName, kubeconfig, namespace, config, vtep string
 	leaseDuration, renewDeadline, retryPeriod           time.Duration
-	metricsAddr, healthAddr                              string
-	shutdownWait, resync, reachEvery                     time.Duration
-	dupMin, dupMax, probeWait                            time.Duration
-	logLevel                                             string
+	metricsAddr, healthAddr                             string
+	shutdownWait, resync, reachEvery                    time.Duration
+	dupMin, dupMax, probeWait                           time.Duration
+	logLevel                                            string
 }
 
 func main() {

@@ -264,6 +264,10 @@ func (r *Router) Neighbors() (map[string]Neighbor, error) {
 
 // Path is one path of a BGP route, from `show bgp ... PREFIX json`.
 type Path struct {
+	// Version is the BGP table version at which this path last changed:
+	// use it, not LastUpdate (whose epoch wobbles by a second), to prove a
+	// path was not touched.
+	Version   int64  `json:"version"`
 	Valid     bool   `json:"valid"`
 	Stale     bool   `json:"stale"`
 	Med       *int64 `json:"metric"`
