@@ -304,11 +304,13 @@ func (a *Agent) reconcileLocked(ctx context.Context) error {
 	for k := range a.attached {
 		if !attached[k] {
 			a.log.Info("segment detached", zap.String("event", "segmentDetached"), zap.String("segment", k.String()))
+			a.metrics.LeaseTransition(k.String())
 		}
 	}
 	for k := range attached {
 		if !a.attached[k] {
 			a.log.Info("segment attached", zap.String("event", "segmentAttached"), zap.String("segment", k.String()))
+			a.metrics.LeaseTransition(k.String())
 		}
 	}
 	a.attached = attached

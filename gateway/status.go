@@ -176,8 +176,15 @@ func (k *KubeStatus) events(r Report) {
 	gwRef := &nbv1.BridgeGateway{TypeMeta: metav1.TypeMeta{APIVersion: nbv1.GroupVersion.String(), Kind: "BridgeGateway"},
 		ObjectMeta: metav1.ObjectMeta{Name: k.nodeName}}
 	for _, s := range r.Segments {
-		if old, ok := prevRole[s.Key]; ok && old != s.Role {
-			k.recorder.Eventf(gwRef, corev1.EventTypeNormal, "Failover", "segment %s: %s → %s", s.Key, old, s.Role)
+		old, ok := prevRole[s.Key]
+		switch {
+		case !ok || old == s.Role:
+		case s.Role == "Active":
+			k.recorder.Eventf(gwRef, corev1.EventTypeNormal, "LeaseAcquired", "segment %s: %s is now the active gateway (VLAN attached)", s.Key, k.nodeName)
+		case old == "Active" && r.Degraded:
+			k.recorder.Eventf(gwRef, corev1.EventTypeWarning, "Fenced", "segment %s: lease not renewed in time (%s): VLAN detached", s.Key, r.DegradedReason)
+		case old == "Active":
+			k.recorder.Eventf(gwRef, corev1.EventTypeNormal, "LeaseReleased", "segment %s: %s is standby now (VLAN detached)", s.Key, k.nodeName)
 		}
 	}
 	k.prev = r
