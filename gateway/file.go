@@ -52,6 +52,12 @@ func ParseFileConfig(raw []byte) (*FileConfig, error) {
 			return nil, fmt.Errorf("activeGatewayVTEP: %q is not an IP address", fc.ActiveGatewayVTEP)
 		}
 	}
+	if len(fc.Spec.Segments) == 0 {
+		// An empty or truncated file (caught mid-write) must not tear
+		// down every segment: removing all of them is done by stopping
+		// the agent, not by an empty configuration.
+		return nil, fmt.Errorf("spec.segments: empty; refusing a configuration without segments")
+	}
 	seen := map[string]bool{}
 	for i, s := range fc.Spec.Segments {
 		if s.VLANID < 1 || s.VLANID > 4094 {

@@ -220,3 +220,21 @@ func TestTranslate(t *testing.T) {
 		t.Fatalf("endpoints %+v", d.Endpoints)
 	}
 }
+
+func TestParseFileConfigRefusals(t *testing.T) {
+	for name, raw := range map[string]string{
+		"empty file":       "",
+		"no segments":      "name: lab\nspec: {uplink: {interface: eth1}}\n",
+		"vlan 0":           "spec: {segments: [{name: a, vlanID: 0, vni: 1, subnets: [10.0.0.0/24]}]}",
+		"vni too big":      "spec: {segments: [{name: a, vlanID: 1, vni: 16777216, subnets: [10.0.0.0/24]}]}",
+		"duplicate name":   "spec: {segments: [{name: a, vlanID: 1, vni: 1, subnets: [10.0.0.0/24]}, {name: a, vlanID: 2, vni: 2, subnets: [10.0.1.0/24]}]}",
+		"unknown field":    "spec: {segments: [{name: a, vlanID: 1, vni: 1, subnets: [10.0.0.0/24], vlan: 3}]}",
+		"bad gateway vtep": "activeGatewayVTEP: nope\nspec: {segments: [{name: a, vlanID: 1, vni: 1, subnets: [10.0.0.0/24]}]}",
+	} {
+		if _, err := ParseFileConfig([]byte(raw)); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+}

@@ -337,6 +337,10 @@ func watchFile(ctx context.Context, src *gateway.FileSource, agent *gateway.Agen
 		log.Warn("file watch unavailable; use SIGHUP", zap.String("dir", dir), zap.Error(err))
 		return
 	}
+	// Writers truncate then write: act once the file has been quiet for a
+	// moment, never on the intermediate states.
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -345,6 +349,8 @@ func watchFile(ctx context.Context, src *gateway.FileSource, agent *gateway.Agen
 			if filepath.Clean(ev.Name) != filepath.Clean(src.Path()) || ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) == 0 {
 				continue
 			}
+			settle.Reset(200 * time.Millisecond)
+		case <-settle.C:
 			if err := src.Load(); err != nil {
 				log.Error("reload refused, keeping the previous configuration", zap.Error(err))
 				continue
