@@ -64,5 +64,14 @@ bench: deps
 e2e: deps
 	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test -count=1 -v -timeout 30m ./e2e/...
 
+## lab: README's main command: the whole lab in namespaces (FRR, API server,
+## controller, two gateways, two nodes, two VMs); waits for Ctrl-C
+lab: deps build
+	$(GO) run ./e2e/lab -bin $(BIN) -state /tmp/netbridge-lab
+
+## lab-down: remove what a lab killed hard left behind
+lab-down:
+	$(GO) run ./e2e/lab -down -state /tmp/netbridge-lab
+
 clean:
 	rm -rf $(BIN)

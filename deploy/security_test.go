@@ -286,8 +286,10 @@ func TestOperationsDocListsMetrics(t *testing.T) {
 		"netbridge_gateway_lease_transitions_total":    "counter",
 		"netbridge_gateway_duplicate_address_total":    "counter",
 		"netbridge_controller_endpoints":               "gauge",
-		"netbridge_controller_conflicts":               "gauge",
+		"netbridge_controller_endpoint_conflicts":      "gauge",
+		"netbridge_controller_bridgeconfig_ready":      "gauge",
 		"netbridge_controller_reconcile_errors_total":  "counter",
+		"netbridge_controller_writes_total":            "counter",
 	} {
 		row := regexp.MustCompile("(?m)^\\| `" + metric + "` \\| " + typ + " \\|")
 		if !row.Match(doc) {

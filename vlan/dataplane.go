@@ -242,7 +242,7 @@ func (d *DataPlane) observe(ops *opCount) (snapshot, error) {
 	seg := func(vni uint32) *observed {
 		o := snap.segments[vni]
 		if o == nil {
-			o = &observed{flood: map[netip.Addr]bool{}, remoteMACs: map[string]netip.Addr{},
+			o = &observed{flood: map[netip.Addr]bool{}, remoteMACs: map[string]netip.Addr{}, learned: map[string]netip.Addr{},
 				portMACs: map[string]bool{}, neighbours: map[netip.Addr]string{},
 				routes: map[netip.Prefix]bool{}, addrs: map[netip.Prefix]bool{}}
 			snap.segments[vni] = o
@@ -329,8 +329,13 @@ func (d *DataPlane) observe(ops *opCount) (snapshot, error) {
 		o := seg(ow.vni)
 		mac := n.HardwareAddr.String()
 		switch {
+		case n.Flags&netlink.NTF_SELF != 0 && n.State&netlink.NUD_PERMANENT == 0 && !isZeroMAC(n.HardwareAddr):
+			// Learned entries (node role) are NUD_REACHABLE/STALE: not
+			// configured by us, only flushed when their VTEP went away.
+			if vtep, ok := netip.AddrFromSlice(n.IP); ok {
+				o.learned[mac] = vtep.Unmap()
+			}
 		case n.Flags&netlink.NTF_SELF != 0 && n.State&netlink.NUD_PERMANENT != 0:
-			// Learned entries (node role) are NUD_REACHABLE/STALE: not ours.
 			vtep, ok := netip.AddrFromSlice(n.IP)
 			if !ok {
 				continue
@@ -503,6 +508,8 @@ func (d *DataPlane) apply(a action, links linkCache, ops *opCount) error {
 		return d.h.NeighSet(fdb(netlink.NTF_SELF, static, a.ip, mac))
 	case actDelRemoteMAC:
 		return ignoreNotFound(d.h.NeighDel(fdb(netlink.NTF_SELF, static, a.ip, mac)))
+	case actDelLearned:
+		return ignoreNotFound(d.h.NeighDel(fdb(netlink.NTF_SELF, 0, a.ip, mac)))
 	case actSetPortMAC:
 		// NUD_NOARP alone is "static"; NUD_PERMANENT would make the MAC
 		// local to the bridge.

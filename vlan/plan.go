@@ -30,10 +30,13 @@ type observed struct {
 	accessUplink string
 	flood        map[netip.Addr]bool
 	remoteMACs   map[string]netip.Addr // vxlan self entries: MAC -> VTEP
-	portMACs     map[string]bool       // static bridge entries on the vxlan port
-	neighbours   map[netip.Addr]string // permanent bridge neighbours: IP -> MAC
-	routes       map[netip.Prefix]bool // our protocol, through the bridge
-	addrs        map[netip.Prefix]bool // non-link-local bridge addresses
+	// learned are the VXLAN device's own learned entries (node role):
+	// MAC -> the VTEP it was last seen behind.
+	learned    map[string]netip.Addr
+	portMACs   map[string]bool       // static bridge entries on the vxlan port
+	neighbours map[netip.Addr]string // permanent bridge neighbours: IP -> MAC
+	routes     map[netip.Prefix]bool // our protocol, through the bridge
+	addrs      map[netip.Prefix]bool // non-link-local bridge addresses
 }
 
 type observedLink struct {
@@ -74,6 +77,7 @@ const (
 	actDelRoute
 	actAddAddr
 	actDelAddr
+	actDelLearned
 )
 
 var actionNames = [...]string{
@@ -81,6 +85,7 @@ var actionNames = [...]string{
 	"set-master", "set-nomaster", "set-mtu", "set-up", "add-flood", "del-flood",
 	"set-remote-mac", "del-remote-mac", "set-port-mac", "del-port-mac",
 	"set-neigh", "del-neigh", "add-route", "del-route", "add-addr", "del-addr",
+	"del-learned",
 }
 
 // action is one netlink change. Plain data so that the plan is a pure,
@@ -118,7 +123,7 @@ func (a action) String() string {
 		fmt.Fprintf(&b, " %d", a.mtu)
 	case actAddFlood, actDelFlood:
 		b.WriteString(" " + a.ip.String())
-	case actSetRemoteMAC, actDelRemoteMAC, actSetNeigh, actDelNeigh:
+	case actSetRemoteMAC, actDelRemoteMAC, actSetNeigh, actDelNeigh, actDelLearned:
 		fmt.Fprintf(&b, " %s %s", a.mac, a.ip)
 	case actSetPortMAC, actDelPortMAC:
 		b.WriteString(" " + a.mac)
@@ -322,6 +327,23 @@ func planSegment(s Segment, o *observed, snap snapshot) ([]action, error) {
 			if s.HostRoutes {
 				wantRoutes[netip.PrefixFrom(ip, ip.BitLen())] = true
 			}
+		}
+	}
+	// A learned entry behind a VTEP that is neither a flood target nor an
+	// endpoint's node points at a gateway that is no longer active: until
+	// it ages out (300 s) the node would send that MAC's traffic (the
+	// legacy router's, typically) into a detached gateway. Flushing it
+	// floods the next frame to the new active gateway, which relearns it.
+	knownVTEP := map[netip.Addr]bool{}
+	for v := range wantFlood {
+		knownVTEP[v] = true
+	}
+	for _, v := range wantRemote {
+		knownVTEP[v] = true
+	}
+	for _, mac := range sortedKeys(o.learned) {
+		if v := o.learned[mac]; !knownVTEP[v] {
+			add(action{kind: actDelLearned, link: vx, mac: mac, ip: v})
 		}
 	}
 	for _, mac := range sortedKeys(o.remoteMACs) {

@@ -33,6 +33,7 @@ func converged(s Segment) *observed {
 		vxlan:      &observedLink{name: VXLANName(s.VNI), alias: alias(s), master: br, mtu: s.MTU, up: true, vni: s.VNI, local: s.LocalVTEP, port: DefaultVXLANPort, learning: s.Role == RoleNode},
 		flood:      map[netip.Addr]bool{},
 		remoteMACs: map[string]netip.Addr{},
+		learned:    map[string]netip.Addr{},
 		portMACs:   map[string]bool{},
 		neighbours: map[netip.Addr]string{},
 		routes:     map[netip.Prefix]bool{},
@@ -126,6 +127,17 @@ func TestPlan(t *testing.T) {
 				"add-flood nb-vx-100 192.0.2.1",
 				"set-neigh nb-br-100 02:00:00:00:00:0a 10.0.0.10",
 			},
+		},
+		{
+			name:    "node after a gateway change: learned entries behind the old gateway are flushed, others kept",
+			desired: []Segment{{Name: "a", VNI: 100, Role: RoleNode, MTU: 1450, LocalVTEP: vtep2, FloodVTEPs: []netip.Addr{vtep1}}},
+			snap: func() snapshot {
+				o := converged(Segment{Name: "a", VNI: 100, Role: RoleNode, MTU: 1450, LocalVTEP: vtep2, FloodVTEPs: []netip.Addr{vtep1}})
+				o.learned["02:00:00:00:00:aa"] = vtep1                            // behind the active gateway: kept
+				o.learned["02:00:00:00:00:bb"] = netip.MustParseAddr("192.0.2.9") // behind the old gateway: flushed
+				return host(map[uint32]*observed{100: o})
+			},
+			want: []string{"del-learned nb-vx-100 02:00:00:00:00:bb 192.0.2.9"},
 		},
 		{
 			name: "standby: the VLAN side goes, the VXLAN side stays",

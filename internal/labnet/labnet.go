@@ -38,6 +38,9 @@ const (
 	DCFabricIP     = "172.30.0.1"
 	Uplink         = "uplink0"
 	FabricMTU      = 1600
+	// HostFabricIP is the host namespace's address on the fabric when
+	// AddHostLink was called (e.g. to reach an API server on the host).
+	HostFabricIP = "172.30.0.254"
 )
 
 // Gateways and Nodes are the lab's hosts running netbridge-gateway.
@@ -239,6 +242,60 @@ func (l *Lab) AttachVMs(bridge string, timeout time.Duration) error {
 	return nil
 }
 
+// HostLinkName is the host-namespace side of the link AddHostLink makes.
+func (l *Lab) HostLinkName() string { return l.Prefix + "h" }
+
+// AddHostLink joins the host (root) namespace to the fabric bridge, with
+// HostFabricIP/24 on its side, so that processes in the lab reach
+// services of the host (the API server through a proxy). Optional; at most
+// one lab per host may use it (the fabric subnet is fixed). Down removes it.
+func (l *Lab) AddHostLink() error {
+	name := l.HostLinkName()
+	if err := ip("link", "add", "name", name, "mtu", strconv.Itoa(FabricMTU), "type", "veth",
+		"peer", "name", "nbtmpb", "mtu", strconv.Itoa(FabricMTU), "netns", l.NS("fabric")); err != nil {
+		return err
+	}
+	if err := l.exec("fabric", "ip", "link", "set", "nbtmpb", "name", "f-host", "master", "fab", "up"); err != nil {
+		return err
+	}
+	if err := ip("addr", "add", HostFabricIP+"/24", "dev", name); err != nil {
+		return err
+	}
+	return ip("link", "set", name, "up")
+}
+
+// MoveVM moves a VM's link to another node (a live migration as the
+// network sees it): the veth on the old node is deleted, a new one joins
+// toNode's bridge with the same MAC and IP in the VM's namespace.
+func (l *Lab) MoveVM(name, toNode, bridge string) error {
+	var vm *VM
+	for i := range VMs {
+		if VMs[i].Name == name {
+			vm = &VMs[i]
+		}
+	}
+	if vm == nil {
+		return fmt.Errorf("no VM %s in the lab", name)
+	}
+	// Deleting the VM side removes the node side too, wherever it is.
+	if err := l.exec(name, "ip", "link", "del", "eth0"); err != nil {
+		return err
+	}
+	if err := l.veth(name, "eth0", toNode, "vm-"+name, 1450); err != nil {
+		return err
+	}
+	if err := l.exec(name, "ip", "link", "set", "eth0", "address", vm.MAC); err != nil {
+		return err
+	}
+	if err := l.addr(name, "eth0", vm.IP+"/24"); err != nil {
+		return err
+	}
+	if err := l.exec(name, "ip", "route", "add", "default", "via", LegacyRouterIP); err != nil {
+		return err
+	}
+	return l.exec(toNode, "ip", "link", "set", "vm-"+name, "master", bridge)
+}
+
 // FRRConfig is the dc router's configuration: eBGP with both gateways,
 // short timers so a dead gateway is noticed fast.
 func (l *Lab) FRRConfig() string {
@@ -313,6 +370,9 @@ func (l *Lab) Down() {
 	}
 	for _, r := range l.roles() {
 		_ = ip("netns", "del", l.NS(r))
+	}
+	if _, err := net.InterfaceByName(l.HostLinkName()); err == nil {
+		_ = ip("link", "del", l.HostLinkName())
 	}
 	conf, _ := l.frrDirs()
 	_ = os.RemoveAll(conf)

@@ -1,0 +1,116 @@
+// Command netbridge-controller derives BridgeEndpoints from KubeVirt VMIs
+// and BridgeConfigs (see package controller).
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/go-logr/zapr"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/netbridge-io/netbridge/controller"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "netbridge-controller:", err)
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	var (
+		c          controller.Config
+		kubeconfig string
+		logLevel   string
+		qps        float32
+		burst      int
+	)
+	cmd := &cobra.Command{
+		Use:           "netbridge-controller",
+		Short:         "Derive BridgeEndpoints from KubeVirt VMIs and BridgeConfigs",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = log.Sync() }()
+			logger := zapr.NewLogger(log)
+			ctrl.SetLogger(logger)
+			klog.SetLogger(logger)
+			c.Logger = logger
+			c.Registerer = ctrlmetrics.Registry
+
+			cfg, err := restConfig(kubeconfig)
+			if err != nil {
+				return err
+			}
+			// 0: no client-side limit, the API server's priority and
+			// fairness protects it (one write per VM in a migration wave).
+			cfg.QPS, cfg.Burst = qps, burst
+			if qps == 0 {
+				cfg.QPS = -1
+			}
+			mgr, err := controller.NewManager(cfg, c)
+			if err != nil {
+				return err
+			}
+			logger.Info("starting", "event", "start", "namespace", c.Namespace, "leaderElect", c.LeaderElect)
+			return mgr.Start(ctrl.SetupSignalHandler())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, then $KUBECONFIG / ~/.kube/config)")
+	f.StringVar(&c.Namespace, "namespace", controller.DefaultNamespace, "namespace of the netbridge components (leases)")
+	f.BoolVar(&c.LeaderElect, "leader-elect", false, "elect a leader with a Lease so that only one replica writes")
+	f.StringVar(&c.LeaderElectionID, "leader-election-id", "netbridge-controller", "name of the leader election Lease")
+	f.DurationVar(&c.LeaseDuration, "lease-duration", 15*time.Second, "leader lease duration")
+	f.DurationVar(&c.RenewDeadline, "renew-deadline", 10*time.Second, "leader renew deadline")
+	f.DurationVar(&c.RetryPeriod, "retry-period", 2*time.Second, "leader election retry period")
+	f.StringVar(&c.MetricsBindAddress, "metrics-bind-address", ":8080", "Prometheus metrics address (0 disables)")
+	f.StringVar(&c.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "/healthz and /readyz address (0 disables)")
+	f.DurationVar(&c.SyncPeriod, "sync-period", 10*time.Hour, "informer resync period")
+	f.IntVar(&c.SegmentWorkers, "segment-workers", 8, "segments reconciled in parallel")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.Float32Var(&qps, "kube-api-qps", 0, "client-side API rate limit (0: none)")
+	f.IntVar(&burst, "kube-api-burst", 0, "client-side API burst")
+	return cmd
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		if cfg, err := rest.InClusterConfig(); err == nil {
+			return cfg, nil
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig %q: %w", kubeconfig, err)
+	}
+	return cfg, nil
+}
+
+func newLogger(level string) (*zap.Logger, error) {
+	var lvl zapcore.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	zc := zap.NewProductionConfig()
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.EncoderConfig.TimeKey = "ts"
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	return zc.Build()
+}

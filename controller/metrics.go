@@ -1,0 +1,63 @@
+package controller
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+)
+
+// metrics are the controller's own series, registered on the registerer
+// given to NewManager (controller-runtime's registry in the binary, a
+// private one in tests that run several managers in one process).
+type metrics struct {
+	endpoints       *prometheus.GaugeVec
+	conflicts       *prometheus.GaugeVec
+	configReady     *prometheus.GaugeVec
+	reconcileErrors *prometheus.CounterVec
+	writes          *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "netbridge_controller_endpoints",
+			Help: "BridgeEndpoints by segment and cutover state.",
+		}, []string{"bridgeconfig", "segment", "state"}),
+		conflicts: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "netbridge_controller_endpoint_conflicts",
+			Help: "BridgeEndpoints with a Conflict or Rejected condition, by segment.",
+		}, []string{"bridgeconfig", "segment"}),
+		configReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "netbridge_controller_bridgeconfig_ready",
+			Help: "1 when the BridgeConfig passed the cross-object checks, else 0.",
+		}, []string{"bridgeconfig"}),
+		reconcileErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "netbridge_controller_reconcile_errors_total",
+			Help: "Reconciles that failed, by controller.",
+		}, []string{"controller"}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "netbridge_controller_writes_total",
+			Help: "API writes issued by the reconcilers, by operation.",
+		}, []string{"op"}),
+	}
+	for _, c := range []prometheus.Collector{m.endpoints, m.conflicts, m.configReady, m.reconcileErrors, m.writes} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) setSegment(k SegmentKey, c nbv1.EndpointCounts) {
+	m.endpoints.WithLabelValues(k.BridgeConfig, k.Segment, string(nbv1.StateStaged)).Set(float64(c.Staged))
+	m.endpoints.WithLabelValues(k.BridgeConfig, k.Segment, string(nbv1.StateActive)).Set(float64(c.Active))
+	m.endpoints.WithLabelValues(k.BridgeConfig, k.Segment, string(nbv1.StateWithdrawn)).Set(float64(c.Withdrawn))
+	m.conflicts.WithLabelValues(k.BridgeConfig, k.Segment).Set(float64(c.Refused))
+}
+
+func (m *metrics) deleteSegment(k SegmentKey) {
+	for _, s := range []nbv1.CutoverState{nbv1.StateStaged, nbv1.StateActive, nbv1.StateWithdrawn} {
+		m.endpoints.DeleteLabelValues(k.BridgeConfig, k.Segment, string(s))
+	}
+	m.conflicts.DeleteLabelValues(k.BridgeConfig, k.Segment)
+}
