@@ -88,6 +88,10 @@ type Env struct {
 }
 
 // RandomPrefix is a short per-run lab prefix ("nb" + 4 hex digits).
+// drainWait is the gateways' --graceful-shutdown-wait: how long routes
+// carry GRACEFUL_SHUTDOWN before a draining gateway withdraws them.
+const drainWait = 2 * time.Second
+
 func RandomPrefix() string {
 	b := make([]byte, 2)
 	_, _ = rand.Read(b)
@@ -430,7 +434,7 @@ func (e *Env) AgentArgs(host, role string) []string {
 		"--metrics-bind-address=", "--health-probe-bind-address=", "--reachability-interval=2s"}
 	if role == "gateway" {
 		args = append(args, "--lease-duration=1s", "--renew-deadline=500ms", "--retry-period=100ms",
-			"--graceful-shutdown-wait=2s", "--duplicate-backoff-max=2s")
+			"--graceful-shutdown-wait="+drainWait.String(), "--duplicate-backoff-max=2s")
 	}
 	return args
 }

@@ -68,11 +68,16 @@ type elector struct {
 	done   chan struct{}
 	// first is closed after the first acquire/renew attempt.
 	first chan struct{}
+	// poke asks for an attempt now (the lease changed).
+	poke chan struct{}
 
 	mu        sync.Mutex
 	leading   bool
 	lastRenew time.Time // local clock, last successful acquire/renew
 	holder    string    // last observed holder
+	// lease is the object of our last successful write: release updates
+	// it directly, one round trip instead of two.
+	lease *coordinationv1.Lease
 	// transitions counts gained and lost leadership.
 	transitions int
 	apiOK       bool
@@ -91,7 +96,7 @@ func (e *Election) Sync(ctx context.Context, keys []SegmentKey) {
 			continue
 		}
 		cctx, cancel := context.WithCancel(ctx)
-		el := &elector{key: k, cancel: cancel, done: make(chan struct{}), first: make(chan struct{})}
+		el := &elector{key: k, cancel: cancel, done: make(chan struct{}), first: make(chan struct{}), poke: make(chan struct{}, 1)}
 		e.running[k] = el
 		go e.run(cctx, el)
 		started = append(started, el)
@@ -169,6 +174,19 @@ func (e *Election) Transitions() map[SegmentKey]int {
 	return out
 }
 
+// Poke makes every elector try at once instead of at its next retry: a
+// released lease is taken over in one round trip. Never blocks.
+func (e *Election) Poke() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, el := range e.running {
+		select {
+		case el.poke <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // Release gives up every lease this gateway holds (planned drain), so
 // standbys take over at once instead of waiting for expiry, and stops the
 // electors.
@@ -218,11 +236,12 @@ func (e *Election) run(ctx context.Context, el *elector) {
 			lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: LeaseName(el.key), Namespace: e.namespace,
 				Labels: map[string]string{"app.kubernetes.io/managed-by": "netbridge-gateway"}}}
 			e.fill(lease, now, true)
-			if _, err := e.leases.Leases(e.namespace).Create(cctx, lease, metav1.CreateOptions{}); err != nil {
+			created, err := e.leases.Leases(e.namespace).Create(cctx, lease, metav1.CreateOptions{})
+			if err != nil {
 				e.apiResult(el, err)
 				return
 			}
-			e.renewed(el, now)
+			e.renewed(el, now, created)
 			return
 		case err != nil:
 			e.apiResult(el, err)
@@ -258,14 +277,15 @@ func (e *Election) run(ctx context.Context, el *elector) {
 		}
 		takeover := holder != e.identity
 		e.fill(lease, now, takeover)
-		if _, err := e.leases.Leases(e.namespace).Update(cctx, lease, metav1.UpdateOptions{}); err != nil {
+		updated, err := e.leases.Leases(e.namespace).Update(cctx, lease, metav1.UpdateOptions{})
+		if err != nil {
 			e.apiResult(el, err)
 			return
 		}
 		if takeover {
 			e.log.Info("segment lease acquired", zap.String("segment", el.key.String()), zap.String("previousHolder", holder))
 		}
-		e.renewed(el, now)
+		e.renewed(el, now, updated)
 	}
 
 	attempt()
@@ -276,6 +296,8 @@ func (e *Election) run(ctx context.Context, el *elector) {
 			e.release(el)
 			return
 		case <-tick.C:
+			attempt()
+		case <-el.poke:
 			attempt()
 		case <-watchdog.C:
 			el.mu.Lock()
@@ -313,9 +335,10 @@ func (e *Election) fill(l *coordinationv1.Lease, now time.Time, takeover bool) {
 	}
 }
 
-func (e *Election) renewed(el *elector, at time.Time) {
+func (e *Election) renewed(el *elector, at time.Time, lease *coordinationv1.Lease) {
 	el.mu.Lock()
 	el.lastRenew = at
+	el.lease = lease
 	el.holder = e.identity
 	el.apiOK = true
 	el.mu.Unlock()
@@ -345,11 +368,22 @@ func (e *Election) release(el *elector) {
 	e.setLeading(el, false)
 	ctx, cancel := context.WithTimeout(context.Background(), e.timings.RenewDeadline)
 	defer cancel()
+	el.mu.Lock()
+	lease := el.lease.DeepCopy()
+	el.mu.Unlock()
+	empty := ""
+	if lease != nil {
+		lease.Spec.HolderIdentity = &empty
+		if _, err := e.leases.Leases(e.namespace).Update(ctx, lease, metav1.UpdateOptions{}); err == nil {
+			e.log.Info("segment lease released", zap.String("segment", el.key.String()))
+			return
+		}
+	}
+	// Our copy was stale (or missing): read, check we still hold it, write.
 	lease, err := e.leases.Leases(e.namespace).Get(ctx, LeaseName(el.key), metav1.GetOptions{})
 	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != e.identity {
 		return
 	}
-	empty := ""
 	lease.Spec.HolderIdentity = &empty
 	if _, err := e.leases.Leases(e.namespace).Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
 		e.log.Warn("release segment lease", zap.String("segment", el.key.String()), zap.Error(err))

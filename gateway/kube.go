@@ -45,18 +45,32 @@ func NewKubeSource(cfg *rest.Config, scheme *runtime.Scheme, namespace, nodeName
 
 // Start runs the informers and waits for their first sync; every change
 // afterwards calls onChange.
-func (k *KubeSource) Start(ctx context.Context, onChange func(), log *zap.Logger) error {
-	handler := toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { onChange() },
-		UpdateFunc: func(any, any) { onChange() },
-		DeleteFunc: func(any) { onChange() },
+// onLeaseChange, when set, is called too for segment Lease changes (a
+// released lease is taken over without waiting for the next retry).
+func (k *KubeSource) Start(ctx context.Context, onChange, onLeaseChange func(), log *zap.Logger) error {
+	handler := func(also func()) toolscache.ResourceEventHandlerFuncs {
+		fire := func() {
+			onChange()
+			if also != nil {
+				also()
+			}
+		}
+		return toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { fire() },
+			UpdateFunc: func(any, any) { fire() },
+			DeleteFunc: func(any) { fire() },
+		}
 	}
 	for _, obj := range []client.Object{&nbv1.BridgeConfig{}, &nbv1.BridgeEndpoint{}, &corev1.Node{}, &coordinationv1.Lease{}, &corev1.Secret{}} {
 		inf, err := k.cache.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("informer %T: %w", obj, err)
 		}
-		if _, err := inf.AddEventHandler(handler); err != nil {
+		var also func()
+		if _, isLease := obj.(*coordinationv1.Lease); isLease {
+			also = onLeaseChange
+		}
+		if _, err := inf.AddEventHandler(handler(also)); err != nil {
 			return fmt.Errorf("informer %T handler: %w", obj, err)
 		}
 	}

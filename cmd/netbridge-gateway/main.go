@@ -193,8 +193,14 @@ func run(f flags, log *zap.Logger) error {
 		if err != nil {
 			return err
 		}
+		var elect *gateway.Election
+		onLease := func() {
+			if elect != nil && triggerReady.Load() {
+				elect.Poke()
+			}
+		}
 		log.Info("waiting for the API server's caches")
-		if err := ks.Start(ctx, onChange, log); err != nil {
+		if err := ks.Start(ctx, onChange, onLease, log); err != nil {
 			return err
 		}
 		source = ks
@@ -212,7 +218,8 @@ func run(f flags, log *zap.Logger) error {
 		rec := bc.NewRecorder(sch, corev1.EventSource{Component: "netbridge-gateway", Host: f.nodeName})
 		sink = gateway.NewKubeStatus(c, rec, f.nodeName, role, log.Named("status"))
 		if role == gateway.RoleGateway {
-			election = gateway.NewElection(cs.CoordinationV1(), f.namespace, f.nodeName, timings, log.Named("election"), onChange)
+			elect = gateway.NewElection(cs.CoordinationV1(), f.namespace, f.nodeName, timings, log.Named("election"), onChange)
+			election = elect
 		}
 	}
 
