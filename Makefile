@@ -53,8 +53,11 @@ image:
 	docker build --build-arg VERSION=$$(git describe --tags --always --dirty) -t $(IMAGE) .
 
 ## test: every test, against real kernels, FRR and API server (README's test command)
+## (the end-to-end scenarios run last, alone: their outage figures are
+## timings, and they should not share two cores with the other packages)
 test: deps
-	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test $(GOTEST_FLAGS) ./...
+	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /e2e)
+	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test -count=1 -v -timeout 30m ./e2e/...
 
 ## bench: the benchmarks the issues name; figures are printed
 bench: deps
