@@ -285,6 +285,7 @@ func TestOperationsDocListsMetrics(t *testing.T) {
 		"netbridge_gateway_reconcile_errors_total":     "counter",
 		"netbridge_gateway_lease_transitions_total":    "counter",
 		"netbridge_gateway_duplicate_address_total":    "counter",
+		"netbridge_gateway_degraded":                   "gauge",
 		"netbridge_controller_endpoints":               "gauge",
 		"netbridge_controller_endpoint_conflicts":      "gauge",
 		"netbridge_controller_bridgeconfig_ready":      "gauge",

@@ -19,6 +19,7 @@ type Metrics struct {
 	reconcileErrors    prometheus.Counter
 	leaseTransitions   *prometheus.CounterVec
 	duplicates         prometheus.Counter
+	degraded           prometheus.Gauge
 	seenDuplicates     map[string]bool
 }
 
@@ -41,11 +42,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Times this gateway gained or lost a segment's lease."}, []string{"segment"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "netbridge_gateway_duplicate_address_total",
 			Help: "Activations blocked because another MAC answered for the IP on the VLAN side."}),
+		degraded: prometheus.NewGauge(prometheus.GaugeOpts{Name: "netbridge_gateway_degraded",
+			Help: "1 while the agent is degraded: API server unreachable (fail static) or a change could not be applied."}),
 		seenDuplicates: map[string]bool{},
 	}
 	if reg != nil {
 		reg.MustRegister(m.segmentsProgrammed, m.endpoints, m.sessionUp, m.prefixes, m.reconcileDuration,
-			m.reconcileErrors, m.leaseTransitions, m.duplicates)
+			m.reconcileErrors, m.leaseTransitions, m.duplicates, m.degraded)
 	}
 	return m
 }
@@ -79,6 +82,11 @@ func (m *Metrics) observeReport(r Report) {
 		}
 	}
 	m.segmentsProgrammed.Set(float64(n))
+	if r.Degraded {
+		m.degraded.Set(1)
+	} else {
+		m.degraded.Set(0)
+	}
 	adv, pending := 0, 0
 	for _, e := range r.Endpoints {
 		if e.Advertised {
