@@ -91,6 +91,9 @@ func (o *cliOptions) client() (client.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load kubeconfig: %w", err)
 	}
+	// A cutover polls several lists per second; client-go's default (5
+	// QPS) would throttle it. kubectl raises it too.
+	cfg.QPS, cfg.Burst = 50, 100
 	scheme, err := Scheme()
 	if err != nil {
 		return nil, err

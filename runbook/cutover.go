@@ -238,26 +238,27 @@ func (r *Cutover) Run(ctx context.Context, action string, vms []types.Namespaced
 		fmt.Fprintf(progress, "%s: %s=%s\n", vm, nbv1.AnnotationCutover, action)
 	}
 
-	waitCtx := ctx
+	// The timeout is checked between polls, not carried by the API calls'
+	// context: client-go's rate limiter refuses a call that "would exceed
+	// the deadline" before it passes, which must read as a timeout with
+	// the last known state, not as an API error.
+	var deadline time.Time
 	if r.Timeout > 0 {
-		var cancel context.CancelFunc
-		waitCtx, cancel = context.WithTimeout(ctx, r.Timeout)
-		defer cancel()
+		deadline = time.Now().Add(r.Timeout)
 	}
+	expired := func() bool { return !deadline.IsZero() && !time.Now().Before(deadline) }
 	last := map[string]string{}
 	final := map[types.NamespacedName]Progress{}
 	for {
-		snap, err := Collect(waitCtx, r.Client)
-		if err != nil && waitCtx.Err() == nil {
-			return nil, err
-		}
+		pollCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		snap, err := Collect(pollCtx, r.Client)
 		if err == nil {
 			for _, vm := range vms {
 				if p, ok := final[vm]; ok && (p.Done || p.Failed) {
 					continue
 				}
-				if _, err := snap.LoadVMI(waitCtx, r.Client, vm); err != nil && waitCtx.Err() == nil {
-					return nil, err
+				if _, err = snap.LoadVMI(pollCtx, r.Client, vm); err != nil {
+					break
 				}
 				var p Progress
 				if action == nbv1.CutoverActive {
@@ -278,6 +279,13 @@ func (r *Cutover) Run(ctx context.Context, action string, vms []types.Namespaced
 				}
 			}
 		}
+		cancel()
+		if ctx.Err() != nil {
+			return r.results(vms, final), fmt.Errorf("cutover %s interrupted: %w", action, ctx.Err())
+		}
+		if err != nil && !expired() {
+			return nil, err
+		}
 		pending := 0
 		for _, vm := range vms {
 			if p := final[vm]; !p.Done && !p.Failed {
@@ -287,14 +295,19 @@ func (r *Cutover) Run(ctx context.Context, action string, vms []types.Namespaced
 		if pending == 0 {
 			break
 		}
-		select {
-		case <-waitCtx.Done():
-			out := r.results(vms, final)
-			if ctx.Err() != nil {
-				return out, fmt.Errorf("cutover %s interrupted: %w", action, ctx.Err())
+		if expired() {
+			return r.results(vms, final), r.failure(action, r.results(vms, final), true)
+		}
+		wait := interval
+		if !deadline.IsZero() {
+			if left := time.Until(deadline); left < wait {
+				wait = left
 			}
-			return out, r.failure(action, out, true)
-		case <-time.After(interval):
+		}
+		select {
+		case <-ctx.Done():
+			return r.results(vms, final), fmt.Errorf("cutover %s interrupted: %w", action, ctx.Err())
+		case <-time.After(wait):
 		}
 	}
 	out := r.results(vms, final)
