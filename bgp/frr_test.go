@@ -148,10 +148,21 @@ func TestCommunityChangeTouchesOnlyThatRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitEstablished(t, s, l.dcV4)
+	// FRR gives a path its table version once best-path selection has
+	// run (0 before): read the versions once they have settled.
 	before := map[netip.Prefix]int64{}
-	for _, r := range routes {
-		before[r.Prefix] = l.frrPath(t, r.Prefix).Version
-	}
+	frrtest.Eventually(t, 10*time.Second, func() error {
+		for _, r := range routes {
+			before[r.Prefix] = l.frrPath(t, r.Prefix).Version
+		}
+		time.Sleep(300 * time.Millisecond)
+		for _, r := range routes {
+			if v := l.frrPath(t, r.Prefix).Version; v == 0 || v != before[r.Prefix] {
+				return fmt.Errorf("%s: path version %d then %d: not settled", r.Prefix, before[r.Prefix], v)
+			}
+		}
+		return nil
+	})
 	st, _ := s.Status(ctx)
 	updates := st.Peers[0].UpdatesSent
 
