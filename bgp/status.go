@@ -200,7 +200,13 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 			}
 		}
 		for _, af := range p.GetAfiSafis() {
-			ps.RoutesSent += af.GetState().GetAdvertised()
+			adv := af.GetState().GetAdvertised()
+			// GoBGP counts the End-of-RIB marker it owes a graceful-restart
+			// peer as one advertised path per family: not a route.
+			if p.GetGracefulRestart().GetEnabled() && adv > 0 {
+				adv--
+			}
+			ps.RoutesSent += adv
 			ps.RoutesReceived += af.GetState().GetReceived()
 		}
 		if ps.RoutesReceived > 0 {
