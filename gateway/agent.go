@@ -40,8 +40,18 @@ type Source interface {
 type Leadership interface {
 	Sync(ctx context.Context, keys []SegmentKey)
 	Leading(k SegmentKey) bool
+	// ValidFor is how long this gateway may still act as the segment's
+	// active gateway without another renewal (0 when not leading).
+	ValidFor(k SegmentKey) time.Duration
 	Release(ctx context.Context)
 	APIReachable() bool
+}
+
+// Fence is the kernel dead-man switch on the VLAN side (vlan.Fence): a
+// guarded port bridges only while it is kept alive.
+type Fence interface {
+	Guard(guarded []string, alive map[string]time.Duration) error
+	TTL() time.Duration
 }
 
 // StatusSink receives a report after every reconcile (BridgeGateway
@@ -76,6 +86,11 @@ type Agent struct {
 
 	trigger chan struct{}
 
+	fence      Fence
+	fenceMu    sync.Mutex
+	fencePorts map[SegmentKey]fencedPort
+	fenceErr   bool
+
 	mu         sync.Mutex // one reconcile at a time
 	attached   map[SegmentKey]bool
 	advertised map[netip.Prefix]bool
@@ -91,6 +106,72 @@ func NewAgent(o Options, dp DataPlane, speaker Speaker, source Source, election 
 	return &Agent{opts: o, dp: dp, speaker: speaker, source: source, election: election, gate: gate, reach: reach,
 		sink: sink, metrics: m, log: log, trigger: make(chan struct{}, 1),
 		attached: map[SegmentKey]bool{}, advertised: map[netip.Prefix]bool{}}
+}
+
+// fencedPort is the VLAN-side port of an attached segment.
+type fencedPort struct {
+	port string
+	// alone: no standby candidate, so the port stays alive even when the
+	// lease cannot be renewed (fail static).
+	alone bool
+}
+
+// SetFence makes the agent keep its attached VLAN ports alive in the
+// kernel fence (gateway role in Kubernetes mode). Call before Run.
+func (a *Agent) SetFence(f Fence) {
+	a.fence = f
+}
+
+// keepAlive refreshes the fence: every attached port of a segment that has
+// a standby is guarded, and alive for as long as this gateway's lease stays
+// valid without another renewal — so a dead or wedged agent's VLAN port
+// stops bridging exactly when a live agent would have fenced itself. A
+// segment without a standby is not guarded: there is nobody to loop with,
+// and fail static keeps it attached. Runs on its own ticker too.
+func (a *Agent) keepAlive() {
+	if a.fence == nil || a.election == nil {
+		return
+	}
+	a.fenceMu.Lock()
+	defer a.fenceMu.Unlock()
+	var guarded []string
+	alive := map[string]time.Duration{}
+	for k, p := range a.fencePorts {
+		if p.alone {
+			continue
+		}
+		guarded = append(guarded, p.port)
+		if d := a.election.ValidFor(k); d > 0 {
+			alive[p.port] = d
+		}
+	}
+	sort.Strings(guarded)
+	err := a.fence.Guard(guarded, alive)
+	if err != nil && !a.fenceErr {
+		a.log.Error("fence keep-alive failed: the kernel will cut the VLAN side when the lease runs out",
+			zap.String("event", "fenceFailed"), zap.Error(err))
+	}
+	if err == nil && a.fenceErr {
+		a.log.Info("fence keep-alive works again", zap.String("event", "fenceRecovered"))
+	}
+	a.fenceErr = err != nil
+}
+
+func (a *Agent) setFencePorts(d Desired, attached map[SegmentKey]bool, segErr map[SegmentKey]string) {
+	if a.fence == nil {
+		return
+	}
+	ports := map[SegmentKey]fencedPort{}
+	for _, s := range d.Segments {
+		if _, bad := segErr[s.Key]; bad || !attached[s.Key] || s.Phase == PhaseCompleted {
+			continue
+		}
+		ports[s.Key] = fencedPort{port: probeIface(s), alone: len(s.Candidates) <= 1}
+	}
+	a.fenceMu.Lock()
+	a.fencePorts = ports
+	a.fenceMu.Unlock()
+	a.keepAlive()
 }
 
 // Trigger asks for a reconcile soon; calls coalesce. Never blocks.
@@ -119,6 +200,20 @@ func (a *Agent) Adopt() error {
 func (a *Agent) Run(ctx context.Context) {
 	t := time.NewTicker(a.opts.Resync)
 	defer t.Stop()
+	if a.fence != nil {
+		go func() {
+			tick := time.NewTicker(a.fence.TTL() / 4)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+					a.keepAlive()
+				}
+			}
+		}()
+	}
 	a.Trigger()
 	for {
 		select {
@@ -314,6 +409,7 @@ func (a *Agent) reconcileLocked(ctx context.Context) error {
 		}
 	}
 	a.attached = attached
+	a.setFencePorts(d, attached, segErr)
 	if advertisedNow != nil {
 		a.advertised = advertisedNow
 	}
@@ -450,6 +546,7 @@ func (a *Agent) detachAllLocked(ctx context.Context) error {
 		return fmt.Errorf("detach VLANs: %w", err)
 	}
 	a.attached = map[SegmentKey]bool{}
+	a.setFencePorts(d, a.attached, nil)
 	return nil
 }
 

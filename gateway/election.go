@@ -87,7 +87,6 @@ type elector struct {
 // those no longer wanted.
 func (e *Election) Sync(ctx context.Context, keys []SegmentKey) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	want := map[SegmentKey]bool{}
 	var started []*elector
 	for _, k := range keys {
@@ -101,6 +100,20 @@ func (e *Election) Sync(ctx context.Context, keys []SegmentKey) {
 		go e.run(cctx, el)
 		started = append(started, el)
 	}
+	var stopped []*elector
+	for k, el := range e.running {
+		if !want[k] {
+			el.cancel()
+			stopped = append(stopped, el)
+			delete(e.running, k)
+		}
+	}
+	// Wait without the lock: Leading must answer meanwhile (the fence's
+	// keep-alive asks it every few milliseconds).
+	e.mu.Unlock()
+	for _, el := range stopped {
+		<-el.done
+	}
 	// A restarted holder must see that it still holds the lease before
 	// the first plan, or it would detach a VLAN it keeps bridging.
 	deadline := time.After(e.timings.RenewDeadline)
@@ -109,13 +122,6 @@ func (e *Election) Sync(ctx context.Context, keys []SegmentKey) {
 		case <-el.first:
 		case <-deadline:
 		case <-ctx.Done():
-		}
-	}
-	for k, el := range e.running {
-		if !want[k] {
-			el.cancel()
-			<-el.done
-			delete(e.running, k)
 		}
 	}
 }
@@ -131,6 +137,28 @@ func (e *Election) Leading(k SegmentKey) bool {
 	el.mu.Lock()
 	defer el.mu.Unlock()
 	return el.leading
+}
+
+// ValidFor is how much longer this gateway may act as the segment's active
+// gateway without another successful renewal (0 when it does not lead):
+// the kernel fence keeps the VLAN port alive exactly that long.
+func (e *Election) ValidFor(k SegmentKey) time.Duration {
+	e.mu.Lock()
+	el := e.running[k]
+	e.mu.Unlock()
+	if el == nil {
+		return 0
+	}
+	el.mu.Lock()
+	defer el.mu.Unlock()
+	if !el.leading {
+		return 0
+	}
+	left := e.timings.RenewDeadline - time.Since(el.lastRenew)
+	if left < 0 {
+		return 0
+	}
+	return left
 }
 
 // Holder is the last observed holder of the segment's lease.

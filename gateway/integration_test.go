@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"github.com/netbridge-io/netbridge/internal/labnet"
 	"github.com/netbridge-io/netbridge/internal/testenv"
 	"github.com/netbridge-io/netbridge/vlan"
+	"github.com/vishvananda/netns"
 )
 
 var gatewayBin string
@@ -593,6 +595,87 @@ func TestKubernetesMode(t *testing.T) {
 		if err := k.fwd[active].Start(); err != nil {
 			t.Fatal(err)
 		}
+		active = other(active)
+	})
+
+	t.Run("CrashFencedByKernel", func(t *testing.T) {
+		// kill -9: no agent left to self-fence, its bridge stays
+		// enslaved; the kernel fence must stop it bridging before the
+		// standby attaches.
+		fences := map[string]*vlan.Fence{}
+		for _, gw := range []string{"gw1", "gw2"} {
+			ns, err := netns.GetFromName(lab.NS(gw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := vlan.NewFenceIn(ns, time.Second)
+			ns.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			fences[gw] = f
+		}
+		bridging := func(gw string) bool {
+			if !attached(lab, gw) {
+				return false
+			}
+			guarded, _ := fences[gw].Guarded()
+			if !slices.Contains(guarded, labnet.Uplink) {
+				return true
+			}
+			alive, _ := fences[gw].Alive()
+			return slices.Contains(alive, labnet.Uplink)
+		}
+		if !bridging(active) {
+			t.Fatalf("the active gateway %s does not bridge before the crash", active)
+		}
+		stop := make(chan struct{})
+		var both atomic.Int64
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				if bridging("gw1") && bridging("gw2") {
+					both.Add(1)
+				}
+			}
+		}()
+		crash := time.Now()
+		k.gws[active].kill()
+		cut := eventually(t, 5*time.Second, "the crashed gateway's VLAN port stops bridging", func() error {
+			if bridging(active) {
+				g, gerr := fences[active].Guarded()
+				a, aerr := fences[active].Alive()
+				return fmt.Errorf("still bridging: guarded %v (%v), alive %v (%v)", g, gerr, a, aerr)
+			}
+			return nil
+		})
+		eventually(t, 15*time.Second, "the standby attaches", func() error {
+			if !bridging(other(active)) {
+				return fmt.Errorf("standby not bridging yet")
+			}
+			return nil
+		})
+		took := time.Since(crash)
+		close(stop)
+		if n := both.Load(); n > 0 {
+			t.Fatalf("both gateways bridged the VLAN in %d samples after the crash", n)
+		}
+		t.Logf("kernel fence: crashed %s stopped bridging %s after kill -9 (still enslaved: %v), standby bridging after %s (renew deadline 1.5s, lease 3s)",
+			active, cut.Round(time.Millisecond), attached(lab, active), took.Round(time.Millisecond))
+		eventually(t, 15*time.Second, "route follows to the new active gateway", routeVia(lab, vm1+"/32", fabricIP(other(active))))
+		// The crashed agent comes back as standby and detaches for real.
+		k.gws[active].start(t)
+		eventually(t, 15*time.Second, "the restarted gateway detaches", func() error {
+			if attached(lab, active) {
+				return fmt.Errorf("still enslaved")
+			}
+			return nil
+		})
 		active = other(active)
 	})
 

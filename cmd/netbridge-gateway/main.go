@@ -225,6 +225,16 @@ func run(f flags, log *zap.Logger) error {
 
 	agent = gateway.NewAgent(gateway.Options{NodeName: f.nodeName, Role: role, LocalVTEP: vtep, Resync: f.resync,
 		ReachabilityInterval: f.reachEvery}, dp, spk, source, election, gate, reach, sink, metrics, log)
+	if election != nil {
+		// Kernel dead-man switch: if this process dies while it bridges a
+		// VLAN that has a standby, the kernel stops bridging it when the
+		// lease would have run out, before the standby attaches.
+		if fence, err := vlan.NewFence(timings.RenewDeadline); err != nil {
+			log.Error("kernel fence unavailable: a crashed gateway would keep bridging its VLANs", zap.Error(err))
+		} else {
+			agent.SetFence(fence)
+		}
+	}
 	triggerReady.Store(true)
 	if err := agent.Adopt(); err != nil {
 		log.Warn("adopt", zap.Error(err))
