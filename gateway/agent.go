@@ -147,6 +147,9 @@ func (a *Agent) keepAlive() {
 	}
 	sort.Strings(guarded)
 	err := a.fence.Guard(guarded, alive)
+	if ce := a.log.Check(zap.DebugLevel, "fence refreshed"); ce != nil {
+		ce.Write(zap.Strings("guarded", guarded), zap.Any("alive", alive), zap.Error(err))
+	}
 	if err != nil && !a.fenceErr {
 		a.log.Error("fence keep-alive failed: the kernel will cut the VLAN side when the lease runs out",
 			zap.String("event", "fenceFailed"), zap.Error(err))

@@ -250,9 +250,31 @@ func (e *Election) run(ctx context.Context, el *elector) {
 	var observedAt time.Time
 	tick := time.NewTicker(t.RetryPeriod)
 	defer tick.Stop()
-	watchdog := time.NewTicker(t.RetryPeriod / 2)
-	defer watchdog.Stop()
 	el.apiOK = true
+	// The watchdog runs on its own goroutine: an attempt blocked on a slow
+	// or silent API server must not delay the fencing decision.
+	wdDone := make(chan struct{})
+	defer func() { <-wdDone }()
+	go func() {
+		defer close(wdDone)
+		watchdog := time.NewTicker(t.RetryPeriod / 2)
+		defer watchdog.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-watchdog.C:
+				el.mu.Lock()
+				expired := el.leading && time.Since(el.lastRenew) > t.RenewDeadline
+				el.mu.Unlock()
+				if expired {
+					e.log.Warn("segment lease not renewed in time: fencing", zap.String("segment", el.key.String()),
+						zap.Duration("renewDeadline", t.RenewDeadline))
+					e.setLeading(el, false)
+				}
+			}
+		}
+	}()
 
 	attempt := func() {
 		cctx, cancel := context.WithTimeout(ctx, t.RenewDeadline)
@@ -327,15 +349,6 @@ func (e *Election) run(ctx context.Context, el *elector) {
 			attempt()
 		case <-el.poke:
 			attempt()
-		case <-watchdog.C:
-			el.mu.Lock()
-			expired := el.leading && time.Since(el.lastRenew) > t.RenewDeadline
-			el.mu.Unlock()
-			if expired {
-				e.log.Warn("segment lease not renewed in time: fencing", zap.String("segment", el.key.String()),
-					zap.Duration("renewDeadline", t.RenewDeadline))
-				e.setLeading(el, false)
-			}
 		}
 	}
 }
@@ -364,6 +377,15 @@ func (e *Election) fill(l *coordinationv1.Lease, now time.Time, takeover bool) {
 }
 
 func (e *Election) renewed(el *elector, at time.Time, lease *coordinationv1.Lease) {
+	if time.Since(at) >= e.timings.RenewDeadline {
+		// The write landed, but its attempt began a renew deadline ago:
+		// leading on it would only flap (the watchdog fences at once).
+		// The next attempt renews afresh.
+		el.mu.Lock()
+		el.lease = lease
+		el.mu.Unlock()
+		return
+	}
 	el.mu.Lock()
 	el.lastRenew = at
 	el.lease = lease

@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/flowcontrol"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -188,6 +189,9 @@ func run(f flags, log *zap.Logger) error {
 		if err != nil {
 			return err
 		}
+		// client-go's default (5 QPS) is too low for status, events and
+		// reads on a busy gateway.
+		cfg.QPS, cfg.Burst = 20, 50
 		sch := scheme.New()
 		ks, err := gateway.NewKubeSource(cfg, sch, f.namespace, f.nodeName)
 		if err != nil {
@@ -218,7 +222,16 @@ func run(f flags, log *zap.Logger) error {
 		rec := bc.NewRecorder(sch, corev1.EventSource{Component: "netbridge-gateway", Host: f.nodeName})
 		sink = gateway.NewKubeStatus(c, rec, f.nodeName, role, log.Named("status"))
 		if role == gateway.RoleGateway {
-			elect = gateway.NewElection(cs.CoordinationV1(), f.namespace, f.nodeName, timings, log.Named("election"), onChange)
+			// Lease renewals get their own client with no client-side
+			// throttling: queued behind status writes and events they
+			// would miss the renew deadline and fence a healthy gateway.
+			lcfg := rest.CopyConfig(cfg)
+			lcfg.RateLimiter = flowcontrol.NewFakeAlwaysRateLimiter()
+			lcs, err := kubernetes.NewForConfig(lcfg)
+			if err != nil {
+				return fmt.Errorf("lease clientset: %w", err)
+			}
+			elect = gateway.NewElection(lcs.CoordinationV1(), f.namespace, f.nodeName, timings, log.Named("election"), onChange)
 			election = elect
 		}
 	}
