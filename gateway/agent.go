@@ -67,8 +67,6 @@ type Options struct {
 	LocalVTEP netip.Addr
 	// Resync re-runs the reconcile with nothing changed (drift, retries).
 	Resync time.Duration
-	// ReachabilityInterval between ARP checks of active VMs across the segment.
-	ReachabilityInterval time.Duration
 }
 
 // Agent is the reconcile loop of one host.

@@ -74,13 +74,10 @@ type elector struct {
 	mu        sync.Mutex
 	leading   bool
 	lastRenew time.Time // local clock, last successful acquire/renew
-	holder    string    // last observed holder
 	// lease is the object of our last successful write: release updates
 	// it directly, one round trip instead of two.
 	lease *coordinationv1.Lease
-	// transitions counts gained and lost leadership.
-	transitions int
-	apiOK       bool
+	apiOK bool
 }
 
 // Sync starts electors for new segments and stops (releasing the lease)
@@ -161,19 +158,6 @@ func (e *Election) ValidFor(k SegmentKey) time.Duration {
 	return left
 }
 
-// Holder is the last observed holder of the segment's lease.
-func (e *Election) Holder(k SegmentKey) string {
-	e.mu.Lock()
-	el := e.running[k]
-	e.mu.Unlock()
-	if el == nil {
-		return ""
-	}
-	el.mu.Lock()
-	defer el.mu.Unlock()
-	return el.holder
-}
-
 // APIReachable is false when the last lease call of any elector failed.
 func (e *Election) APIReachable() bool {
 	e.mu.Lock()
@@ -187,19 +171,6 @@ func (e *Election) APIReachable() bool {
 		}
 	}
 	return true
-}
-
-// Transitions sums leadership changes per segment (for metrics).
-func (e *Election) Transitions() map[SegmentKey]int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	out := map[SegmentKey]int{}
-	for k, el := range e.running {
-		el.mu.Lock()
-		out[k] = el.transitions
-		el.mu.Unlock()
-	}
-	return out
 }
 
 // Poke makes every elector try at once instead of at its next retry: a
@@ -232,9 +203,6 @@ func (e *Election) setLeading(el *elector, leading bool) {
 	el.mu.Lock()
 	changed := el.leading != leading
 	el.leading = leading
-	if changed {
-		el.transitions++
-	}
 	el.mu.Unlock()
 	if changed {
 		e.log.Info("segment lease", zap.String("segment", el.key.String()), zap.Bool("leading", leading))
@@ -301,9 +269,6 @@ func (e *Election) run(ctx context.Context, el *elector) {
 		if lease.Spec.HolderIdentity != nil {
 			holder = *lease.Spec.HolderIdentity
 		}
-		el.mu.Lock()
-		el.holder = holder
-		el.mu.Unlock()
 		if lease.ResourceVersion != observedRV {
 			observedRV, observedAt = lease.ResourceVersion, now
 		}
@@ -389,7 +354,6 @@ func (e *Election) renewed(el *elector, at time.Time, lease *coordinationv1.Leas
 	el.mu.Lock()
 	el.lastRenew = at
 	el.lease = lease
-	el.holder = e.identity
 	el.apiOK = true
 	el.mu.Unlock()
 	e.setLeading(el, true)

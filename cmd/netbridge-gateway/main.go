@@ -236,8 +236,7 @@ func run(f flags, log *zap.Logger) error {
 		}
 	}
 
-	agent = gateway.NewAgent(gateway.Options{NodeName: f.nodeName, Role: role, LocalVTEP: vtep, Resync: f.resync,
-		ReachabilityInterval: f.reachEvery}, dp, spk, source, election, gate, reach, sink, metrics, log)
+	agent = gateway.NewAgent(gateway.Options{NodeName: f.nodeName, Role: role, LocalVTEP: vtep, Resync: f.resync}, dp, spk, source, election, gate, reach, sink, metrics, log)
 	if election != nil {
 		// Kernel dead-man switch: if this process dies while it bridges a
 		// VLAN that has a standby, the kernel stops bridging it when the
