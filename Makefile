@@ -5,7 +5,7 @@ BIN := bin
 # Two cores here: at most two test binaries at a time.
 GOTEST_FLAGS ?= -count=1 -p 2 -timeout 45m
 
-.PHONY: all build generate verify testenv test unit bench e2e lab lab-down image clean deps helm manifests
+.PHONY: all build generate verify testenv test race unit bench e2e lab lab-down image clean deps helm manifests
 
 all: build
 
@@ -55,9 +55,17 @@ image:
 ## test: every test, against real kernels, FRR and API server (README's test command)
 ## (the end-to-end scenarios run last, alone: their outage figures are
 ## timings, and they should not share two cores with the other packages)
+## (the gateway and the controller, where the goroutines are, run under the
+## race detector, the gateway's integration tests with a race-built agent)
+RACE_PKGS := ./gateway/... ./controller/...
 test: deps
-	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /e2e)
+	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v -E '/(e2e|gateway|controller)(/|$$)')
+	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test $(GOTEST_FLAGS) -race $(RACE_PKGS)
 	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test -count=1 -v -timeout 30m ./e2e/...
+
+## race: only the race-detector part of `make test`
+race: deps
+	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test $(GOTEST_FLAGS) -race $(RACE_PKGS)
 
 ## bench: the benchmarks the issues name; figures are printed
 bench: deps

@@ -12,12 +12,6 @@ import (
 	"github.com/netbridge-io/netbridge/vlan"
 )
 
-// Prober asks a link who answers for some IPv4 addresses (vlan.Port in
-// production; the interface lets the gate's logic be unit-tested).
-type Prober interface {
-	Probe(ctx context.Context, iface string, ips []netip.Addr) (map[netip.Addr]net.HardwareAddr, error)
-}
-
 // LinkProber probes through a raw socket opened per call.
 type LinkProber struct{ Options vlan.ProbeOptions }
 
@@ -161,7 +155,7 @@ func (g *Gate) Request(ctx context.Context, iface string, ips []netip.Addr, owne
 			if answered && !sameMAC(mac, e.owner) {
 				if e.verdict != VerdictDuplicate || !sameMAC(e.seenMAC, mac) {
 					changed = true
-					g.log.Warn("duplicate address on the VLAN side: not advertising", zap.String("ip", ip.String()),
+					g.log.Warn("duplicate address on the VLAN side: not advertising", zap.String("event", "duplicateAddress"), zap.String("ip", ip.String()),
 						zap.String("answeredBy", mac.String()), zap.String("iface", iface))
 				}
 				e.verdict, e.seenMAC = VerdictDuplicate, mac
@@ -178,13 +172,13 @@ func (g *Gate) Request(ctx context.Context, iface string, ips []netip.Addr, owne
 			}
 			if e.verdict != VerdictClear {
 				changed = true
-				g.log.Info("address free on the VLAN side", zap.String("ip", ip.String()), zap.String("iface", iface))
+				g.log.Info("address free on the VLAN side", zap.String("event", "addressFree"), zap.String("ip", ip.String()), zap.String("iface", iface))
 			}
 			e.verdict, e.seenMAC, e.backoff = VerdictClear, nil, 0
 		}
 		g.mu.Unlock()
 		if err != nil {
-			g.log.Warn("duplicate-address probe failed", zap.String("iface", iface), zap.Error(err))
+			g.log.Warn("duplicate-address probe failed", zap.String("event", "probeFailed"), zap.String("iface", iface), zap.Error(err))
 		}
 		if changed {
 			g.onChange()

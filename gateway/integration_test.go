@@ -27,23 +27,31 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-var gatewayBin string
-
-func TestMain(m *testing.M) {
+// gatewayBin builds the agent binary once, on first use: the unit tests
+// of this package do not wait for it.
+var gatewayBin = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "nb-gateway-bin-")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return "", err
 	}
-	gatewayBin = filepath.Join(dir, "netbridge-gateway")
-	build := exec.Command("go", "build", "-o", gatewayBin, "../cmd/netbridge-gateway")
+	bin := filepath.Join(dir, "netbridge-gateway")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/netbridge-gateway")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build netbridge-gateway: %v\n%s", err, out)
-		os.Exit(1)
+	if raceBuild {
+		build = exec.Command("go", "build", "-race", "-o", bin, "../cmd/netbridge-gateway")
+		build.Env = append(os.Environ(), "CGO_ENABLED=1")
 	}
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build netbridge-gateway: %w\n%s", err, out)
+	}
+	return bin, nil
+})
+
+func TestMain(m *testing.M) {
 	code := m.Run()
-	os.RemoveAll(dir)
+	if bin, err := gatewayBin(); err == nil {
+		os.RemoveAll(filepath.Dir(bin))
+	}
 	os.Exit(code)
 }
 
@@ -104,7 +112,11 @@ func startAgent(t *testing.T, lab *labnet.Lab, ns string, args ...string) *agent
 
 func (a *agent) start(t *testing.T) {
 	t.Helper()
-	cmd, err := a.lab.Start(a.role, a.log, gatewayBin, a.args...)
+	bin, err := gatewayBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := a.lab.Start(a.role, a.log, bin, a.args...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ type Metrics struct {
 	duplicates         prometheus.Counter
 	degraded           prometheus.Gauge
 	seenDuplicates     map[string]bool
+	peers              map[string]bool
 }
 
 // NewMetrics registers the metrics with reg.
@@ -96,23 +97,68 @@ func (m *Metrics) observeReport(r Report) {
 		}
 	}
 	m.endpoints.WithLabelValues("advertised").Set(float64(adv))
-	m.endpoints.WithLabelValues("pending").Set(float64(pending))
+	m.endpoints.WithLabelValues("pending").Set(float64(pending - refusedEndpoints(r)))
 	m.endpoints.WithLabelValues("refused").Set(float64(len(r.Refused)))
+	// A duplicate is counted once while it lasts: the set holds only the
+	// duplicates of this report, so it is bounded by the refused IPs.
+	dups := map[string]bool{}
 	for _, f := range r.Refused {
 		key := f.IP.String() + "/" + f.MAC
-		if f.Reason == "DuplicateAddress" && !m.seenDuplicates[key] {
-			m.seenDuplicates[key] = true
-			m.duplicates.Inc()
+		if f.Reason == "DuplicateAddress" {
+			dups[key] = true
+			if !m.seenDuplicates[key] {
+				m.duplicates.Inc()
+			}
 		}
 	}
-	m.sessionUp.Reset()
-	m.prefixes.Reset()
+	m.seenDuplicates = dups
+	// Session state comes from the speaker's events (PeerEvent); the
+	// report only prunes peers that are gone and refreshes the counters.
+	peers := map[string]bool{}
 	for _, p := range r.Peers {
-		up := 0.0
-		if p.State == bgp.StateEstablished {
-			up = 1
+		a := p.Address.String()
+		peers[a] = true
+		m.prefixes.WithLabelValues(a).Set(float64(p.RoutesSent))
+		if !m.peers[a] {
+			m.sessionUp.WithLabelValues(a).Set(boolGauge(p.State == bgp.StateEstablished))
 		}
-		m.sessionUp.WithLabelValues(p.Address.String()).Set(up)
-		m.prefixes.WithLabelValues(p.Address.String()).Set(float64(p.RoutesSent))
 	}
+	for a := range m.peers {
+		if !peers[a] {
+			m.sessionUp.DeleteLabelValues(a)
+			m.prefixes.DeleteLabelValues(a)
+		}
+	}
+	m.peers = peers
+}
+
+// PeerEvent follows a BGP session state change as it happens.
+func (m *Metrics) PeerEvent(ev bgp.PeerEvent) {
+	if m == nil {
+		return
+	}
+	m.sessionUp.WithLabelValues(ev.Address.String()).Set(boolGauge(ev.State == bgp.StateEstablished))
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// refusedEndpoints counts the endpoints with a refused IP and nothing
+// advertised: they are refused, not pending.
+func refusedEndpoints(r Report) int {
+	refused := map[string]bool{}
+	for _, f := range r.Refused {
+		refused[f.Namespace+"/"+f.Endpoint] = true
+	}
+	n := 0
+	for _, e := range r.Endpoints {
+		if !e.Advertised && refused[e.Namespace+"/"+e.Name] {
+			n++
+		}
+	}
+	return n
 }

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/netbridge-io/netbridge/bgp"
-	"github.com/netbridge-io/netbridge/vlan"
 )
 
 // Report is what one reconcile found and did, in plain values; the status
@@ -59,9 +59,15 @@ type RefusedReport struct {
 	Message             string
 }
 
-func (a *Agent) buildReport(ctx context.Context, d Desired, plan Plan, attached map[SegmentKey]bool, segErr map[SegmentKey]string,
-	problems []string, res vlan.Result, dpErr, bgpErr error) Report {
-	r := Report{NodeName: a.opts.NodeName, Role: a.opts.Role, Problems: problems, At: time.Now()}
+// buildReport renders what the pass found and did; the BGP peers are read
+// from the speaker, probe results from the gate and the reachability checker.
+func (a *Agent) buildReport(ctx context.Context, p *pass) Report {
+	d, plan, attached, segErr := p.d, p.plan, p.attached, p.segErr
+	advertised := a.advertised
+	if p.advertised != nil {
+		advertised = p.advertised
+	}
+	r := Report{NodeName: a.opts.NodeName, Role: a.opts.Role, Problems: p.problems, At: time.Now()}
 	for _, s := range d.Segments {
 		sr := SegmentReport{Key: s.Key, Role: "Node"}
 		if a.opts.Role == RoleGateway {
@@ -77,10 +83,10 @@ func (a *Agent) buildReport(ctx context.Context, d Desired, plan Plan, attached 
 		}
 		r.Segments = append(r.Segments, sr)
 	}
-	r.Advertised = sortedPrefixes(a.advertised)
-	if a.speaker != nil {
+	r.Advertised = sortedPrefixes(advertised)
+	if a.deps.Speaker != nil {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if st, err := a.speaker.Status(sctx); err == nil {
+		if st, err := a.deps.Speaker.Status(sctx); err == nil {
 			r.Peers = st.Peers
 		}
 		cancel()
@@ -101,8 +107,8 @@ func (a *Agent) buildReport(ctx context.Context, d Desired, plan Plan, attached 
 			}
 			adv := plan.Advertised[e.ID()]
 			er.Advertised = len(adv) > 0
-			for _, p := range adv {
-				if !a.advertised[p] {
+			for _, pfx := range adv {
+				if !advertised[pfx] {
 					er.Advertised = false
 				}
 			}
@@ -128,7 +134,7 @@ func (a *Agent) buildReport(ctx context.Context, d Desired, plan Plan, attached 
 			ns, name := splitID(f.Endpoint)
 			rr := RefusedReport{Namespace: ns, Endpoint: name, IP: f.IP, Reason: f.Reason, Message: f.Message}
 			if f.Reason == "DuplicateAddress" {
-				if mac, ok := a.gate.Duplicate(f.IP); ok {
+				if mac, ok := a.deps.Gate.Duplicate(f.IP); ok {
 					rr.MAC = mac.String()
 					rr.Message = fmt.Sprintf("%s is answered on the VLAN side by %s: the source VM may still be running", f.IP, mac)
 				}
@@ -137,12 +143,20 @@ func (a *Agent) buildReport(ctx context.Context, d Desired, plan Plan, attached 
 		}
 	}
 	switch {
-	case a.election != nil && !a.election.APIReachable():
+	case a.deps.Election != nil && !a.deps.Election.APIReachable():
 		r.Degraded, r.DegradedReason = true, "API server unreachable: keeping the last applied state"
-	case dpErr != nil:
-		r.Degraded, r.DegradedReason = true, dpErr.Error()
-	case bgpErr != nil:
-		r.Degraded, r.DegradedReason = true, bgpErr.Error()
+	case p.dpErr != nil:
+		r.Degraded, r.DegradedReason = true, p.dpErr.Error()
+	case p.bgpErr != nil:
+		r.Degraded, r.DegradedReason = true, p.bgpErr.Error()
+	case len(p.segWarn) > 0:
+		var ws []string
+		for _, s := range d.Segments {
+			if w, ok := p.segWarn[s.Key]; ok {
+				ws = append(ws, w)
+			}
+		}
+		r.Degraded, r.DegradedReason = true, strings.Join(ws, "; ")
 	}
 	sort.Slice(r.Endpoints, func(i, j int) bool {
 		return r.Endpoints[i].Namespace+"/"+r.Endpoints[i].Name < r.Endpoints[j].Namespace+"/"+r.Endpoints[j].Name
@@ -151,10 +165,10 @@ func (a *Agent) buildReport(ctx context.Context, d Desired, plan Plan, attached 
 }
 
 func (a *Agent) reachResult(ip netip.Addr) (ReachResult, bool) {
-	if a.reach == nil {
+	if a.deps.Reach == nil {
 		return ReachResult{}, false
 	}
-	return a.reach.Result(ip)
+	return a.deps.Reach.Result(ip)
 }
 
 func splitID(id string) (string, string) {

@@ -89,6 +89,9 @@ type Result struct {
 	Writes int
 	// Reads is the number of netlink dumps and lookups made.
 	Reads int
+	// Warnings maps a desired VNI to what degrades it without refusing it
+	// (an underlay or access uplink MTU that dropped under it).
+	Warnings map[uint32]string
 }
 
 // Reconcile makes the host's segments equal to desired, which must be the
@@ -109,6 +112,12 @@ func (d *DataPlane) Reconcile(ctx context.Context, desired []Segment) (Result, e
 	acts, refused := plan(desired, snap)
 	for _, s := range desired {
 		res.Segments[s.VNI] = refused[s.VNI]
+	}
+	res.Warnings = mtuWarnings(desired, snap)
+	for vni, w := range res.Warnings {
+		if refused[vni] == nil {
+			d.log.Warn("segment degraded", zap.String("event", "segmentDegraded"), zap.Uint32("vni", vni), zap.String("reason", w))
+		}
 	}
 	names := map[uint32]string{}
 	for vni, o := range snap.segments {
@@ -223,6 +232,7 @@ func (d *DataPlane) observe(ops *opCount) (snapshot, error) {
 		segments: map[uint32]*observed{},
 		ports:    map[string]string{},
 		addrMTU:  map[netip.Addr]int{},
+		linkMTU:  map[string]int{},
 		clashes:  map[uint32]error{},
 	}
 	links, err := retryDump(ops, "links", d.h.LinkList)
@@ -259,6 +269,7 @@ func (d *DataPlane) observe(ops *opCount) (snapshot, error) {
 		kind, vni, isOurs := segmentLink(a.Name)
 		if !isOurs {
 			snap.ports[a.Name] = nameOf(a.MasterIndex)
+			snap.linkMTU[a.Name] = a.MTU
 			continue
 		}
 		if !strings.HasPrefix(a.Alias, aliasPrefix) {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zaptest"
 
@@ -258,5 +259,86 @@ func assertNoOwnedLinks(t *testing.T, ns *netnstest.NS) {
 	t.Helper()
 	if out := ns.Run(t, "ip", "-o", "link", "show"); strings.Contains(out, ": nb-") {
 		t.Errorf("owned links exist after a refusal:\n%s", out)
+	}
+}
+
+// TestMTURuntimeChange: an underlay or access-uplink MTU that drops under
+// a programmed segment is a runtime change, not bad input: the segment
+// stays programmed (nothing is deleted), the result names the device and
+// both MTUs, and the drift watch notices the change within milliseconds.
+func TestMTURuntimeChange(t *testing.T) {
+	ns := netnstest.New(t, "nb-mtu")
+	peer := netnstest.New(t, "nb-mtup")
+	netnstest.Veth(t, ns, "ul0", peer, "ul0")
+	netnstest.Veth(t, ns, "acc0", peer, "acc0")
+	ns.Run(t, "ip", "addr", "add", "192.0.2.1/24", "dev", "ul0")
+	d, err := NewAt(ns.NsHandle, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatalf("NewAt: %v", err)
+	}
+	t.Cleanup(d.Close)
+	seg := Segment{Name: "s", Role: RoleGateway, LocalVTEP: gwVTEP, VNI: 91, MTU: 1450, Uplink: "acc0", Access: true}
+	res := reconcile(t, d, seg)
+	if len(res.Warnings) != 0 {
+		t.Fatalf("warnings on a segment that fits: %v", res.Warnings)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	drift := make(chan time.Time, 16)
+	go func() { _ = d.WatchDrift(ctx, func() { drift <- time.Now() }) }()
+	select { // the watch's first call says it is live
+	case <-drift:
+	case <-time.After(5 * time.Second):
+		t.Fatal("drift watch not live")
+	}
+
+	changed := time.Now()
+	ns.Run(t, "ip", "link", "set", "dev", "ul0", "mtu", "1400")
+	select {
+	case at := <-drift:
+		t.Logf("underlay MTU change noticed in %s", at.Sub(changed).Round(time.Millisecond))
+		if at.Sub(changed) > time.Second {
+			t.Fatalf("MTU change noticed after %s", at.Sub(changed))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the drift watch did not notice the underlay MTU change")
+	}
+	res, err = d.Reconcile(context.Background(), []Segment{seg})
+	if err != nil {
+		t.Fatalf("a programmed segment must not be refused for a runtime MTU change: %v", err)
+	}
+	w := res.Warnings[91]
+	for _, want := range []string{"192.0.2.1", "MTU 1400", "1450", "needs 1500"} {
+		if !strings.Contains(w, want) {
+			t.Fatalf("warning %q does not name %q", w, want)
+		}
+	}
+	for _, l := range []string{BridgeName(91), VXLANName(91)} {
+		if _, err := ns.Handle.LinkByName(l); err != nil {
+			t.Fatalf("%s was torn down: %v", l, err)
+		}
+	}
+	if out := ns.Run(t, "ip", "link", "show", "acc0"); !strings.Contains(out, "master "+BridgeName(91)) {
+		t.Fatalf("access uplink released: %s", out)
+	}
+
+	ns.Run(t, "ip", "link", "set", "dev", "ul0", "mtu", "1500")
+	ns.Run(t, "ip", "link", "set", "dev", "acc0", "mtu", "1400")
+	res, err = d.Reconcile(context.Background(), []Segment{seg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := res.Warnings[91]; !strings.Contains(w, "access uplink acc0 has MTU 1400, below the segment MTU 1450") {
+		t.Fatalf("access uplink MTU: warning %q", w)
+	}
+
+	// A new segment that does not fit is still refused at its first
+	// programming, with the fix named.
+	ns.Run(t, "ip", "link", "set", "dev", "ul0", "mtu", "1400")
+	fresh := Segment{Name: "t", Role: RoleGateway, LocalVTEP: gwVTEP, VNI: 92, MTU: 1450}
+	_, err = d.Reconcile(context.Background(), []Segment{seg, fresh})
+	if err == nil || !strings.Contains(err.Error(), "set the segment mtu to 1350 or less") {
+		t.Fatalf("want a refusal naming the fix, got %v", err)
 	}
 }

@@ -172,6 +172,9 @@ type driftWatch struct {
 	// owned maps the index of each owned link to its name: neighbour
 	// notifications carry only the index.
 	owned map[int]string
+	// foreignMTU maps the index of every other link to its MTU, so that
+	// an MTU change is noticed (see link).
+	foreignMTU map[int]int
 	// One done channel per subscription: closing it closes the socket,
 	// which ends the library's reader and closes the update channel.
 	links      chan netlink.LinkUpdate
@@ -257,9 +260,12 @@ func (w *driftWatch) refreshOwned() error {
 		return fmt.Errorf("watch drift: %w", err)
 	}
 	w.owned = map[int]string{}
+	w.foreignMTU = map[int]int{}
 	for _, l := range links {
 		if _, _, ok := segmentLink(l.Attrs().Name); ok {
 			w.owned[l.Attrs().Index] = l.Attrs().Name
+		} else {
+			w.foreignMTU[l.Attrs().Index] = l.Attrs().MTU
 		}
 	}
 	return nil
@@ -273,7 +279,15 @@ func (w *driftWatch) link(u netlink.LinkUpdate) bool {
 		// A foreign link that took an index we knew (indexes are reused
 		// only after deletion, which we saw) is not ours any more.
 		delete(w.owned, a.Index)
-		return false
+		// An MTU change under a segment (the underlay device, an access
+		// uplink) is reported within milliseconds, not at the next resync.
+		old, seen := w.foreignMTU[a.Index]
+		w.foreignMTU[a.Index] = a.MTU
+		if u.Header.Type == unix.RTM_DELLINK {
+			delete(w.foreignMTU, a.Index)
+			return false
+		}
+		return seen && old != a.MTU
 	}
 	if u.Header.Type == unix.RTM_DELLINK {
 		delete(w.owned, a.Index)

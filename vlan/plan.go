@@ -16,6 +16,8 @@ type snapshot struct {
 	ports map[string]string
 	// addrMTU maps each local address to its device's MTU (underlay check).
 	addrMTU map[netip.Addr]int
+	// linkMTU maps every link we did not create to its MTU (access uplinks).
+	linkMTU map[string]int
 	// clashes: a link has our name but not our alias. The segment is
 	// refused and the link left alone.
 	clashes map[uint32]error
@@ -207,9 +209,14 @@ func planSegment(s Segment, o *observed, snap snapshot) ([]action, error) {
 	if !ok {
 		return nil, fmt.Errorf("localVTEP %s is not an address of this host", s.LocalVTEP)
 	}
-	if need := mtu + vxlanOverhead(s.LocalVTEP); vtepMTU < need {
-		return nil, fmt.Errorf("mtu %d does not fit the underlay: the device holding %s has MTU %d, VXLAN needs %d",
-			mtu, s.LocalVTEP, vtepMTU, need)
+	// Refusing is for a segment's first programming. An underlay MTU that
+	// drops under a programmed segment is a runtime change: the segment
+	// keeps forwarding what still fits and mtuWarnings reports it.
+	programmed := o.bridge != nil && o.vxlan != nil
+	if need := mtu + vxlanOverhead(s.LocalVTEP); vtepMTU < need && !programmed {
+		return nil, fmt.Errorf("mtu %d does not fit the underlay: the device holding %s has MTU %d, VXLAN needs %d "+
+			"(set the segment mtu to %d or less, or raise the underlay MTU to %d)",
+			mtu, s.LocalVTEP, vtepMTU, need, vtepMTU-vxlanOverhead(s.LocalVTEP), need)
 	}
 	if s.Uplink != "" {
 		master, exists := snap.ports[s.Uplink]
@@ -433,4 +440,34 @@ func sortedPrefixes(m map[netip.Prefix]bool) []netip.Prefix {
 		return a.Bits() - b.Bits()
 	})
 	return ks
+}
+
+// mtuWarnings are the desired segments that run, or would run, with an MTU
+// the links under them no longer carry: the underlay device holding the
+// local VTEP, or an access uplink. They are reported (the agent says
+// Degraded, naming the device and both MTUs), never torn down.
+func mtuWarnings(desired []Segment, snap snapshot) map[uint32]string {
+	out := map[uint32]string{}
+	for _, s := range desired {
+		mtu := s.MTU
+		if mtu == 0 {
+			mtu = 1500
+		}
+		var msgs []string
+		if vtepMTU, ok := snap.addrMTU[s.LocalVTEP]; ok {
+			if need := mtu + vxlanOverhead(s.LocalVTEP); vtepMTU < need {
+				msgs = append(msgs, fmt.Sprintf("the underlay device holding %s has MTU %d, segment MTU %d needs %d: larger frames are dropped",
+					s.LocalVTEP, vtepMTU, mtu, need))
+			}
+		}
+		if s.Access && s.Uplink != "" {
+			if up, ok := snap.linkMTU[s.Uplink]; ok && up < mtu {
+				msgs = append(msgs, fmt.Sprintf("access uplink %s has MTU %d, below the segment MTU %d", s.Uplink, up, mtu))
+			}
+		}
+		if len(msgs) > 0 {
+			out[s.VNI] = fmt.Sprintf("segment %q: %s", s.Name, strings.Join(msgs, "; "))
+		}
+	}
+	return out
 }

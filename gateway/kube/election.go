@@ -1,4 +1,4 @@
-package gateway
+package kube
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	coordclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
+
+	"github.com/netbridge-io/netbridge/gateway"
 )
 
 // LeaseTimings are the per-segment election timings. RenewDeadline +
@@ -36,7 +38,7 @@ func (t LeaseTimings) Validate() error {
 }
 
 // LeaseName is the Lease of one segment.
-func LeaseName(k SegmentKey) string { return "nb-" + k.BridgeConfig + "-" + k.Name }
+func LeaseName(k gateway.SegmentKey) string { return "nb-" + k.BridgeConfig + "-" + k.Name }
 
 // Election runs one lease elector per segment. It holds leadership as
 // "renewed within RenewDeadline" on the local monotonic clock, checked by a
@@ -51,7 +53,7 @@ type Election struct {
 	onChange  func()
 
 	mu      sync.Mutex
-	running map[SegmentKey]*elector
+	running map[gateway.SegmentKey]*elector
 }
 
 // NewElection returns an Election for identity (the node name). onChange is
@@ -59,11 +61,11 @@ type Election struct {
 // leadership changes.
 func NewElection(leases coordclient.LeasesGetter, namespace, identity string, t LeaseTimings, log *zap.Logger, onChange func()) *Election {
 	return &Election{leases: leases, namespace: namespace, identity: identity, timings: t, log: log,
-		onChange: onChange, running: map[SegmentKey]*elector{}}
+		onChange: onChange, running: map[gateway.SegmentKey]*elector{}}
 }
 
 type elector struct {
-	key    SegmentKey
+	key    gateway.SegmentKey
 	cancel context.CancelFunc
 	done   chan struct{}
 	// first is closed after the first acquire/renew attempt.
@@ -82,9 +84,9 @@ type elector struct {
 
 // Sync starts electors for new segments and stops (releasing the lease)
 // those no longer wanted.
-func (e *Election) Sync(ctx context.Context, keys []SegmentKey) {
+func (e *Election) Sync(ctx context.Context, keys []gateway.SegmentKey) {
 	e.mu.Lock()
-	want := map[SegmentKey]bool{}
+	want := map[gateway.SegmentKey]bool{}
 	var started []*elector
 	for _, k := range keys {
 		want[k] = true
@@ -124,7 +126,7 @@ func (e *Election) Sync(ctx context.Context, keys []SegmentKey) {
 }
 
 // Leading reports whether this gateway holds the segment's lease now.
-func (e *Election) Leading(k SegmentKey) bool {
+func (e *Election) Leading(k gateway.SegmentKey) bool {
 	e.mu.Lock()
 	el := e.running[k]
 	e.mu.Unlock()
@@ -139,7 +141,7 @@ func (e *Election) Leading(k SegmentKey) bool {
 // ValidFor is how much longer this gateway may act as the segment's active
 // gateway without another successful renewal (0 when it does not lead):
 // the kernel fence keeps the VLAN port alive exactly that long.
-func (e *Election) ValidFor(k SegmentKey) time.Duration {
+func (e *Election) ValidFor(k gateway.SegmentKey) time.Duration {
 	e.mu.Lock()
 	el := e.running[k]
 	e.mu.Unlock()
@@ -205,7 +207,7 @@ func (e *Election) setLeading(el *elector, leading bool) {
 	el.leading = leading
 	el.mu.Unlock()
 	if changed {
-		e.log.Info("segment lease", zap.String("segment", el.key.String()), zap.Bool("leading", leading))
+		e.log.Info("segment lease", zap.String("event", "leadershipChanged"), zap.String("segment", el.key.String()), zap.Bool("leading", leading))
 		e.onChange()
 	}
 }
@@ -236,7 +238,7 @@ func (e *Election) run(ctx context.Context, el *elector) {
 				expired := el.leading && time.Since(el.lastRenew) > t.RenewDeadline
 				el.mu.Unlock()
 				if expired {
-					e.log.Warn("segment lease not renewed in time: fencing", zap.String("segment", el.key.String()),
+					e.log.Warn("segment lease not renewed in time: fencing", zap.String("event", "leaseRenewMissed"), zap.String("segment", el.key.String()),
 						zap.Duration("renewDeadline", t.RenewDeadline))
 					e.setLeading(el, false)
 				}
@@ -298,7 +300,7 @@ func (e *Election) run(ctx context.Context, el *elector) {
 			return
 		}
 		if takeover {
-			e.log.Info("segment lease acquired", zap.String("segment", el.key.String()), zap.String("previousHolder", holder))
+			e.log.Info("segment lease acquired", zap.String("event", "leaseAcquired"), zap.String("segment", el.key.String()), zap.String("previousHolder", holder))
 		}
 		e.renewed(el, now, updated)
 	}
@@ -365,7 +367,7 @@ func (e *Election) apiResult(el *elector, err error) {
 	el.apiOK = err == nil
 	el.mu.Unlock()
 	if err != nil && was {
-		e.log.Warn("segment lease call failed", zap.String("segment", el.key.String()), zap.Error(err))
+		e.log.Warn("segment lease call failed", zap.String("event", "leaseCallFailed"), zap.String("segment", el.key.String()), zap.Error(err))
 		e.onChange()
 	}
 	if err == nil && !was {
@@ -389,7 +391,7 @@ func (e *Election) release(el *elector) {
 	if lease != nil {
 		lease.Spec.HolderIdentity = &empty
 		if _, err := e.leases.Leases(e.namespace).Update(ctx, lease, metav1.UpdateOptions{}); err == nil {
-			e.log.Info("segment lease released", zap.String("segment", el.key.String()))
+			e.log.Info("segment lease released", zap.String("event", "leaseReleased"), zap.String("segment", el.key.String()))
 			return
 		}
 	}
@@ -400,8 +402,8 @@ func (e *Election) release(el *elector) {
 	}
 	lease.Spec.HolderIdentity = &empty
 	if _, err := e.leases.Leases(e.namespace).Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
-		e.log.Warn("release segment lease", zap.String("segment", el.key.String()), zap.Error(err))
+		e.log.Warn("release segment lease", zap.String("event", "leaseReleaseFailed"), zap.String("segment", el.key.String()), zap.Error(err))
 		return
 	}
-	e.log.Info("segment lease released", zap.String("segment", el.key.String()))
+	e.log.Info("segment lease released", zap.String("event", "leaseReleased"), zap.String("segment", el.key.String()))
 }

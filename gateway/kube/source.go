@@ -1,4 +1,4 @@
-package gateway
+package kube
 
 import (
 	"context"
@@ -15,21 +15,22 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/gateway"
 )
 
-// KubeSource serves Inputs from informer caches. When the API server goes
+// Source serves Inputs from informer caches. When the API server goes
 // away the caches keep their last content: the agent keeps its state
 // (fail static) and catches up when the watches resume.
-type KubeSource struct {
+type Source struct {
 	cache     cache.Cache
 	namespace string
 	nodeName  string
 }
 
-// NewKubeSource builds the caches: cluster-wide BridgeConfigs,
+// NewSource builds the caches: cluster-wide BridgeConfigs,
 // BridgeEndpoints and Nodes; Leases and Secrets only in the netbridge
 // namespace (the gateway may read Secrets nowhere else).
-func NewKubeSource(cfg *rest.Config, scheme *runtime.Scheme, namespace, nodeName string) (*KubeSource, error) {
+func NewSource(cfg *rest.Config, scheme *runtime.Scheme, namespace, nodeName string) (*Source, error) {
 	c, err := cache.New(cfg, cache.Options{
 		Scheme: scheme,
 		ByObject: map[client.Object]cache.ByObject{
@@ -40,14 +41,14 @@ func NewKubeSource(cfg *rest.Config, scheme *runtime.Scheme, namespace, nodeName
 	if err != nil {
 		return nil, fmt.Errorf("informer cache: %w", err)
 	}
-	return &KubeSource{cache: c, namespace: namespace, nodeName: nodeName}, nil
+	return &Source{cache: c, namespace: namespace, nodeName: nodeName}, nil
 }
 
 // Start runs the informers and waits for their first sync; every change
 // afterwards calls onChange.
 // onLeaseChange, when set, is called too for segment Lease changes (a
 // released lease is taken over without waiting for the next retry).
-func (k *KubeSource) Start(ctx context.Context, onChange, onLeaseChange func(), log *zap.Logger) error {
+func (k *Source) Start(ctx context.Context, onChange, onLeaseChange func(), log *zap.Logger) error {
 	handler := func(also func()) toolscache.ResourceEventHandlerFuncs {
 		fire := func() {
 			onChange()
@@ -86,8 +87,8 @@ func (k *KubeSource) Start(ctx context.Context, onChange, onLeaseChange func(), 
 }
 
 // Inputs implements Source.
-func (k *KubeSource) Inputs(ctx context.Context) (Inputs, error) {
-	var in Inputs
+func (k *Source) Inputs(ctx context.Context) (gateway.Inputs, error) {
+	var in gateway.Inputs
 	var bcs nbv1.BridgeConfigList
 	if err := k.cache.List(ctx, &bcs); err != nil {
 		return in, fmt.Errorf("list bridgeconfigs: %w", err)
@@ -102,9 +103,9 @@ func (k *KubeSource) Inputs(ctx context.Context) (Inputs, error) {
 	if err := k.cache.List(ctx, &nodes); err != nil {
 		return in, fmt.Errorf("list nodes: %w", err)
 	}
-	in.Nodes = map[string]NodeInfo{}
+	in.Nodes = map[string]gateway.NodeInfo{}
 	for _, n := range nodes.Items {
-		in.Nodes[n.Name] = NodeInfo{Labels: n.Labels, VTEP: NodeVTEP(&n)}
+		in.Nodes[n.Name] = gateway.NodeInfo{Labels: n.Labels, VTEP: NodeVTEP(&n)}
 		if n.Name == k.nodeName {
 			in.NodeLabels = n.Labels
 			in.LocalVTEP = NodeVTEP(&n)
@@ -120,10 +121,10 @@ func (k *KubeSource) Inputs(ctx context.Context) (Inputs, error) {
 			holders[l.Name] = *l.Spec.HolderIdentity
 		}
 	}
-	in.LeaseHolders = map[SegmentKey]string{}
+	in.LeaseHolders = map[gateway.SegmentKey]string{}
 	for _, bc := range bcs.Items {
 		for _, s := range bc.Spec.Segments {
-			key := SegmentKey{BridgeConfig: bc.Name, Name: s.Name}
+			key := gateway.SegmentKey{BridgeConfig: bc.Name, Name: s.Name}
 			if h := holders[LeaseName(key)]; h != "" {
 				in.LeaseHolders[key] = h
 			}

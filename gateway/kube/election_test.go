@@ -1,4 +1,4 @@
-package gateway_test
+package kube_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/netbridge-io/netbridge/gateway"
+	"github.com/netbridge-io/netbridge/gateway/kube"
 	"github.com/netbridge-io/netbridge/internal/testenv"
 )
 
@@ -29,10 +30,10 @@ func TestElectionKeepsValidity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	timings := gateway.LeaseTimings{LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 100 * time.Millisecond}
+	timings := kube.LeaseTimings{LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 100 * time.Millisecond}
 	key := gateway.SegmentKey{BridgeConfig: "lab", Name: "app"}
-	a := gateway.NewElection(cs.CoordinationV1(), "netbridge-system", "gw1", timings, zaptest.NewLogger(t), func() {})
-	b := gateway.NewElection(cs.CoordinationV1(), "netbridge-system", "gw2", timings, zaptest.NewLogger(t), func() {})
+	a := kube.NewElection(cs.CoordinationV1(), "netbridge-system", "gw1", timings, zaptest.NewLogger(t), func() {})
+	b := kube.NewElection(cs.CoordinationV1(), "netbridge-system", "gw2", timings, zaptest.NewLogger(t), func() {})
 	a.Sync(ctx, []gateway.SegmentKey{key})
 	time.Sleep(200 * time.Millisecond)
 	b.Sync(ctx, []gateway.SegmentKey{key})

@@ -1,0 +1,210 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"go.uber.org/zap"
+
+	"github.com/netbridge-io/netbridge/vlan"
+)
+
+// A reconcile pass runs these steps in order; each has one job and the
+// same shape: read what earlier steps decided, plan with a pure function
+// (decide.go), apply the minimum, record its outcome in the pass.
+//
+//	election → plan → data plane → activation gate → BGP → announcer → kernel fence → status report
+//
+// The order is the safety argument: a lost lease detaches the VLAN before
+// anything is withdrawn, a won lease attaches before anything is
+// advertised, and nothing is advertised for a segment the data plane could
+// not program.
+type step interface {
+	name() string
+	run(ctx context.Context, p *pass)
+}
+
+// pass is one reconcile's working state, filled in step by step.
+type pass struct {
+	d        Desired
+	problems []string
+	vtep     netip.Addr
+
+	prevAttached map[SegmentKey]bool
+	attached     map[SegmentKey]bool
+	plan         Plan
+
+	res    vlan.Result
+	dpErr  error
+	segErr map[SegmentKey]string
+	// segWarn: programmed segments degraded by a runtime change (an MTU
+	// that dropped under them); reported, never torn down.
+	segWarn map[SegmentKey]string
+
+	bgpErr error
+	// advertised after this pass; nil when the host speaks no BGP.
+	advertised map[netip.Prefix]bool
+	prevAdv    map[netip.Prefix]bool
+}
+
+func (p *pass) err() error {
+	if p.dpErr == nil && p.bgpErr == nil {
+		return nil
+	}
+	var errs []error
+	if p.dpErr != nil {
+		errs = append(errs, fmt.Errorf("data plane: %w", p.dpErr))
+	}
+	if p.bgpErr != nil {
+		errs = append(errs, p.bgpErr)
+	}
+	return fmt.Errorf("apply: %w", errors.Join(errs...))
+}
+
+// electionStep runs one election per programmable segment and decides
+// which segments this host bridges.
+type electionStep struct {
+	role     Role
+	election Leadership // nil: standalone, every segment attached
+}
+
+func (electionStep) name() string { return "election" }
+
+func (s electionStep) run(ctx context.Context, p *pass) {
+	leading := map[SegmentKey]bool{}
+	if s.role == RoleGateway && s.election != nil {
+		keys := electedSegments(p.d)
+		s.election.Sync(ctx, keys)
+		for _, k := range keys {
+			leading[k] = s.election.Leading(k)
+		}
+	}
+	p.attached = attachments(s.role, p.d, s.election != nil, leading, p.prevAttached)
+}
+
+// planStep computes the data-plane and BGP plan (pure).
+type planStep struct {
+	role Role
+	gate *Gate
+}
+
+func (planStep) name() string { return "plan" }
+
+func (s planStep) run(_ context.Context, p *pass) {
+	p.plan = BuildPlan(p.d, planView(p.d, s.role, p.vtep, p.attached, s.gate.Verdicts()))
+}
+
+// dataPlaneStep programs the kernel.
+type dataPlaneStep struct{ dp DataPlane }
+
+func (dataPlaneStep) name() string { return "dataPlane" }
+
+func (s dataPlaneStep) run(ctx context.Context, p *pass) {
+	p.res, p.dpErr = s.dp.Reconcile(ctx, p.plan.Segments)
+	p.segErr = segmentErrors(p.d, p.plan, p.res, p.dpErr)
+	p.segWarn = segmentWarnings(p.d, p.res, p.segErr)
+}
+
+// gateStep asks for the duplicate-address probes the plan needs; their
+// verdicts are read by a later pass (the gate triggers it).
+type gateStep struct{ gate *Gate }
+
+func (gateStep) name() string { return "activationGate" }
+
+func (s gateStep) run(ctx context.Context, p *pass) {
+	want, owners := activeIPs(p.d)
+	s.gate.Retain(want)
+	for _, r := range probeRequests(p.d, p.plan, p.segErr) {
+		s.gate.Request(ctx, r.Iface, r.IPs, owners)
+	}
+}
+
+// bgpStep advertises what the data plane can forward.
+type bgpStep struct {
+	speaker Speaker // nil: no BGP on this host
+	log     *zap.Logger
+}
+
+func (bgpStep) name() string { return "bgp" }
+
+func (s bgpStep) run(ctx context.Context, p *pass) {
+	if s.speaker == nil || p.plan.BGP == nil {
+		return
+	}
+	desired := *p.plan.BGP
+	desired.Routes = allowedRoutes(p.d, desired.Routes, p.segErr)
+	rep, err := s.speaker.Apply(ctx, desired)
+	if err != nil {
+		p.bgpErr = fmt.Errorf("bgp apply: %w", err)
+	}
+	if rep.Changed() {
+		s.log.Info("bgp applied", zap.String("event", "bgpApplied"), zap.Int("added", len(rep.RoutesAdded)),
+			zap.Int("updated", len(rep.RoutesUpdated)), zap.Int("withdrawn", len(rep.RoutesWithdrawn)),
+			zap.Int("peersAdded", len(rep.PeersAdded)), zap.Int("peersRemoved", len(rep.PeersRemoved)))
+	}
+	p.advertised = advertisedAfter(desired.Routes, rep, err, p.prevAdv)
+}
+
+// announceStep hands the announcements to the announcer (desired state:
+// it sends and repeats new ones itself, and forgets removed ones).
+type announceStep struct {
+	role      Role
+	announcer Announcer // nil: nothing announced (node role)
+}
+
+func (announceStep) name() string { return "announcer" }
+
+func (s announceStep) run(_ context.Context, p *pass) {
+	if s.announcer == nil {
+		return
+	}
+	s.announcer.Set(announcements(s.role, p.d, p.plan, p.attached, p.segErr))
+}
+
+// fenceStep tells the kernel fence which VLAN ports bridge, and for how
+// long (see Agent.keepAlive).
+type fenceStep struct{ a *Agent }
+
+func (fenceStep) name() string { return "kernelFence" }
+
+func (s fenceStep) run(_ context.Context, p *pass) {
+	s.a.setFencePorts(fencedPorts(p.d, p.attached, p.segErr))
+}
+
+// reportStep asks for reachability checks, logs role changes, and
+// publishes the report (BridgeGateway status or log) and the metrics.
+type reportStep struct{ a *Agent }
+
+func (reportStep) name() string { return "statusReport" }
+
+func (s reportStep) run(ctx context.Context, p *pass) {
+	a := s.a
+	for k := range p.prevAttached {
+		if !p.attached[k] {
+			a.log.Info("segment detached", zap.String("event", "segmentDetached"), zap.String("segment", k.String()))
+			a.deps.Metrics.LeaseTransition(k.String())
+		}
+	}
+	for k := range p.attached {
+		if !p.prevAttached[k] {
+			a.log.Info("segment attached", zap.String("event", "segmentAttached"), zap.String("segment", k.String()))
+			a.deps.Metrics.LeaseTransition(k.String())
+		}
+	}
+	if reach := a.deps.Reach; reach != nil {
+		_, owners := activeIPs(p.d)
+		for _, r := range reachRequests(p.d, a.opts.Role, p.segErr) {
+			reach.Request(ctx, r.Iface, r.IPs, owners)
+		}
+	}
+	report := a.buildReport(ctx, p)
+	a.last = report
+	a.deps.Metrics.observeReport(report)
+	if a.deps.Sink != nil {
+		if err := a.deps.Sink.Publish(ctx, report); err != nil {
+			a.log.Warn("publish status", zap.String("event", "statusPublishFailed"), zap.Error(err))
+		}
+	}
+}
