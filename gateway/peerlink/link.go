@@ -146,8 +146,8 @@ func (l *Link) SetPeers(peers map[string]netip.AddrPort) error {
 	l.mu.Lock()
 	l.tr.setPeers(peers)
 	l.mu.Unlock()
-	signal(l.kick)
-	signal(l.poke)
+	wake(l.kick)
+	wake(l.poke)
 	return nil
 }
 
@@ -157,7 +157,7 @@ func (l *Link) SetClaims(claims map[string]Claim) {
 	l.mu.Lock()
 	l.claims = maps.Clone(claims)
 	l.mu.Unlock()
-	signal(l.kick)
+	wake(l.kick)
 }
 
 // Peers returns a snapshot of every configured peer.
@@ -198,7 +198,7 @@ func (l *Link) Close() error {
 	return l.closed
 }
 
-func signal(c chan struct{}) {
+func wake(c chan struct{}) {
 	select {
 	case c <- struct{}{}:
 	default:
@@ -286,7 +286,7 @@ func (l *Link) receive(b []byte) {
 		l.log.Debug("heartbeat dropped", zap.String("reason", reason), zap.String("from", m.From))
 		return
 	}
-	signal(l.poke)
+	wake(l.poke)
 }
 
 // watchLoop turns changes of the view (messages, peers, and time passing
@@ -312,7 +312,7 @@ func (l *Link) watchLoop(ctx context.Context) {
 		l.mu.Unlock()
 		if changed {
 			l.logChanges(prev, view)
-			signal(l.notify)
+			wake(l.notify)
 		}
 		if !timer.Stop() {
 			select {

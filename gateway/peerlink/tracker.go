@@ -14,7 +14,7 @@ const (
 	DropUnknownName  = "unknown_name"  // sender name is not a configured peer
 	DropAddrMismatch = "addr_mismatch" // sender's address is not the one configured for its name
 	DropSkew         = "skew"          // send time too far from our clock
-	DropReplay       = "replay"        // not newer than the last accepted message of that sender
+	DropStale        = "stale"         // not newer than the last accepted message of that sender: replayed, or reordered on the way
 	DropUnknownAddr  = "unknown_addr"  // packet or stream from an address that is no configured peer
 	DropDecrypt      = "decrypt"       // memberlist could not authenticate it (wrong key, forged, corrupted)
 	DropLabel        = "label"         // memberlist label of another cluster
@@ -159,10 +159,10 @@ func (t *tracker) receive(m message, now time.Time, wall time.Time) string {
 		// Within a boot the sequence orders messages; across boots only the
 		// sender's clock can, so an old boot's messages stay refused.
 		if m.Boot == p.boot && m.Seq <= p.seq {
-			return DropReplay
+			return DropStale
 		}
 		if m.Boot != p.boot && m.Sent <= p.sentWall {
-			return DropReplay
+			return DropStale
 		}
 	}
 	p.heard, p.boot, p.seq, p.sentWall, p.lastHeard = true, m.Boot, m.Seq, m.Sent, now

@@ -73,12 +73,12 @@ func TestReplayOrdering(t *testing.T) {
 		want string
 	}{
 		{"first", fromB("boot1", 5, t0), ""},
-		{"same seq again", fromB("boot1", 5, t0), DropReplay},
-		{"older seq", fromB("boot1", 4, t0.Add(time.Second)), DropReplay},
+		{"same seq again", fromB("boot1", 5, t0), DropStale},
+		{"older seq", fromB("boot1", 4, t0.Add(time.Second)), DropStale},
 		{"newer seq", fromB("boot1", 6, t0.Add(100*time.Millisecond)), ""},
 		{"new boot sent later", fromB("boot2", 1, t0.Add(200*time.Millisecond)), ""},
-		{"old boot replayed with a higher seq", fromB("boot1", 99, t0.Add(150*time.Millisecond)), DropReplay},
-		{"third boot sent at the same instant", fromB("boot3", 1, t0.Add(200*time.Millisecond)), DropReplay},
+		{"old boot replayed with a higher seq", fromB("boot1", 99, t0.Add(150*time.Millisecond)), DropStale},
+		{"third boot sent at the same instant", fromB("boot3", 1, t0.Add(200*time.Millisecond)), DropStale},
 		{"current boot continues", fromB("boot2", 2, t0.Add(300*time.Millisecond)), ""},
 	}
 	for _, s := range steps {

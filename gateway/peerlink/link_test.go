@@ -1,0 +1,190 @@
+package peerlink
+
+import (
+	"maps"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// allSeeAll reports whether every link sees every other alive and hearing it.
+func allSeeAll(links map[string]*Link) bool {
+	for _, l := range links {
+		for _, v := range l.Peers() {
+			if !v.Alive || !v.AcksMe {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// threeGateways starts a, b and c, each configured with the other two,
+// and waits until all see each other.
+func threeGateways(t *testing.T) ([]*gateway, map[string]*Link) {
+	t.Helper()
+	gws := underlay(t, "a", "b", "c")
+	links := map[string]*Link{}
+	for _, g := range gws {
+		links[g.name] = g.start(t, Config{})
+	}
+	start := time.Now()
+	for _, g := range gws {
+		if err := links[g.name].SetPeers(peersOf(g, gws)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := waitFor(5*time.Second, func() bool { return allSeeAll(links) }); !ok {
+		t.Fatalf("gateways never saw each other: a=%+v b=%+v c=%+v", links["a"].Peers(), links["b"].Peers(), links["c"].Peers())
+	}
+	t.Logf("converge_ms=%d", time.Since(start).Milliseconds())
+	return gws, links
+}
+
+func TestThreeGatewaysSeeEachOtherAndClaimsPropagate(t *testing.T) {
+	gws := underlay(t, "a", "b", "c")
+	links := map[string]*Link{}
+	var changes atomic.Int64
+	for _, g := range gws {
+		links[g.name] = g.start(t, Config{})
+	}
+	links["c"].OnChange(func() { changes.Add(1) })
+	start := time.Now()
+	for _, g := range gws {
+		if err := links[g.name].SetPeers(peersOf(g, gws)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took, ok := waitFor(5*time.Second, func() bool { return allSeeAll(links) })
+	if !ok {
+		t.Fatalf("not all alive with acks after %s", took)
+	}
+	// Goal: three heartbeats (a message each way plus slack); asserted at 2x.
+	goal := 3 * testHeartbeat
+	t.Logf("converge_ms=%d goal_ms=%d", time.Since(start).Milliseconds(), goal.Milliseconds())
+	if d := time.Since(start); d > 2*goal {
+		t.Errorf("convergence took %s, more than 2x %s", d, goal)
+	}
+	if changes.Load() == 0 {
+		t.Errorf("OnChange never called on c while its peers came alive")
+	}
+
+	// A claim reaches the peers at once (SetClaims sends without waiting
+	// for the heartbeat tick).
+	before := changes.Load()
+	want := map[string]Claim{"s1": {Holding: true, Epoch: 7}, "s2": {Epoch: 3}}
+	links["a"].SetClaims(want)
+	sent := time.Now()
+	took, ok = waitFor(2*time.Second, func() bool {
+		return maps.Equal(links["b"].Peers()["a"].Claims, want) && maps.Equal(links["c"].Peers()["a"].Claims, want)
+	})
+	if !ok {
+		t.Fatalf("claims did not propagate: b sees %+v", links["b"].Peers()["a"].Claims)
+	}
+	t.Logf("claim_ms=%d", took.Milliseconds())
+	if took > 2*testHeartbeat {
+		t.Errorf("claim took %s, more than 2x a heartbeat (%s)", took, testHeartbeat)
+	}
+	if _, ok := waitFor(time.Second, func() bool { return changes.Load() > before }); !ok {
+		t.Errorf("OnChange not called on c for a's new claims (%s after SetClaims)", time.Since(sent))
+	}
+	// Yielding is a claim change too.
+	links["a"].SetClaims(map[string]Claim{"s1": {Holding: false, Epoch: 7}})
+	if _, ok := waitFor(time.Second, func() bool { return !links["b"].Peers()["a"].Claims["s1"].Holding }); !ok {
+		t.Fatalf("yield not seen by b")
+	}
+	st := links["a"].Stats()
+	if st.Sent == 0 || st.Accepted == 0 || st.SendErrors != 0 {
+		t.Errorf("stats of a: %+v", st)
+	}
+	for reason, n := range st.Dropped {
+		// The first datagrams to a new neighbour wait for ARP and may
+		// arrive out of order: a stale one or two is the network, not a fault.
+		if reason == DropStale && n <= 2 {
+			continue
+		}
+		t.Errorf("a dropped %d messages (%s) with no fault injected", n, reason)
+	}
+}
+
+func TestPartitionBetweenTwoOfThree(t *testing.T) {
+	gws, links := threeGateways(t)
+	a, b := gws[0], gws[1]
+	undoA := dropFrom(t, a, b.addr, 0)
+	undoB := dropFrom(t, b, a.addr, 0)
+	cut := time.Now()
+	took, ok := waitFor(5*time.Second, func() bool {
+		return !links["a"].Peers()["b"].Alive && !links["b"].Peers()["a"].Alive
+	})
+	if !ok {
+		t.Fatalf("a and b still see each other alive %s after the cut", took)
+	}
+	t.Logf("scenario=partition detect_ms=%d goal_ms=%d", took.Milliseconds(), testDeadAfter.Milliseconds())
+	if took > 2*testDeadAfter {
+		t.Errorf("detection took %s, more than 2x DeadAfter %s", took, testDeadAfter)
+	}
+	// They stop acking each other too; c is still heard by both and hears both.
+	if v := links["a"].Peers()["b"]; v.AcksMe {
+		t.Errorf("a: cut-off b still acks: %+v", v)
+	}
+	if !holdsFor(3*testDeadAfter, func() bool {
+		c := links["c"].Peers()
+		return c["a"].Alive && c["a"].AcksMe && c["b"].Alive && c["b"].AcksMe &&
+			links["a"].Peers()["c"].AcksMe && links["b"].Peers()["c"].AcksMe
+	}) {
+		t.Errorf("c lost a or b during a partition that does not involve it: %+v", links["c"].Peers())
+	}
+	t.Logf("cut_for_ms=%d", time.Since(cut).Milliseconds())
+	undoA()
+	undoB()
+	took, ok = waitFor(5*time.Second, func() bool { return allSeeAll(links) })
+	if !ok {
+		t.Fatalf("a and b did not see each other again after the partition healed")
+	}
+	t.Logf("scenario=partition recover_ms=%d", took.Milliseconds())
+}
+
+func TestAsymmetricPartition(t *testing.T) {
+	gws, links := threeGateways(t)
+	a, b := gws[0], gws[1]
+	// a→b dropped, b→a passes.
+	dropFrom(t, b, a.addr, 0)
+	took, ok := waitFor(5*time.Second, func() bool {
+		ab := links["a"].Peers()["b"]
+		return !links["b"].Peers()["a"].Alive && ab.Alive && !ab.AcksMe
+	})
+	if !ok {
+		t.Fatalf("after dropping a→b: b sees a %+v, a sees b %+v", links["b"].Peers()["a"], links["a"].Peers()["b"])
+	}
+	t.Logf("scenario=asymmetric detect_ms=%d goal_ms=%d", took.Milliseconds(), testDeadAfter.Milliseconds())
+	if took > 2*testDeadAfter {
+		t.Errorf("detection took %s, more than 2x DeadAfter %s", took, testDeadAfter)
+	}
+	if !holdsFor(2*testDeadAfter, func() bool {
+		ab := links["a"].Peers()["b"]
+		return ab.Alive && !ab.AcksMe && !links["b"].Peers()["a"].Alive
+	}) {
+		t.Errorf("asymmetric view not stable: a sees b %+v", links["a"].Peers()["b"])
+	}
+}
+
+func TestNodeLoss(t *testing.T) {
+	gws, links := threeGateways(t)
+	allLinksDown(t, gws[0])
+	took, ok := waitFor(5*time.Second, func() bool {
+		return !links["b"].Peers()["a"].Alive && !links["c"].Peers()["a"].Alive
+	})
+	if !ok {
+		t.Fatalf("a still alive %s after its links went down", took)
+	}
+	t.Logf("scenario=node_loss detect_ms=%d goal_ms=%d", took.Milliseconds(), testDeadAfter.Milliseconds())
+	if took > 2*testDeadAfter {
+		t.Errorf("detection took %s, more than 2x DeadAfter %s", took, testDeadAfter)
+	}
+	if v := links["b"].Peers()["c"]; !v.Alive || !v.AcksMe {
+		t.Errorf("b lost c when a went down: %+v", v)
+	}
+	if st := links["a"].Stats(); st.SendErrors == 0 {
+		t.Logf("a saw no send errors with its links down (sends vanish): %+v", st)
+	}
+}
