@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// The child process of TestStoppedAgent: one Link configured from the
+// The child process of TestStoppedAndKilledAgent: one Link configured from the
 // environment, running until it is killed. It is this test binary,
 // re-executed with PEERLINK_CHILD set.
 const childEnv = "PEERLINK_CHILD"
@@ -63,7 +63,7 @@ func runChild() error {
 	return l.Close()
 }
 
-func TestStoppedAgent(t *testing.T) {
+func TestStoppedAndKilledAgent(t *testing.T) {
 	gws := underlay(t, "a", "b", "c")
 	a := gws[0]
 	var peerList []string
@@ -117,4 +117,16 @@ func TestStoppedAgent(t *testing.T) {
 		t.Fatalf("a not alive again after SIGCONT (%s)", took)
 	}
 	t.Logf("scenario=sigcont recover_ms=%d", took.Milliseconds())
+
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatalf("SIGKILL: %v", err)
+	}
+	took, ok = waitFor(5*time.Second, seesA(false))
+	if !ok {
+		t.Fatalf("killed a still alive after %s", took)
+	}
+	t.Logf("scenario=kill9 detect_ms=%d goal_ms=%d", took.Milliseconds(), testDeadAfter.Milliseconds())
+	if took > 2*testDeadAfter {
+		t.Errorf("detection took %s, more than 2x DeadAfter %s", took, testDeadAfter)
+	}
 }

@@ -1,0 +1,248 @@
+package peerlink
+
+import (
+	"encoding/binary"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestForgedAndForeignMessagesChangeNothing sends a's channel heartbeats
+// from an intruder namespace: with a wrong key, with the right key from an
+// address that is no configured peer, with the right key and an unknown
+// name, with the right key impersonating b from another address, and a
+// memberlist join. a's view must not move, and every kind is counted.
+func TestForgedAndForeignMessagesChangeNothing(t *testing.T) {
+	gws := underlay(t, "a", "b", "c", "m", "d")
+	a, b, c, m, d := gws[0], gws[1], gws[2], gws[3], gws[4]
+	// d's address is configured at a as gateway d, whose agent is down:
+	// packets from it pass a's address filter and reach memberlist. m's
+	// address is configured nowhere.
+	dAddr := d.addr
+	links := map[string]*Link{}
+	for _, g := range []*gateway{a, b, c} {
+		links[g.name] = g.start(t, Config{})
+	}
+	aPeers := peersOf(a, []*gateway{a, b, c})
+	aPeers["d"] = netip.AddrPortFrom(dAddr, DefaultPort)
+	mustSetPeers(t, links["a"], aPeers)
+	mustSetPeers(t, links["b"], peersOf(b, []*gateway{a, b, c}))
+	mustSetPeers(t, links["c"], peersOf(c, []*gateway{a, b, c}))
+	links["a"].SetClaims(map[string]Claim{"s1": {Holding: true, Epoch: 2}})
+	links["b"].SetClaims(map[string]Claim{"s1": {Epoch: 1}})
+	links["c"].SetClaims(map[string]Claim{"s1": {Epoch: 1}})
+	want := func() bool {
+		v := links["a"].Peers()
+		return v["b"].Alive && v["b"].AcksMe && maps.Equal(v["b"].Claims, map[string]Claim{"s1": {Epoch: 1}}) &&
+			v["c"].Alive && v["c"].AcksMe && maps.Equal(v["c"].Claims, map[string]Claim{"s1": {Epoch: 1}}) &&
+			!v["d"].Alive && v["d"].LastHeard.IsZero() && len(v["d"].Claims) == 0
+	}
+	if _, ok := waitFor(5*time.Second, want); !ok {
+		t.Fatalf("a's view before the attack: %+v", links["a"].Peers())
+	}
+	before := links["a"].Stats()
+
+	toA := map[string]netip.AddrPort{"a": a.addrPort()}
+	grab := map[string]Claim{"s1": {Holding: true, Epoch: 99}}
+	wrongKey := []byte("fedcba9876543210fedcba9876543210")
+	intruders := []Config{
+		{Name: "d", BindAddr: dAddr, Key: wrongKey},                    // → decrypt
+		{Name: "b", BindAddr: m.addr},                                  // → unknown_addr
+		{Name: "mallory", BindAddr: dAddr, Port: DefaultPort + 1},      // → unknown_name
+		{Name: "b", BindAddr: dAddr, Port: DefaultPort + 2},            // → addr_mismatch
+		{Name: "mallory-join", BindAddr: dAddr, Port: DefaultPort + 3}, // → member (join refused)
+	}
+	var joiner *Link
+	for i, cfg := range intruders {
+		host := d
+		if cfg.BindAddr == m.addr {
+			host = m
+		}
+		l := host.start(t, cfg)
+		mustSetPeers(t, l, toA)
+		l.SetClaims(grab)
+		if i == len(intruders)-1 {
+			joiner = l
+		}
+	}
+	// A full memberlist join (TCP push/pull) from the configured address of d.
+	var joinErr error
+	if err := d.ns.Do(func() error {
+		_, joinErr = joiner.ml.Join([]string{a.addrPort().String()})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("intruder join: %v", joinErr)
+
+	if !holdsFor(20*testHeartbeat, want) {
+		t.Fatalf("an intruder changed a's view: %+v", links["a"].Peers())
+	}
+	if n := links["a"].ml.NumMembers(); n != 1 {
+		t.Errorf("a's memberlist has %d alive members, want only itself: %v", n, links["a"].ml.Members())
+	}
+	after := links["a"].Stats()
+	for _, reason := range []string{DropDecrypt, DropUnknownAddr, DropUnknownName, DropAddrMismatch, DropMember} {
+		n := after.Dropped[reason] - before.Dropped[reason]
+		t.Logf("dropped_%s=%d", reason, n)
+		if n == 0 {
+			t.Errorf("no %s drop counted at a", reason)
+		}
+	}
+	// The genuine peers kept being accepted all along.
+	if after.Accepted-before.Accepted < 20 {
+		t.Errorf("a accepted only %d genuine heartbeats during the attack", after.Accepted-before.Accepted)
+	}
+}
+
+// TestReplayedPacketsChangeNothing captures the real encrypted datagrams
+// from a to b on b's interface (AF_PACKET) and sends them to b again from
+// a's address, first while a is alive and has changed its claim since, then
+// while a is cut off: b's view of a does not move, every replay is counted.
+func TestReplayedPacketsChangeNothing(t *testing.T) {
+	gws := underlay(t, "a", "b")
+	a, b := gws[0], gws[1]
+	la, lb := a.start(t, Config{}), b.start(t, Config{})
+	mustSetPeers(t, la, peersOf(a, gws))
+	mustSetPeers(t, lb, peersOf(b, gws))
+	holding := map[string]Claim{"s1": {Holding: true, Epoch: 5}}
+	la.SetClaims(holding)
+	if _, ok := waitFor(5*time.Second, func() bool {
+		v := lb.Peers()["a"]
+		return v.Alive && v.AcksMe && maps.Equal(v.Claims, holding)
+	}); !ok {
+		t.Fatalf("b never saw a: %+v", lb.Peers()["a"])
+	}
+
+	captured := capture(t, b, a.addrPort(), b.addrPort(), 15*testHeartbeat)
+	if len(captured) < 10 {
+		t.Fatalf("captured only %d datagrams from a in %s", len(captured), 15*testHeartbeat)
+	}
+	yielded := map[string]Claim{"s1": {Epoch: 5}}
+	la.SetClaims(yielded)
+	if _, ok := waitFor(time.Second, func() bool { return maps.Equal(lb.Peers()["a"].Claims, yielded) }); !ok {
+		t.Fatalf("b did not see a yield")
+	}
+
+	// a alive: the replayed "holding" datagrams must not bring the claim back.
+	before := lb.Stats()
+	replay(t, a, b.addrPort(), captured)
+	if !holdsFor(2*testHeartbeat, func() bool {
+		v := lb.Peers()["a"]
+		return v.Alive && maps.Equal(v.Claims, yielded)
+	}) {
+		t.Fatalf("replay changed b's view of a: %+v", lb.Peers()["a"])
+	}
+	mid := lb.Stats()
+	t.Logf("replayed=%d dropped_stale=%d", len(captured), mid.Dropped[DropStale]-before.Dropped[DropStale])
+	if got := mid.Dropped[DropStale] - before.Dropped[DropStale]; got != uint64(len(captured)) {
+		t.Errorf("b counted %d stale drops for %d replayed datagrams", got, len(captured))
+	}
+
+	// a cut off from b (its real heartbeats, from port 7946, are dropped;
+	// the replays come from another port of a's address): a stays dead.
+	dropFrom(t, b, a.addr, DefaultPort)
+	if _, ok := waitFor(time.Second, func() bool { return !lb.Peers()["a"].Alive }); !ok {
+		t.Fatalf("b still sees a alive after the cut")
+	}
+	replay(t, a, b.addrPort(), captured)
+	if !holdsFor(2*testHeartbeat, func() bool {
+		v := lb.Peers()["a"]
+		return !v.Alive && maps.Equal(v.Claims, yielded)
+	}) {
+		t.Fatalf("replay revived a at b: %+v", lb.Peers()["a"])
+	}
+	end := lb.Stats()
+	if got := end.Dropped[DropStale] - mid.Dropped[DropStale]; got != uint64(len(captured)) {
+		t.Errorf("b counted %d stale drops for %d datagrams replayed to a dead peer", got, len(captured))
+	}
+	if end.Accepted != mid.Accepted {
+		t.Errorf("b accepted %d messages while a was cut off", end.Accepted-mid.Accepted)
+	}
+	if end.Dropped[DropDecrypt] != before.Dropped[DropDecrypt] {
+		t.Errorf("replayed datagrams failed decryption: they were not the real ones")
+	}
+}
+
+func mustSetPeers(t *testing.T, l *Link, peers map[string]netip.AddrPort) {
+	t.Helper()
+	if err := l.SetPeers(peers); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// capture records, for d, the UDP payloads from src to dst that arrive on
+// g's eth0, with an AF_PACKET socket in g's namespace.
+func capture(t *testing.T, g *gateway, src, dst netip.AddrPort, d time.Duration) [][]byte {
+	t.Helper()
+	proto := int(htons(unix.ETH_P_IP))
+	var fd int
+	err := g.ns.Do(func() error {
+		ifc, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, proto); err != nil {
+			return fmt.Errorf("AF_PACKET socket: %w", err)
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifc.Index})
+	})
+	if err != nil {
+		t.Fatalf("capture in %s: %v", g.ns.Name, err)
+	}
+	defer unix.Close(fd)
+	tv := unix.NsecToTimeval(int64(10 * time.Millisecond))
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatalf("SO_RCVTIMEO: %v", err)
+	}
+	var out [][]byte
+	buf := make([]byte, 65536)
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			continue // timeout
+		}
+		p := buf[:n]
+		if n < 28 || p[0]>>4 != 4 || p[9] != unix.IPPROTO_UDP {
+			continue
+		}
+		ihl := int(p[0]&0x0f) * 4
+		if n < ihl+8 || netip.AddrFrom4([4]byte(p[12:16])) != src.Addr() || netip.AddrFrom4([4]byte(p[16:20])) != dst.Addr() ||
+			binary.BigEndian.Uint16(p[ihl:]) != src.Port() || binary.BigEndian.Uint16(p[ihl+2:]) != dst.Port() {
+			continue
+		}
+		out = append(out, append([]byte(nil), p[ihl+8:]...))
+	}
+	return out
+}
+
+// replay sends the datagrams to dst from g's address (another port than
+// the channel's), one per 5 ms.
+func replay(t *testing.T, g *gateway, dst netip.AddrPort, datagrams [][]byte) {
+	t.Helper()
+	var conn *net.UDPConn
+	err := g.ns.Do(func() error {
+		var err error
+		conn, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(g.addr, 0)))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("replay socket in %s: %v", g.ns.Name, err)
+	}
+	defer conn.Close()
+	var once sync.Once
+	for _, d := range datagrams {
+		if _, err := conn.WriteToUDPAddrPort(d, dst); err != nil {
+			once.Do(func() { t.Errorf("replay to %s: %v", dst, err) })
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
