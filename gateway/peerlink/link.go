@@ -167,6 +167,18 @@ func (l *Link) Peers() map[string]PeerView {
 	return l.tr.view(time.Now())
 }
 
+// PeerGrant returns until when the named peers (a segment's other
+// gateway candidates) all hear this gateway: none of them can have called
+// it dead before that instant (local monotonic clock). ok is false when
+// peers is empty or one of them does not acknowledge us now. This is the
+// peer rule's deadline in docs/ha.md; the agent re-reads it every
+// heartbeat to refresh the kernel fence.
+func (l *Link) PeerGrant(peers ...string) (until time.Time, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.tr.peerGrant(peers, time.Now())
+}
+
 // OnChange registers fn to run whenever a peer's aliveness, AcksMe or
 // claims change. Calls are coalesced and made from one goroutine; fn must
 // not block for long (it delays later notifications, never the channel).
@@ -239,7 +251,7 @@ func (l *Link) sendRound() {
 	l.mu.Lock()
 	seq := l.tr.beginRound(now)
 	m := message{V: wireVersion, From: l.cfg.Name, Addr: l.self.String(), Boot: l.tr.boot, Seq: seq,
-		Sent: now.UnixNano(), Claims: maps.Clone(l.claims), Acks: l.tr.acks()}
+		Sent: now.UnixNano(), DeadAfter: int64(l.cfg.DeadAfter), Claims: maps.Clone(l.claims), Acks: l.tr.acks()}
 	to := make(map[string]netip.AddrPort, len(l.tr.peers))
 	for name, p := range l.tr.peers {
 		to[name] = p.addr

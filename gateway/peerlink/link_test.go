@@ -173,9 +173,17 @@ func TestPartitionBetweenTwoOfThree(t *testing.T) {
 func TestAsymmetricPartition(t *testing.T) {
 	gws, links := threeGateways(t)
 	a, b := gws[0], gws[1]
+	if until, ok := links["a"].PeerGrant("b", "c"); !ok || until.After(time.Now().Add(testDeadAfter)) {
+		t.Fatalf("a's peer grant before the fault: %s %v", time.Until(until), ok)
+	}
 	// a→b dropped, b→a passes.
 	dropFrom(t, b, a.addr, 0)
+	// Track the latest instant a's peer grant promised while it lasted.
+	var lastGrant time.Time
 	took, ok := waitFor(5*time.Second, func() bool {
+		if until, ok := links["a"].PeerGrant("b", "c"); ok && until.After(lastGrant) {
+			lastGrant = until
+		}
 		ab := links["a"].Peers()["b"]
 		return !links["b"].Peers()["a"].Alive && ab.Alive && !ab.AcksMe
 	})
@@ -185,6 +193,19 @@ func TestAsymmetricPartition(t *testing.T) {
 	t.Logf("scenario=asymmetric detect_ms=%d goal_ms=%d", took.Milliseconds(), testDeadAfter.Milliseconds())
 	if took > 2*testDeadAfter {
 		t.Errorf("detection took %s, more than 2x DeadAfter %s", took, testDeadAfter)
+	}
+	// Safety of the peer rule: a's grant ended no later than b could call a
+	// dead (both clocks are this process's monotonic clock).
+	patience := links["b"].Peers()["a"].LastHeard.Add(testDeadAfter)
+	t.Logf("grant_margin_us=%d", patience.Sub(lastGrant).Microseconds())
+	if lastGrant.IsZero() || lastGrant.After(patience) {
+		t.Errorf("a's peer grant ran to %s, after b's DeadAfter ended at %s", lastGrant.Format(time.StampMicro), patience.Format(time.StampMicro))
+	}
+	if _, ok := links["a"].PeerGrant("b", "c"); ok {
+		t.Errorf("a still has a peer grant from b, which no longer hears it")
+	}
+	if _, ok := links["a"].PeerGrant("c"); !ok {
+		t.Errorf("a lost c's grant, which still hears it")
 	}
 	if !holdsFor(2*testDeadAfter, func() bool {
 		ab := links["a"].Peers()["b"]

@@ -24,10 +24,13 @@ type message struct {
 	To string `json:"t"`
 	// Boot is random per process start; Seq increases by one per round
 	// within a boot; Sent is the sender's wall clock in Unix nanoseconds.
-	Boot   string           `json:"b"`
-	Seq    uint64           `json:"s"`
-	Sent   int64            `json:"w"`
-	Claims map[string]Claim `json:"c,omitempty"`
+	Boot string `json:"b"`
+	Seq  uint64 `json:"s"`
+	Sent int64  `json:"w"`
+	// DeadAfter is the sender's, in nanoseconds: how long it waits before
+	// it calls the receiver dead. Both ends of a grant use the stricter one.
+	DeadAfter int64            `json:"d"`
+	Claims    map[string]Claim `json:"c,omitempty"`
 	// Acks holds, per peer of the sender, the newest message it accepted
 	// from that peer.
 	Acks map[string]ack `json:"k,omitempty"`

@@ -39,6 +39,10 @@ type PeerView struct {
 	// holder's right to bridge on the peer rule ends at
 	// min(AckedSent)+DeadAfter over the segment's peers.
 	AckedSent time.Time
+	// DeadAfter is the peer's own DeadAfter (from its newest message): it
+	// calls us dead after that much silence. A standby waiting out a silent
+	// holder waits the longer of its own and the holder's.
+	DeadAfter time.Duration
 	// Claims are the peer's claims from its newest message (also kept
 	// when it is no longer alive).
 	Claims map[string]Claim
@@ -52,6 +56,7 @@ type peerState struct {
 	sentWall  int64
 	lastHeard time.Time
 	ackedSent time.Time
+	deadAfter time.Duration
 	claims    map[string]Claim
 }
 
@@ -173,6 +178,7 @@ func (t *tracker) receive(m message, now time.Time, wall time.Time) string {
 		}
 	}
 	p.claims = maps.Clone(m.Claims)
+	p.deadAfter = time.Duration(m.DeadAfter)
 	return ""
 }
 
@@ -180,7 +186,7 @@ func (t *tracker) receive(m message, now time.Time, wall time.Time) string {
 func (t *tracker) view(now time.Time) map[string]PeerView {
 	out := make(map[string]PeerView, len(t.peers))
 	for name, p := range t.peers {
-		v := PeerView{Addr: p.addr, LastHeard: p.lastHeard, AckedSent: p.ackedSent, Claims: maps.Clone(p.claims)}
+		v := PeerView{Addr: p.addr, LastHeard: p.lastHeard, AckedSent: p.ackedSent, DeadAfter: p.deadAfter, Claims: maps.Clone(p.claims)}
 		if v.Claims == nil {
 			v.Claims = map[string]Claim{}
 		}
@@ -189,6 +195,34 @@ func (t *tracker) view(now time.Time) map[string]PeerView {
 		out[name] = v
 	}
 	return out
+}
+
+// peerGrant returns until when the named peers vouch for us: every one of
+// them acknowledges a message of ours, and none can call us dead before
+// the send time of the oldest acknowledged one plus the stricter of the two
+// DeadAfters. ok is false when names is empty or one of them does not
+// acknowledge us now.
+func (t *tracker) peerGrant(names []string, now time.Time) (until time.Time, ok bool) {
+	if len(names) == 0 {
+		return time.Time{}, false
+	}
+	for _, name := range names {
+		p, known := t.peers[name]
+		if !known || p.ackedSent.IsZero() || now.Sub(p.ackedSent) > t.deadAfter {
+			return time.Time{}, false
+		}
+		d := t.deadAfter
+		if p.deadAfter > 0 && p.deadAfter < d {
+			d = p.deadAfter
+		}
+		if end := p.ackedSent.Add(d); until.IsZero() || end.Before(until) {
+			until = end
+		}
+	}
+	if !until.After(now) {
+		return time.Time{}, false
+	}
+	return until, true
 }
 
 // nextFlip returns the earliest time after now at which Alive or AcksMe of

@@ -124,6 +124,33 @@ func TestAlivenessAndAcks(t *testing.T) {
 	if next := tr.nextFlip(t0.Add(testDead + time.Millisecond)); !next.Equal(at.Add(testDead + time.Nanosecond)) {
 		t.Fatalf("nextFlip after ack expiry = %s, want receipt + DeadAfter", next.Sub(t0))
 	}
+	// The peer grant ends where AcksMe ends, with the stricter DeadAfter.
+	if until, ok := tr.peerGrant([]string{"b"}, at); !ok || !until.Equal(t0.Add(testDead)) {
+		t.Fatalf("peerGrant = %s %v, want send+DeadAfter", until.Sub(t0), ok)
+	}
+	if _, ok := tr.peerGrant([]string{"b", "c"}, at); ok {
+		t.Fatalf("peerGrant ok with an unknown peer")
+	}
+	if _, ok := tr.peerGrant(nil, at); ok {
+		t.Fatalf("peerGrant ok with no peers")
+	}
+	if _, ok := tr.peerGrant([]string{"b"}, t0.Add(testDead)); ok {
+		t.Fatalf("peerGrant ok at its own deadline")
+	}
+	strict := fromB("bootB", 9, t0)
+	strict.Acks = map[string]ack{"a": {Boot: "bootA", Seq: 2}}
+	strict.DeadAfter = int64(100 * time.Millisecond)
+	tr2 := newA()
+	tr2.beginRound(t0)
+	tr2.beginRound(t0.Add(100 * time.Millisecond))
+	tr2.receive(strict, t0.Add(120*time.Millisecond), t0)
+	if until, ok := tr2.peerGrant([]string{"b"}, t0.Add(120*time.Millisecond)); !ok || !until.Equal(t0.Add(200*time.Millisecond)) {
+		t.Fatalf("peerGrant with b's shorter DeadAfter = %s %v, want 200ms", until.Sub(t0), ok)
+	}
+	if v := tr2.view(t0.Add(120 * time.Millisecond))["b"]; v.DeadAfter != 100*time.Millisecond {
+		t.Fatalf("peer's DeadAfter not reported: %s", v.DeadAfter)
+	}
+
 	// acks returns what a acknowledges to b in its next heartbeat.
 	if got := tr.acks()["b"]; got != (ack{Boot: "bootB", Seq: 1}) {
 		t.Fatalf("acks = %+v", got)
