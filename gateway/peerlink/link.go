@@ -63,9 +63,11 @@ type Link struct {
 	stats     Stats
 	lastView  map[string]PeerView
 
-	kick    chan struct{} // send a heartbeat round now
-	poke    chan struct{} // re-evaluate the view now
-	notify  chan struct{} // run the OnChange callbacks
+	replyTo map[string]bool // peers whose heartbeat awaits our reply
+	kick    chan struct{}   // send a heartbeat round now
+	reply   chan struct{}   // send the replies in replyTo now
+	poke    chan struct{}   // re-evaluate the view now
+	notify  chan struct{}   // run the OnChange callbacks
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	closeMu sync.Once
@@ -89,8 +91,9 @@ func Start(ctx context.Context, cfg Config) (*Link, error) {
 		log:    cfg.Log.With(zap.String("component", "peerlink")),
 		tr:     newTracker(cfg.Name, hex.EncodeToString(b[:]), cfg.DeadAfter, cfg.MaxClockSkew),
 		claims: map[string]Claim{}, lastView: map[string]PeerView{},
-		stats: Stats{Dropped: map[string]uint64{}},
-		kick:  make(chan struct{}, 1), poke: make(chan struct{}, 1), notify: make(chan struct{}, 1),
+		stats:   Stats{Dropped: map[string]uint64{}},
+		replyTo: map[string]bool{}, reply: make(chan struct{}, 1),
+		kick: make(chan struct{}, 1), poke: make(chan struct{}, 1), notify: make(chan struct{}, 1),
 		cancel: cancel}
 
 	mlog := log.New(&memberlistLog{log: l.log, dropped: l.countDrop}, "", 0)
@@ -233,29 +236,54 @@ func (l *Link) sendLoop(ctx context.Context) {
 	defer l.wg.Done()
 	tick := time.NewTicker(l.cfg.HeartbeatInterval)
 	defer tick.Stop()
+	// Rounds and replies leave from this one goroutine: sends from several
+	// threads are reordered by the veth's per-CPU queues often enough to
+	// waste heartbeats (a receiver drops what is older than it has seen).
+	l.sendRound()
 	for {
-		l.sendRound()
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			l.sendRound()
 		case <-l.kick:
+			l.sendRound()
+		case <-l.reply:
+			l.mu.Lock()
+			to := l.replyTo
+			l.replyTo = map[string]bool{}
+			l.mu.Unlock()
+			for name := range to {
+				l.send(name, true)
+			}
 		}
 	}
 }
 
 // sendRound sends one heartbeat to every configured peer, all with the
 // same sequence number.
-func (l *Link) sendRound() {
+func (l *Link) sendRound() { l.send("", false) }
+
+// send sends a heartbeat to one peer (only), or to all when only is "".
+// A reply acknowledges a heartbeat at once and is not answered itself: a
+// peer's ack of our message is then one round trip old instead of up to a
+// heartbeat, which leaves DeadAfter the slack for lost datagrams and jitter.
+func (l *Link) send(only string, reply bool) {
 	now := time.Now()
 	l.mu.Lock()
-	seq := l.tr.beginRound(now)
-	m := message{V: wireVersion, From: l.cfg.Name, Addr: l.self.String(), Boot: l.tr.boot, Seq: seq,
-		Sent: now.UnixNano(), DeadAfter: int64(l.cfg.DeadAfter), Claims: maps.Clone(l.claims), Acks: l.tr.acks()}
 	to := make(map[string]netip.AddrPort, len(l.tr.peers))
 	for name, p := range l.tr.peers {
-		to[name] = p.addr
+		if only == "" || name == only {
+			to[name] = p.addr
+		}
 	}
+	if len(to) == 0 {
+		l.mu.Unlock()
+		return
+	}
+	seq := l.tr.beginRound(now)
+	m := message{V: wireVersion, From: l.cfg.Name, Addr: l.self.String(), Boot: l.tr.boot, Seq: seq, Reply: reply,
+		Sent: now.UnixNano(), DeadAfter: int64(l.cfg.DeadAfter), Claims: maps.Clone(l.claims), Acks: l.tr.acks()}
 	l.mu.Unlock()
 
 	var sent, failed uint64
@@ -299,6 +327,12 @@ func (l *Link) receive(b []byte) {
 		return
 	}
 	wake(l.poke)
+	if !m.Reply {
+		l.mu.Lock()
+		l.replyTo[m.From] = true
+		l.mu.Unlock()
+		wake(l.reply)
+	}
 }
 
 // watchLoop turns changes of the view (messages, peers, and time passing

@@ -27,6 +27,8 @@ type message struct {
 	Boot string `json:"b"`
 	Seq  uint64 `json:"s"`
 	Sent int64  `json:"w"`
+	// Reply marks the immediate answer to a heartbeat: it is not answered.
+	Reply bool `json:"r,omitempty"`
 	// DeadAfter is the sender's, in nanoseconds: how long it waits before
 	// it calls the receiver dead. Both ends of a grant use the stricter one.
 	DeadAfter int64            `json:"d"`

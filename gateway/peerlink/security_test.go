@@ -37,11 +37,20 @@ func TestForgedAndForeignMessagesChangeNothing(t *testing.T) {
 	links["a"].SetClaims(map[string]Claim{"s1": {Holding: true, Epoch: 2}})
 	links["b"].SetClaims(map[string]Claim{"s1": {Epoch: 1}})
 	links["c"].SetClaims(map[string]Claim{"s1": {Epoch: 1}})
+	// What the intruders try to change: b's and c's claims (to a higher
+	// epoch), d's aliveness and claims (d is never heard), new members.
+	// Aliveness of b and c is checked before and after, not during: a
+	// loaded machine may stall this process past DeadAfter, which says
+	// nothing about the intruders.
+	unchanged := func() bool {
+		v := links["a"].Peers()
+		return len(v) == 3 && maps.Equal(v["b"].Claims, map[string]Claim{"s1": {Epoch: 1}}) &&
+			maps.Equal(v["c"].Claims, map[string]Claim{"s1": {Epoch: 1}}) &&
+			!v["d"].Alive && v["d"].LastHeard.IsZero() && len(v["d"].Claims) == 0
+	}
 	want := func() bool {
 		v := links["a"].Peers()
-		return v["b"].Alive && v["b"].AcksMe && maps.Equal(v["b"].Claims, map[string]Claim{"s1": {Epoch: 1}}) &&
-			v["c"].Alive && v["c"].AcksMe && maps.Equal(v["c"].Claims, map[string]Claim{"s1": {Epoch: 1}}) &&
-			!v["d"].Alive && v["d"].LastHeard.IsZero() && len(v["d"].Claims) == 0
+		return unchanged() && v["b"].Alive && v["b"].AcksMe && v["c"].Alive && v["c"].AcksMe
 	}
 	if _, ok := waitFor(5*time.Second, want); !ok {
 		t.Fatalf("a's view before the attack: %+v", links["a"].Peers())
@@ -53,7 +62,7 @@ func TestForgedAndForeignMessagesChangeNothing(t *testing.T) {
 	wrongKey := []byte("fedcba9876543210fedcba9876543210")
 	intruders := []Config{
 		{Name: "d", BindAddr: dAddr, Key: wrongKey},                    // → decrypt
-		{Name: "b", BindAddr: m.addr},                                  // → unknown_addr
+		{Name: "d", BindAddr: m.addr},                                  // → unknown_addr
 		{Name: "mallory", BindAddr: dAddr, Port: DefaultPort + 1},      // → unknown_name
 		{Name: "b", BindAddr: dAddr, Port: DefaultPort + 2},            // → addr_mismatch
 		{Name: "mallory-join", BindAddr: dAddr, Port: DefaultPort + 3}, // → member (join refused)
@@ -81,8 +90,11 @@ func TestForgedAndForeignMessagesChangeNothing(t *testing.T) {
 	}
 	t.Logf("intruder join: %v", joinErr)
 
-	if !holdsFor(20*testHeartbeat, want) {
+	if !holdsFor(20*testHeartbeat, unchanged) {
 		t.Fatalf("an intruder changed a's view: %+v", links["a"].Peers())
+	}
+	if _, ok := waitFor(time.Second, want); !ok {
+		t.Fatalf("a lost its genuine peers during the attack: %+v", links["a"].Peers())
 	}
 	if n := links["a"].ml.NumMembers(); n != 1 {
 		t.Errorf("a's memberlist has %d alive members, want only itself: %v", n, links["a"].ml.Members())
@@ -133,15 +145,14 @@ func TestReplayedPacketsChangeNothing(t *testing.T) {
 	// a alive: the replayed "holding" datagrams must not bring the claim back.
 	before := lb.Stats()
 	replay(t, a, b.addrPort(), captured)
-	if !holdsFor(2*testHeartbeat, func() bool {
-		v := lb.Peers()["a"]
-		return v.Alive && maps.Equal(v.Claims, yielded)
-	}) {
+	if !holdsFor(2*testHeartbeat, func() bool { return maps.Equal(lb.Peers()["a"].Claims, yielded) }) {
 		t.Fatalf("replay changed b's view of a: %+v", lb.Peers()["a"])
 	}
 	mid := lb.Stats()
 	t.Logf("replayed=%d dropped_stale=%d", len(captured), mid.Dropped[DropStale]-before.Dropped[DropStale])
-	if got := mid.Dropped[DropStale] - before.Dropped[DropStale]; got != uint64(len(captured)) {
+	// Real heartbeats may add a stale drop or two: sends from two threads
+	// can be reordered by the veth's per-CPU queues.
+	if got := mid.Dropped[DropStale] - before.Dropped[DropStale]; got < uint64(len(captured)) {
 		t.Errorf("b counted %d stale drops for %d replayed datagrams", got, len(captured))
 	}
 
@@ -151,6 +162,7 @@ func TestReplayedPacketsChangeNothing(t *testing.T) {
 	if _, ok := waitFor(time.Second, func() bool { return !lb.Peers()["a"].Alive }); !ok {
 		t.Fatalf("b still sees a alive after the cut")
 	}
+	mid = lb.Stats()
 	replay(t, a, b.addrPort(), captured)
 	if !holdsFor(2*testHeartbeat, func() bool {
 		v := lb.Peers()["a"]

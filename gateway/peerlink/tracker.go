@@ -14,7 +14,7 @@ const (
 	DropUnknownName  = "unknown_name"  // sender name is not a configured peer
 	DropAddrMismatch = "addr_mismatch" // sender's address is not the one configured for its name
 	DropSkew         = "skew"          // send time too far from our clock
-	DropStale        = "stale"         // not newer than the last accepted message of that sender: replayed, or reordered on the way
+	DropStale        = "stale"         // not newer than the last accepted one of that sender: replayed, or reordered (memberlist delivers queued messages newest first)
 	DropUnknownAddr  = "unknown_addr"  // packet or stream from an address that is no configured peer
 	DropDecrypt      = "decrypt"       // memberlist could not authenticate it (wrong key, forged, corrupted)
 	DropLabel        = "label"         // memberlist label of another cluster
