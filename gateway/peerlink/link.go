@@ -184,7 +184,8 @@ func (l *Link) PeerGrant(peers ...string) (until time.Time, ok bool) {
 
 // OnChange registers fn to run whenever a peer's aliveness, AcksMe or
 // claims change. Calls are coalesced and made from one goroutine; fn must
-// not block for long (it delays later notifications, never the channel).
+// not block for long (it delays later notifications, never the channel)
+// and must not call Close (which waits for that goroutine).
 func (l *Link) OnChange(fn func()) {
 	l.mu.Lock()
 	l.callbacks = append(l.callbacks, fn)
@@ -377,7 +378,10 @@ func (l *Link) watchLoop(ctx context.Context) {
 func (l *Link) logChanges(prev, cur map[string]PeerView) {
 	for name, v := range cur {
 		p, had := prev[name]
-		if !had || p.Alive != v.Alive {
+		if !had {
+			l.log.Info("peer configured", zap.String("event", "peerAdded"), zap.String("peer", name), zap.Stringer("addr", v.Addr))
+		}
+		if had && p.Alive != v.Alive || !had && v.Alive {
 			ev := "peerDead"
 			if v.Alive {
 				ev = "peerAlive"

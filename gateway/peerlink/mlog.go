@@ -19,13 +19,18 @@ type memberlistLog struct {
 var memberlistDrops = []struct{ text, reason string }{
 	{"Decrypt packet failed", DropDecrypt},
 	{"unacceptable label", DropLabel},
+	// Refusals of our own delegates, already counted as DropMember.
+	{"ignoring alive message", ""},
+	{"Failed push/pull merge", ""},
 }
 
 func (w *memberlistLog) Write(p []byte) (int, error) {
 	line := string(bytes.TrimSpace(p))
 	for _, d := range memberlistDrops {
 		if strings.Contains(line, d.text) {
-			w.dropped(d.reason)
+			if d.reason != "" {
+				w.dropped(d.reason)
+			}
 			// Expected under attack and counted: not worth more than debug.
 			w.log.Debug(line, zap.String("event", "memberlist"), zap.String("drop", d.reason))
 			return len(p), nil

@@ -5,12 +5,15 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
 	"github.com/netbridge-io/netbridge/internal/netnstest"
@@ -74,6 +77,9 @@ func (g *gateway) start(t *testing.T, cfg Config) *Link {
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval, cfg.DeadAfter = testHeartbeat, testDeadAfter
 	}
+	if cfg.Log == nil {
+		cfg.Log = testLog(t).With(zap.String("gw", cfg.Name))
+	}
 	var l *Link
 	err := g.ns.Do(func() error {
 		var err error
@@ -97,6 +103,26 @@ func peersOf(self *gateway, all []*gateway) map[string]netip.AddrPort {
 	}
 	return out
 }
+
+// testLog logs to t at info level until the test's cleanups are done:
+// memberlist's goroutines may still log a line after Shutdown, and t.Log
+// after the test has ended panics.
+func testLog(t *testing.T) *zap.Logger {
+	var done atomic.Bool
+	t.Cleanup(func() { done.Store(true) }) // runs after the links' cleanups (LIFO)
+	w := zapcore.AddSync(writerFunc(func(p []byte) (int, error) {
+		if !done.Load() {
+			t.Log(strings.TrimRight(string(p), "\n"))
+		}
+		return len(p), nil
+	}))
+	enc := zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig())
+	return zap.New(zapcore.NewCore(enc, w, zapcore.InfoLevel))
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 var dropTables atomic.Int64
 
