@@ -206,6 +206,24 @@ func waitFor(timeout time.Duration, cond func() bool) (time.Duration, bool) {
 	}
 }
 
+// mostly samples cond every 5 ms for d and returns the fraction of samples
+// where it held. For views of parties a fault does not involve: a loaded
+// test machine may stall this whole process past DeadAfter, which makes
+// everyone look dead for a moment and says nothing about the code.
+func mostly(d time.Duration, cond func() bool) float64 {
+	var n, ok int
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		n++
+		if cond() {
+			ok++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return float64(ok) / float64(n)
+}
+
 // holdsFor checks cond every 5 ms for d; it returns false at the first miss.
 func holdsFor(d time.Duration, cond func() bool) bool {
 	end := time.Now().Add(d)
