@@ -51,10 +51,11 @@ type Stats struct {
 
 // Link is one gateway's end of the peer channel.
 type Link struct {
-	cfg  Config
-	self netip.AddrPort
-	log  *zap.Logger
-	ml   *memberlist.Memberlist
+	cfg     Config
+	self    netip.AddrPort
+	keyring *memberlist.Keyring
+	log     *zap.Logger
+	ml      *memberlist.Memberlist
 
 	mu        sync.Mutex
 	tr        *tracker
@@ -109,7 +110,14 @@ func Start(ctx context.Context, cfg Config) (*Link, error) {
 	mc.BindAddr, mc.BindPort = cfg.BindAddr.String(), cfg.Port
 	mc.AdvertiseAddr, mc.AdvertisePort = cfg.BindAddr.String(), cfg.Port
 	mc.Label = Label
-	mc.SecretKey = append([]byte(nil), cfg.Key...)
+	keyring, err := memberlist.NewKeyring(nil, append([]byte(nil), cfg.Key...))
+	if err != nil {
+		_ = nt.Shutdown()
+		cancel()
+		return nil, fmt.Errorf("peerlink: keyring: %w", err)
+	}
+	l.keyring = keyring
+	mc.Keyring = keyring
 	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	// A peer that holds a TCP stream open must not hold memberlist up.
 	mc.TCPTimeout = time.Second
@@ -168,6 +176,39 @@ func (l *Link) Peers() map[string]PeerView {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.tr.view(time.Now())
+}
+
+// SetKeys replaces the keys without a restart (a restart would cost the
+// peers' acks, and with them the peer grant): messages are encrypted with
+// primary and accepted with primary or any of others. Rotate in three
+// steps, each on every gateway before the next: add the new key to others,
+// make it primary (keeping the old one in others), drop the old one. An
+// invalid key is refused and the keys stay as they were.
+func (l *Link) SetKeys(primary []byte, others ...[]byte) error {
+	keep := map[string]bool{string(primary): true}
+	for i, k := range append([][]byte{primary}, others...) {
+		if err := memberlist.ValidateKey(k); err != nil {
+			return fmt.Errorf("peerlink keys: key %d is %d bytes, want 16, 24 or 32: %w", i, len(k), err)
+		}
+		keep[string(k)] = true
+	}
+	for k := range keep {
+		if err := l.keyring.AddKey([]byte(k)); err != nil {
+			return fmt.Errorf("peerlink keys: add: %w", err)
+		}
+	}
+	if err := l.keyring.UseKey(primary); err != nil {
+		return fmt.Errorf("peerlink keys: use primary: %w", err)
+	}
+	for _, k := range l.keyring.GetKeys() {
+		if !keep[string(k)] {
+			if err := l.keyring.RemoveKey(k); err != nil {
+				return fmt.Errorf("peerlink keys: remove: %w", err)
+			}
+		}
+	}
+	l.log.Info("peer channel keys replaced", zap.String("event", "peerlinkKeysChanged"), zap.Int("keys", len(keep)))
+	return nil
 }
 
 // PeerGrant returns until when the named peers (a segment's other

@@ -258,3 +258,76 @@ func replay(t *testing.T, g *gateway, dst netip.AddrPort, datagrams [][]byte) {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// TestKeyRotationKeepsPeers rotates the shared key in memberlist's three
+// steps while two gateways talk: no message fails authentication, the
+// peers stay alive and acked, and afterwards the old key is refused.
+func TestKeyRotationKeepsPeers(t *testing.T) {
+	gws := underlay(t, "a", "b", "m")
+	a, b, m := gws[0], gws[1], gws[2]
+	la, lb := a.start(t, Config{}), b.start(t, Config{})
+	mustSetPeers(t, la, peersOf(a, gws[:2]))
+	mustSetPeers(t, lb, peersOf(b, gws[:2]))
+	both := func() bool {
+		va, vb := la.Peers()["b"], lb.Peers()["a"]
+		return va.Alive && va.AcksMe && vb.Alive && vb.AcksMe
+	}
+	if _, ok := waitFor(5*time.Second, both); !ok {
+		t.Fatalf("a and b never saw each other")
+	}
+	if err := la.SetKeys(make([]byte, 7)); err == nil {
+		t.Fatalf("SetKeys accepted a 7-byte key")
+	}
+	oldKey, newKey := testKey, []byte("a fresh 32-byte key for rotation")
+	steps := []struct {
+		name           string
+		primary, other []byte
+	}{
+		{"add new", oldKey, newKey},
+		{"use new", newKey, oldKey},
+		{"drop old", newKey, nil},
+	}
+	for _, s := range steps {
+		for _, l := range []*Link{la, lb} {
+			var others [][]byte
+			if s.other != nil {
+				others = append(others, s.other)
+			}
+			if err := l.SetKeys(s.primary, others...); err != nil {
+				t.Fatalf("%s: %v", s.name, err)
+			}
+			// The other side lags a heartbeat or two behind, as in a rollout.
+			time.Sleep(2 * testHeartbeat)
+		}
+		// The proof is that nothing failed authentication (below); the
+		// share of time both were fine is printed, since a loaded machine
+		// can stall this process past DeadAfter on its own.
+		frac := mostly(4*testHeartbeat, both)
+		t.Logf("rotation_step=%q peers_ok_pct=%.0f", s.name, 100*frac)
+		if _, ok := waitFor(time.Second, both); !ok {
+			t.Errorf("%s: a and b do not see each other", s.name)
+		}
+	}
+	for _, l := range []*Link{la, lb} {
+		if n := l.Stats().Dropped[DropDecrypt]; n != 0 {
+			t.Errorf("%d messages failed authentication during the rotation", n)
+		}
+	}
+	// A gateway still on the old key is refused. It must send from b's
+	// address to get past the address filter: it takes b's place.
+	_ = lb.Close()
+	if _, ok := waitFor(time.Second, func() bool { return !la.Peers()["b"].Alive }); !ok {
+		t.Fatalf("b still alive at a after Close")
+	}
+	b.ns.Run(t, "ip", "addr", "del", b.addr.String()+"/24", "dev", "eth0")
+	m.ns.Run(t, "ip", "addr", "add", b.addr.String()+"/24", "dev", "eth0")
+	stale := m.start(t, Config{Name: "b", BindAddr: b.addr, Key: oldKey})
+	mustSetPeers(t, stale, map[string]netip.AddrPort{"a": a.addrPort()})
+	before := la.Stats().Dropped[DropDecrypt]
+	if mostly(6*testHeartbeat, func() bool { return !la.Peers()["b"].Alive }) < 1 {
+		t.Errorf("a gateway on the old key was heard")
+	}
+	if la.Stats().Dropped[DropDecrypt] == before {
+		t.Errorf("old-key messages not counted as decrypt drops")
+	}
+}
