@@ -97,6 +97,12 @@ func Start(ctx context.Context, cfg Config) (*Link, error) {
 		kick: make(chan struct{}, 1), poke: make(chan struct{}, 1), notify: make(chan struct{}, 1),
 		cancel: cancel}
 
+	keyring, err := memberlist.NewKeyring(nil, append([]byte(nil), cfg.Key...))
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("peerlink: keyring: %w", err)
+	}
+	l.keyring = keyring
 	mlog := log.New(&memberlistLog{log: l.log, dropped: l.countDrop}, "", 0)
 	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
 		BindAddrs: []string{cfg.BindAddr.String()}, BindPort: cfg.Port, Logger: mlog})
@@ -110,14 +116,7 @@ func Start(ctx context.Context, cfg Config) (*Link, error) {
 	mc.BindAddr, mc.BindPort = cfg.BindAddr.String(), cfg.Port
 	mc.AdvertiseAddr, mc.AdvertisePort = cfg.BindAddr.String(), cfg.Port
 	mc.Label = Label
-	keyring, err := memberlist.NewKeyring(nil, append([]byte(nil), cfg.Key...))
-	if err != nil {
-		_ = nt.Shutdown()
-		cancel()
-		return nil, fmt.Errorf("peerlink: keyring: %w", err)
-	}
-	l.keyring = keyring
-	mc.Keyring = keyring
+	mc.Keyring = l.keyring
 	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	// A peer that holds a TCP stream open must not hold memberlist up.
 	mc.TCPTimeout = time.Second
@@ -162,13 +161,26 @@ func (l *Link) SetPeers(peers map[string]netip.AddrPort) error {
 	return nil
 }
 
+// MaxClaims bounds the claims of one gateway: every heartbeat carries all
+// of them (1,000 segments ≈ 8 KB compressed, a handful of IP fragments;
+// each lost fragment loses the heartbeat).
+const MaxClaims = 2000
+
 // SetClaims replaces this gateway's claims (segment key → claim) and sends
-// them to every peer at once, without waiting for the next heartbeat.
-func (l *Link) SetClaims(claims map[string]Claim) {
+// them to every peer at once, without waiting for the next heartbeat. Too
+// many claims, or an empty key, are refused and the old claims stay.
+func (l *Link) SetClaims(claims map[string]Claim) error {
+	if len(claims) > MaxClaims {
+		return fmt.Errorf("peerlink claims: %d segments, at most %d", len(claims), MaxClaims)
+	}
+	if _, ok := claims[""]; ok {
+		return fmt.Errorf("peerlink claims: empty segment key")
+	}
 	l.mu.Lock()
 	l.claims = maps.Clone(claims)
 	l.mu.Unlock()
 	wake(l.kick)
+	return nil
 }
 
 // Peers returns a snapshot of every configured peer.

@@ -1,6 +1,7 @@
 package peerlink
 
 import (
+	"fmt"
 	"maps"
 	"net/netip"
 	"sync/atomic"
@@ -94,7 +95,7 @@ func TestThreeGatewaysSeeEachOtherAndClaimsPropagate(t *testing.T) {
 	// for the heartbeat tick).
 	before := changes.Load()
 	want := map[string]Claim{"s1": {Holding: true, Epoch: 7}, "s2": {Epoch: 3}}
-	links["a"].SetClaims(want)
+	mustSetClaims(t, links["a"], want)
 	sent := time.Now()
 	took, ok = waitFor(2*time.Second, func() bool {
 		return maps.Equal(links["b"].Peers()["a"].Claims, want) && maps.Equal(links["c"].Peers()["a"].Claims, want)
@@ -109,8 +110,38 @@ func TestThreeGatewaysSeeEachOtherAndClaimsPropagate(t *testing.T) {
 	if _, ok := waitFor(time.Second, func() bool { return changes.Load() > before }); !ok {
 		t.Errorf("OnChange not called on c for a's new claims (%s after SetClaims)", time.Since(sent))
 	}
+	// A thousand segments still travel (compressed, a few IP fragments).
+	many := map[string]Claim{}
+	for i := 0; i < 1000; i++ {
+		many[fmt.Sprintf("bridgeconfig-prod.segment-%04d", i)] = Claim{Holding: i%2 == 0, Epoch: uint64(i)}
+	}
+	mustSetClaims(t, links["a"], many)
+	took, ok = waitFor(2*time.Second, func() bool { return maps.Equal(links["b"].Peers()["a"].Claims, many) })
+	if !ok {
+		t.Fatalf("1000 claims did not reach b: it sees %d", len(links["b"].Peers()["a"].Claims))
+	}
+	t.Logf("claims_1000_ms=%d", took.Milliseconds())
+	if took > 2*testHeartbeat {
+		t.Errorf("1000 claims took %s, more than 2x a heartbeat", took)
+	}
+	mustSetClaims(t, links["a"], want)
+	if _, ok := waitFor(time.Second, func() bool { return maps.Equal(links["b"].Peers()["a"].Claims, want) }); !ok {
+		t.Fatalf("b did not see a's claims shrink back")
+	}
+
+	// Too many claims are refused; the old ones stay and keep being sent.
+	tooMany := map[string]Claim{}
+	for i := 0; i <= MaxClaims; i++ {
+		tooMany[fmt.Sprintf("seg-%d", i)] = Claim{Epoch: 1}
+	}
+	if err := links["a"].SetClaims(tooMany); err == nil {
+		t.Errorf("SetClaims accepted %d claims", len(tooMany))
+	}
+	if !holdsFor(2*testHeartbeat, func() bool { return maps.Equal(links["b"].Peers()["a"].Claims, want) }) {
+		t.Errorf("refused claims changed what b sees: %+v", links["b"].Peers()["a"].Claims)
+	}
 	// Yielding is a claim change too.
-	links["a"].SetClaims(map[string]Claim{"s1": {Holding: false, Epoch: 7}})
+	mustSetClaims(t, links["a"], map[string]Claim{"s1": {Holding: false, Epoch: 7}})
 	if _, ok := waitFor(time.Second, func() bool { return !links["b"].Peers()["a"].Claims["s1"].Holding }); !ok {
 		t.Fatalf("yield not seen by b")
 	}

@@ -58,7 +58,9 @@ func runChild() error {
 	if err := l.SetPeers(peers); err != nil {
 		return err
 	}
-	l.SetClaims(map[string]Claim{"s1": {Holding: true, Epoch: 4}})
+	if err := l.SetClaims(map[string]Claim{"s1": {Holding: true, Epoch: 4}}); err != nil {
+		return err
+	}
 	<-ctx.Done()
 	return l.Close()
 }

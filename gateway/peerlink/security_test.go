@@ -34,9 +34,9 @@ func TestForgedAndForeignMessagesChangeNothing(t *testing.T) {
 	mustSetPeers(t, links["a"], aPeers)
 	mustSetPeers(t, links["b"], peersOf(b, []*gateway{a, b, c}))
 	mustSetPeers(t, links["c"], peersOf(c, []*gateway{a, b, c}))
-	links["a"].SetClaims(map[string]Claim{"s1": {Holding: true, Epoch: 2}})
-	links["b"].SetClaims(map[string]Claim{"s1": {Epoch: 1}})
-	links["c"].SetClaims(map[string]Claim{"s1": {Epoch: 1}})
+	mustSetClaims(t, links["a"], map[string]Claim{"s1": {Holding: true, Epoch: 2}})
+	mustSetClaims(t, links["b"], map[string]Claim{"s1": {Epoch: 1}})
+	mustSetClaims(t, links["c"], map[string]Claim{"s1": {Epoch: 1}})
 	// What the intruders try to change: b's and c's claims (to a higher
 	// epoch), d's aliveness and claims (d is never heard), new members.
 	// Aliveness of b and c is checked before and after, not during: a
@@ -75,7 +75,7 @@ func TestForgedAndForeignMessagesChangeNothing(t *testing.T) {
 		}
 		l := host.start(t, cfg)
 		mustSetPeers(t, l, toA)
-		l.SetClaims(grab)
+		mustSetClaims(t, l, grab)
 		if i == len(intruders)-1 {
 			joiner = l
 		}
@@ -124,7 +124,7 @@ func TestReplayedPacketsChangeNothing(t *testing.T) {
 	mustSetPeers(t, la, peersOf(a, gws))
 	mustSetPeers(t, lb, peersOf(b, gws))
 	holding := map[string]Claim{"s1": {Holding: true, Epoch: 5}}
-	la.SetClaims(holding)
+	mustSetClaims(t, la, holding)
 	if _, ok := waitFor(5*time.Second, func() bool {
 		v := lb.Peers()["a"]
 		return v.Alive && v.AcksMe && maps.Equal(v.Claims, holding)
@@ -137,7 +137,7 @@ func TestReplayedPacketsChangeNothing(t *testing.T) {
 		t.Fatalf("captured only %d datagrams from a in %s", len(captured), 15*testHeartbeat)
 	}
 	yielded := map[string]Claim{"s1": {Epoch: 5}}
-	la.SetClaims(yielded)
+	mustSetClaims(t, la, yielded)
 	if _, ok := waitFor(time.Second, func() bool { return maps.Equal(lb.Peers()["a"].Claims, yielded) }); !ok {
 		t.Fatalf("b did not see a yield")
 	}
@@ -329,5 +329,12 @@ func TestKeyRotationKeepsPeers(t *testing.T) {
 	}
 	if la.Stats().Dropped[DropDecrypt] == before {
 		t.Errorf("old-key messages not counted as decrypt drops")
+	}
+}
+
+func mustSetClaims(t *testing.T, l *Link, claims map[string]Claim) {
+	t.Helper()
+	if err := l.SetClaims(claims); err != nil {
+		t.Fatal(err)
 	}
 }
