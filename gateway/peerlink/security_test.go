@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
 
@@ -106,6 +107,31 @@ func TestForgedAndForeignMessagesChangeNothing(t *testing.T) {
 		if n == 0 {
 			t.Errorf("no %s drop counted at a", reason)
 		}
+	}
+	// The same counts as Prometheus metrics.
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(Collector(links["a"]))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	series := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, lp := range m.GetLabel() {
+				key += "," + lp.GetName() + "=" + lp.GetValue()
+			}
+			series[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	for reason, n := range after.Dropped {
+		if got := series["netbridge_peerlink_dropped_total,reason="+reason]; got < float64(n) {
+			t.Errorf("metric dropped_total{reason=%s} = %v, Stats said %d", reason, got, n)
+		}
+	}
+	if v, ok := series["netbridge_peerlink_peer_alive,peer=d"]; !ok || v != 0 {
+		t.Errorf("metric peer_alive{peer=d} = %v (present %v), want 0", v, ok)
 	}
 	// The genuine peers kept being accepted all along.
 	if after.Accepted-before.Accepted < 20 {
