@@ -54,6 +54,7 @@ type Link struct {
 	cfg     Config
 	self    netip.AddrPort
 	keyring *memberlist.Keyring
+	keysMu  sync.Mutex // one SetKeys at a time: add, use, remove
 	log     *zap.Logger
 	ml      *memberlist.Memberlist
 
@@ -197,6 +198,8 @@ func (l *Link) Peers() map[string]PeerView {
 // make it primary (keeping the old one in others), drop the old one. An
 // invalid key is refused and the keys stay as they were.
 func (l *Link) SetKeys(primary []byte, others ...[]byte) error {
+	l.keysMu.Lock()
+	defer l.keysMu.Unlock()
 	keep := map[string]bool{string(primary): true}
 	for i, k := range append([][]byte{primary}, others...) {
 		if err := memberlist.ValidateKey(k); err != nil {
@@ -255,8 +258,9 @@ func (l *Link) Stats() Stats {
 }
 
 // Close stops the heartbeats and closes the sockets. Peers see this
-// gateway dead after their DeadAfter; a gateway that wants them to know
-// sooner clears its claims first (SetClaims) and then closes.
+// gateway dead after their DeadAfter; a gateway that detached first and
+// said so (SetClaims without holding) lets a standby attach without
+// waiting for that.
 func (l *Link) Close() error {
 	l.closeMu.Do(func() {
 		l.cancel()
