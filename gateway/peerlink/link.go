@@ -14,6 +14,15 @@
 // is dropped. memberlist's gossip membership is not used (no Join): the
 // gateways are configured, and SWIM's indirect probes would call a peer
 // alive that we cannot hear ourselves.
+//
+// Use, in the agent:
+//
+//	link, err := peerlink.Start(ctx, peerlink.Config{Name: node, BindAddr: vtep, Key: key, Log: log})
+//	link.SetPeers(map[string]netip.AddrPort{"gw2": netip.MustParseAddrPort("10.0.0.2:7946")})
+//	link.OnChange(func() { reconcileNow() })     // a peer died, came back, or changed its claims
+//	link.SetClaims(map[string]peerlink.Claim{"bc.seg1": {Holding: true, Epoch: 7}})
+//	until, ok := link.PeerGrant("gw2")            // every heartbeat: the peer rule's deadline
+//	view := link.Peers()                           // Alive, AcksMe, Claims per peer
 package peerlink
 
 import (
