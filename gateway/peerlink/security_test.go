@@ -3,6 +3,7 @@ package peerlink
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
@@ -90,6 +92,20 @@ func TestForgedAndForeignMessagesChangeNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("intruder join: %v", joinErr)
+	// Raw memberlist senders from d's address: the right key and label with
+	// a payload that is no heartbeat, and the right key under another label.
+	garbage := rawMemberlist(t, d, DefaultPort+4, Label)
+	foreign := rawMemberlist(t, d, DefaultPort+5, "another-cluster")
+	for i := 0; i < 5; i++ {
+		to := memberlist.Address{Addr: a.addrPort().String(), Name: "a"}
+		if err := garbage.SendToAddress(to, []byte("not a heartbeat")); err != nil {
+			t.Fatalf("raw send: %v", err)
+		}
+		if err := foreign.SendToAddress(to, []byte(`{"v":1,"f":"d"}`)); err != nil {
+			t.Fatalf("raw send: %v", err)
+		}
+		time.Sleep(testHeartbeat)
+	}
 
 	if !holdsFor(20*testHeartbeat, unchanged) {
 		t.Fatalf("an intruder changed a's view: %+v", links["a"].Peers())
@@ -101,7 +117,7 @@ func TestForgedAndForeignMessagesChangeNothing(t *testing.T) {
 		t.Errorf("a's memberlist has %d alive members, want only itself: %v", n, links["a"].ml.Members())
 	}
 	after := links["a"].Stats()
-	for _, reason := range []string{DropDecrypt, DropUnknownAddr, DropUnknownName, DropAddrMismatch, DropMember} {
+	for _, reason := range []string{DropDecrypt, DropUnknownAddr, DropUnknownName, DropAddrMismatch, DropMember, DropDecode, DropLabel} {
 		n := after.Dropped[reason] - before.Dropped[reason]
 		t.Logf("dropped_%s=%d", reason, n)
 		if n == 0 {
@@ -363,4 +379,28 @@ func mustSetClaims(t *testing.T, l *Link, claims map[string]Claim) {
 	if err := l.SetClaims(claims); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// rawMemberlist is a bare memberlist node in g's namespace, with the right
+// key, sending whatever the test wants.
+func rawMemberlist(t *testing.T, g *gateway, port int, label string) *memberlist.Memberlist {
+	t.Helper()
+	var ml *memberlist.Memberlist
+	err := g.ns.Do(func() error {
+		mc := memberlist.DefaultLANConfig()
+		mc.Name = fmt.Sprintf("raw-%d", port)
+		mc.BindAddr, mc.BindPort = g.addr.String(), port
+		mc.AdvertiseAddr, mc.AdvertisePort = g.addr.String(), port
+		mc.SecretKey = testKey
+		mc.Label = label
+		mc.LogOutput = io.Discard
+		var err error
+		ml, err = memberlist.Create(mc)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("raw memberlist in %s: %v", g.ns.Name, err)
+	}
+	t.Cleanup(func() { _ = ml.Shutdown() })
+	return ml
 }
