@@ -19,8 +19,9 @@ import (
 // TestForgedAndForeignMessagesChangeNothing sends a's channel heartbeats
 // from an intruder namespace: with a wrong key, with the right key from an
 // address that is no configured peer, with the right key and an unknown
-// name, with the right key impersonating b from another address, and a
-// memberlist join. a's view must not move, and every kind is counted.
+// name, with the right key impersonating b from another address, a
+// memberlist join, a payload that is no heartbeat, and another cluster's
+// label. a's view must not move, and every kind is counted.
 func TestForgedAndForeignMessagesChangeNothing(t *testing.T) {
 	gws := underlay(t, "a", "b", "c", "m", "d")
 	a, b, c, m, d := gws[0], gws[1], gws[2], gws[3], gws[4]
