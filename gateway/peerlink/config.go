@@ -89,9 +89,18 @@ func (cfg Config) withDefaults() (Config, error) {
 	return cfg, nil
 }
 
-// validPeers checks a peer set given to SetPeers.
-func validPeers(self string, peers map[string]netip.AddrPort) error {
+// validPeers checks a peer set given to SetPeers: names and addresses
+// are unique, and none is this gateway's own.
+func validPeers(self string, selfAddr netip.AddrPort, peers map[string]netip.AddrPort) error {
+	owner := map[netip.AddrPort]string{}
 	for name, ap := range peers {
+		if ap == selfAddr {
+			return fmt.Errorf("peerlink peers: %q has this gateway's own address %s", name, ap)
+		}
+		if other, dup := owner[ap]; dup {
+			return fmt.Errorf("peerlink peers: %q and %q share address %s", other, name, ap)
+		}
+		owner[ap] = name
 		if name == "" {
 			return fmt.Errorf("peerlink peers: empty name for %s", ap)
 		}

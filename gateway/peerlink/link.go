@@ -160,7 +160,7 @@ func Start(ctx context.Context, cfg Config) (*Link, error) {
 // port). Only these may change the view; a peer whose address changed is
 // treated as new. Invalid input is refused as a whole and the old peers stay.
 func (l *Link) SetPeers(peers map[string]netip.AddrPort) error {
-	if err := validPeers(l.cfg.Name, peers); err != nil {
+	if err := validPeers(l.cfg.Name, l.self, peers); err != nil {
 		return err
 	}
 	l.mu.Lock()

@@ -250,10 +250,21 @@ func TestConfigValidation(t *testing.T) {
 			t.Errorf("want error naming %q, got %v", c.field, err)
 		}
 	}
-	if err := validPeers("gw1", map[string]netip.AddrPort{"gw1": addrB}); err == nil || !strings.Contains(err.Error(), "own name") {
-		t.Errorf("own name as peer: %v", err)
+	for _, c := range []struct {
+		peers map[string]netip.AddrPort
+		want  string
+	}{
+		{map[string]netip.AddrPort{"gw1": addrB}, "own name"},
+		{map[string]netip.AddrPort{"gw2": addrA}, "own address"},
+		{map[string]netip.AddrPort{"gw2": addrB, "gw3": addrB}, "share address"},
+		{map[string]netip.AddrPort{"gw2": netip.MustParseAddrPort("0.0.0.0:7946")}, `"gw2" has invalid address`},
+		{map[string]netip.AddrPort{"": addrB}, "empty name"},
+	} {
+		if err := validPeers("gw1", addrA, c.peers); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("validPeers(%v) = %v, want an error with %q", c.peers, err, c.want)
+		}
 	}
-	if err := validPeers("gw1", map[string]netip.AddrPort{"gw2": netip.MustParseAddrPort("0.0.0.0:7946")}); err == nil || !strings.Contains(err.Error(), "gw2") {
-		t.Errorf("unspecified peer address: %v", err)
+	if err := validPeers("gw1", addrA, map[string]netip.AddrPort{"gw2": addrB}); err != nil {
+		t.Errorf("valid peers refused: %v", err)
 	}
 }
