@@ -62,7 +62,8 @@ func toAPIPeer(p Peer, localRestarting bool) *api.Peer {
 	if p.EBGPMultihopTTL > 0 {
 		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.EBGPMultihopTTL)}
 	}
-	if b := p.BFD; b != nil {
+	if p.BFD != nil {
+		b := p.BFD.withDefaults()
 		ap.Bfd = &api.BfdPeerConfig{
 			Enabled:                  true,
 			Port:                     bfdPort,

@@ -147,8 +147,8 @@ func (o *observer) onBFD(a netip.Addr, state string) {
 	}
 }
 
-// bfdLister is the part of GoBGP's API the BFD watcher uses.
-type bfdLister interface {
+// bfdAPI is the part of GoBGP's API the BFD watcher uses.
+type bfdAPI interface {
 	ListBfdPeer(ctx context.Context, fn func(string, *api.BfdPeerState))
 }
 
@@ -160,7 +160,7 @@ const bfdPollInterval = 20 * time.Millisecond
 
 // watchBFD polls GoBGP's BFD sessions until ctx ends and feeds their
 // states to the observer.
-func (o *observer) watchBFD(ctx context.Context, srv bfdLister) {
+func (o *observer) watchBFD(ctx context.Context, srv bfdAPI) {
 	t := time.NewTicker(bfdPollInterval)
 	defer t.Stop()
 	for {
