@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
-	"github.com/osrg/gobgp/v3/pkg/server"
+	"log/slog"
+
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/server"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -135,7 +138,7 @@ func benchSpeaker10k(b *testing.B) {
 // netbridge code, adding and deleting the same paths one AddPath each.
 func bareGoBGP(b *testing.B, l *lab, peer Peer, routes []Route) (add, del time.Duration) {
 	ctx := context.Background()
-	srv := server.NewBgpServer(server.LoggerOption(&zapLogger{z: zap.NewNop()}))
+	srv := server.NewBgpServer(server.LoggerOption(slog.New(newZapHandler(zap.NewNop(), nil)), nil))
 	go srv.Serve()
 	defer srv.Stop()
 	if err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{Asn: gwASN, RouterId: l.hostV4.String(), ListenPort: -1}}); err != nil {
@@ -148,7 +151,7 @@ func bareGoBGP(b *testing.B, l *lab, peer Peer, routes []Route) (add, del time.D
 	for {
 		up := false
 		_ = srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
-			up = p.GetState().GetSessionState() == api.PeerState_ESTABLISHED
+			up = p.GetState().GetSessionState() == api.PeerState_SESSION_STATE_ESTABLISHED
 		})
 		if up {
 			break
@@ -158,7 +161,7 @@ func bareGoBGP(b *testing.B, l *lab, peer Peer, routes []Route) (add, del time.D
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	paths := make([]*api.Path, len(routes))
+	paths := make([]*apiutil.Path, len(routes))
 	for i, r := range routes {
 		p, err := toAPIPath(r, gwASN)
 		if err != nil {
@@ -168,14 +171,14 @@ func bareGoBGP(b *testing.B, l *lab, peer Peer, routes []Route) (add, del time.D
 	}
 	start := time.Now()
 	for _, p := range paths {
-		if _, err := srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: p}); err != nil {
+		if _, err := srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{p}}); err != nil {
 			b.Fatal(err)
 		}
 	}
 	add = l.waitKernelCount(b, len(routes), start)
 	start = time.Now()
 	for _, p := range paths {
-		if err := srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: p.Family, Path: p}); err != nil {
+		if err := srv.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{p}}); err != nil {
 			b.Fatal(err)
 		}
 	}

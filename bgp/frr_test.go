@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	bgppkt "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 
 	"github.com/netbridge-io/netbridge/internal/frrtest"
 )
@@ -268,7 +270,7 @@ func TestExportGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.mu.Lock()
-	_, err = s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: p})
+	_, err = s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{p}})
 	s.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
@@ -316,9 +318,9 @@ func TestImportRejected(t *testing.T) {
 	// Not in our RIB: the only path there is our own.
 	s.mu.Lock()
 	var foreign []string
-	err := s.srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: familyV4}, func(d *api.Destination) {
-		if d.Prefix != l.host(9).String() {
-			foreign = append(foreign, d.Prefix)
+	err := s.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: bgppkt.RF_IPv4_UC}, func(n bgppkt.NLRI, _ []*apiutil.Path) {
+		if n.String() != l.host(9).String() {
+			foreign = append(foreign, n.String())
 		}
 	})
 	s.mu.Unlock()

@@ -5,9 +5,9 @@ import (
 	"net/netip"
 	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
-	"github.com/osrg/gobgp/v3/pkg/apiutil"
-	bgppkt "github.com/osrg/gobgp/v3/pkg/packet/bgp"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	bgppkt "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 )
 
 var (
@@ -15,12 +15,26 @@ var (
 	familyV6 = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
 )
 
-func familyOf(p netip.Prefix) *api.Family {
+// families are the address families every session carries, as the v4
+// library's native (apiutil) calls want them.
+var families = []bgppkt.Family{bgppkt.RF_IPv4_UC, bgppkt.RF_IPv6_UC}
+
+func familyOf(p netip.Prefix) bgppkt.Family {
 	if p.Addr().Is4() {
-		return familyV4
+		return bgppkt.RF_IPv4_UC
 	}
-	return familyV6
+	return bgppkt.RF_IPv6_UC
 }
+
+// idleHoldAfterReset replaces GoBGP's 30 s default wait before it
+// reconnects a session it reset itself. A BFD-down reset is one (GoBGP
+// sends Cease/Administrative Reset): with the default a session whose link
+// came back would stay down for half a minute. GoBGP takes whole seconds
+// and treats 0 as "use the default", so 1 s is the smallest value.
+const idleHoldAfterReset = 1 // seconds
+
+// bfdPort is RFC 5881's single-hop BFD control port.
+const bfdPort = 3784
 
 func seconds(d time.Duration) uint64 { return uint64(d / time.Second) }
 
@@ -39,11 +53,24 @@ func toAPIPeer(p Peer, localRestarting bool) *api.Peer {
 			HoldTime:          seconds(p.HoldTime),
 			KeepaliveInterval: seconds(p.Keepalive),
 			ConnectRetry:      seconds(p.ConnectRetry),
+			// GoBGP only applies it after it sent Cease/Administrative
+			// Reset (BFD down, or our own reset).
+			IdleHoldTimeAfterReset: idleHoldAfterReset,
 		}},
 		Transport: &api.Transport{RemotePort: uint32(p.Port)},
 	}
 	if p.EBGPMultihopTTL > 0 {
 		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.EBGPMultihopTTL)}
+	}
+	if p.BFD != nil {
+		b := p.BFD.withDefaults()
+		ap.Bfd = &api.BfdPeerConfig{
+			Enabled:                  true,
+			Port:                     bfdPort,
+			DesiredMinimumTxInterval: uint32(b.MinTx / time.Microsecond),
+			RequiredMinimumReceive:   uint32(b.MinRx / time.Microsecond),
+			DetectionMultiplier:      uint32(b.Multiplier),
+		}
 	}
 	if p.GracefulRestart {
 		rt := seconds(p.RestartTime)
@@ -72,25 +99,33 @@ func toAPIPeer(p Peer, localRestarting bool) *api.Peer {
 }
 
 // toAPIPath builds the locally originated path for r.
-func toAPIPath(r Route, localASN uint32) (*api.Path, error) {
-	addr := r.Prefix.Addr()
-	bits := uint8(r.Prefix.Bits())
+func toAPIPath(r Route, localASN uint32) (*apiutil.Path, error) {
+	fam := familyOf(r.Prefix)
+	nlri, err := bgppkt.NewIPAddrPrefix(r.Prefix)
+	if err != nil {
+		return nil, fmt.Errorf("encode prefix %s: %w", r.Prefix, err)
+	}
 	attrs := []bgppkt.PathAttributeInterface{bgppkt.NewPathAttributeOrigin(bgppkt.BGP_ORIGIN_ATTR_TYPE_IGP)}
-	var nlri bgppkt.AddrPrefixInterface
-	if addr.Is4() {
-		nlri = bgppkt.NewIPAddrPrefix(bits, addr.String())
-		nh := "0.0.0.0" // "my address toward each peer"
+	if fam == bgppkt.RF_IPv4_UC {
+		nh := netip.IPv4Unspecified() // "my address toward each peer"
 		if r.NextHop.IsValid() {
-			nh = r.NextHop.String()
+			nh = r.NextHop
 		}
-		attrs = append(attrs, bgppkt.NewPathAttributeNextHop(nh))
+		a, err := bgppkt.NewPathAttributeNextHop(nh)
+		if err != nil {
+			return nil, fmt.Errorf("encode next hop %s of %s: %w", nh, r.Prefix, err)
+		}
+		attrs = append(attrs, a)
 	} else {
-		nlri = bgppkt.NewIPv6AddrPrefix(bits, addr.String())
-		nh := "::"
+		nh := netip.IPv6Unspecified()
 		if r.NextHop.IsValid() {
-			nh = r.NextHop.String()
+			nh = r.NextHop
 		}
-		attrs = append(attrs, bgppkt.NewPathAttributeMpReachNLRI(nh, []bgppkt.AddrPrefixInterface{nlri}))
+		a, err := bgppkt.NewPathAttributeMpReachNLRI(fam, []bgppkt.PathNLRI{{NLRI: nlri}}, nh)
+		if err != nil {
+			return nil, fmt.Errorf("encode next hop %s of %s: %w", nh, r.Prefix, err)
+		}
+		attrs = append(attrs, a)
 	}
 	if r.ASPathPrepend > 0 {
 		asns := make([]uint32, r.ASPathPrepend)
@@ -120,11 +155,8 @@ func toAPIPath(r Route, localASN uint32) (*api.Path, error) {
 		}
 		attrs = append(attrs, bgppkt.NewPathAttributeLargeCommunities(v))
 	}
-	p, err := apiutil.NewPath(nlri, false, attrs, time.Now())
-	if err != nil {
-		return nil, fmt.Errorf("encode path %s: %w", r.Prefix, err)
-	}
-	return p, nil
+	// Family must be set: v4 refuses a path without one.
+	return &apiutil.Path{Family: fam, Nlri: nlri, Attrs: attrs, Age: time.Now().Unix()}, nil
 }
 
 const (
@@ -167,47 +199,81 @@ func policies(allowed []netip.Prefix) *api.SetPoliciesRequest {
 		if len(s.prefixes) == 0 {
 			continue
 		}
-		req.DefinedSets = append(req.DefinedSets, &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: s.name, Prefixes: s.prefixes})
+		req.DefinedSets = append(req.DefinedSets, &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_PREFIX, Name: s.name, Prefixes: s.prefixes})
 		export.Statements = append(export.Statements, &api.Statement{
 			Name:       "accept-" + s.name,
-			Conditions: &api.Conditions{PrefixSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: s.name}},
-			Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
+			Conditions: &api.Conditions{PrefixSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: s.name}},
+			Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
 		})
 	}
 	if len(export.Statements) == 0 {
 		// A policy needs a statement; this one matches nothing we send.
 		export.Statements = append(export.Statements, &api.Statement{
 			Name:    "reject-all",
-			Actions: &api.Actions{RouteAction: api.RouteAction_REJECT},
+			Actions: &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_REJECT},
 		})
 	}
 	imp := &api.Policy{Name: policyImport, Statements: []*api.Statement{{
 		Name:       "accept-local",
 		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
-		Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
+		Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
 	}}}
 	req.Policies = []*api.Policy{export, imp}
 	req.Assignments = []*api.PolicyAssignment{
-		{Name: globalPolicer, Direction: api.PolicyDirection_EXPORT, Policies: []*api.Policy{{Name: policyExport}}, DefaultAction: api.RouteAction_REJECT},
-		{Name: globalPolicer, Direction: api.PolicyDirection_IMPORT, Policies: []*api.Policy{{Name: policyImport}}, DefaultAction: api.RouteAction_REJECT},
+		{Name: globalPolicer, Direction: api.PolicyDirection_POLICY_DIRECTION_EXPORT, Policies: []*api.Policy{{Name: policyExport}}, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT},
+		{Name: globalPolicer, Direction: api.PolicyDirection_POLICY_DIRECTION_IMPORT, Policies: []*api.Policy{{Name: policyImport}}, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT},
 	}
 	return req
 }
 
 func sessionState(s api.PeerState_SessionState) SessionState {
 	switch s {
-	case api.PeerState_IDLE:
+	case api.PeerState_SESSION_STATE_IDLE:
 		return StateIdle
-	case api.PeerState_CONNECT:
+	case api.PeerState_SESSION_STATE_CONNECT:
 		return StateConnect
-	case api.PeerState_ACTIVE:
+	case api.PeerState_SESSION_STATE_ACTIVE:
 		return StateActive
-	case api.PeerState_OPENSENT:
+	case api.PeerState_SESSION_STATE_OPENSENT:
 		return StateOpenSent
-	case api.PeerState_OPENCONFIRM:
+	case api.PeerState_SESSION_STATE_OPENCONFIRM:
 		return StateOpenConfirm
-	case api.PeerState_ESTABLISHED:
+	case api.PeerState_SESSION_STATE_ESTABLISHED:
 		return StateEstablished
 	}
 	return StateUnknown
+}
+
+// fsmState converts the native state of v4's watch events.
+func fsmState(s bgppkt.FSMState) SessionState {
+	switch s {
+	case bgppkt.BGP_FSM_IDLE:
+		return StateIdle
+	case bgppkt.BGP_FSM_CONNECT:
+		return StateConnect
+	case bgppkt.BGP_FSM_ACTIVE:
+		return StateActive
+	case bgppkt.BGP_FSM_OPENSENT:
+		return StateOpenSent
+	case bgppkt.BGP_FSM_OPENCONFIRM:
+		return StateOpenConfirm
+	case bgppkt.BGP_FSM_ESTABLISHED:
+		return StateEstablished
+	}
+	return StateUnknown
+}
+
+// bfdState names GoBGP's BFD session state.
+func bfdState(s api.BfdSessionState) string {
+	switch s {
+	case api.BfdSessionState_BFD_SESSION_STATE_DOWN:
+		return BFDDown
+	case api.BfdSessionState_BFD_SESSION_STATE_INIT:
+		return BFDInit
+	case api.BfdSessionState_BFD_SESSION_STATE_UP:
+		return BFDUp
+	case api.BfdSessionState_BFD_SESSION_STATE_ADMIN_DOWN:
+		return BFDAdminDown
+	}
+	return ""
 }

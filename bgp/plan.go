@@ -57,7 +57,7 @@ func planPeers(desired []Peer, actual map[netip.Addr]Peer) peerPlan {
 		switch {
 		case !ok:
 			p.Add = append(p.Add, d)
-		case cur != d:
+		case !equalPeer(cur, d):
 			p.Update = append(p.Update, d)
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	api "github.com/osrg/gobgp/v4/api"
 )
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
@@ -193,7 +195,7 @@ func TestPoliciesDefaultReject(t *testing.T) {
 		t.Errorf("defined sets = %v", req.DefinedSets)
 	}
 	for _, a := range req.Assignments {
-		if a.DefaultAction.String() != "REJECT" {
+		if a.DefaultAction != api.RouteAction_ROUTE_ACTION_REJECT {
 			t.Errorf("assignment %v default %v, want REJECT", a.Direction, a.DefaultAction)
 		}
 	}

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
-	"github.com/osrg/gobgp/v3/pkg/server"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	bgppkt "github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
 	"go.uber.org/zap"
 )
 
@@ -46,8 +49,11 @@ func New(log *zap.Logger) *Speaker {
 	}
 }
 
-// Subscribe registers fn for peer state changes. fn runs on GoBGP's watch
-// goroutine: it must not block (hand the event to a channel or queue).
+// Subscribe registers fn for peer state changes: BGP session states (from
+// GoBGP's peer watch) and BFD states (from GoBGP's BFD API, polled every
+// 20 ms: v4.8 has no BFD watch). fn runs on one of the speaker's watch
+// goroutines, one at a time per source: it must not block (hand the event
+// to a channel or queue).
 func (s *Speaker) Subscribe(fn func(PeerEvent)) { s.obs.subscribe(fn) }
 
 func validate(d Desired) error {
@@ -78,7 +84,40 @@ func validate(d Desired) error {
 		case p.HoldTime != 0 && p.HoldTime < 3*time.Second:
 			return fmt.Errorf("peer %s: hold time %s below 3s (RFC 4271)", p.Address, p.HoldTime)
 		}
+		if err := validateBFD(p); err != nil {
+			return err
+		}
 		seen[p.Address] = true
+	}
+	return nil
+}
+
+const (
+	minBFDInterval = 10 * time.Millisecond
+	maxBFDInterval = 60 * time.Second
+)
+
+// validateBFD refuses BFD timers outside 10 ms–60 s (zero = default) and
+// BFD on a multihop session: GoBGP v4.8 runs single-hop BFD only (RFC 5881,
+// TTL 255), which a router would never accept across a hop.
+func validateBFD(p Peer) error {
+	b := p.BFD
+	if b == nil {
+		return nil
+	}
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"BFD.MinRx", b.MinRx}, {"BFD.MinTx", b.MinTx}} {
+		if f.v != 0 && (f.v < minBFDInterval || f.v > maxBFDInterval) {
+			return fmt.Errorf("peer %s: %s %s outside %s–%s", p.Address, f.name, f.v, minBFDInterval, maxBFDInterval)
+		}
+		if f.v%time.Microsecond != 0 {
+			return fmt.Errorf("peer %s: %s %s is not a whole number of microseconds", p.Address, f.name, f.v)
+		}
+	}
+	if p.EBGPMultihopTTL > 1 {
+		return fmt.Errorf("peer %s: BFD with EBGPMultihopTTL %d: only single-hop BFD is supported", p.Address, p.EBGPMultihopTTL)
 	}
 	return nil
 }
@@ -212,7 +251,7 @@ func (s *Speaker) restartLocked(ctx context.Context, g Global) error {
 		s.log.Info("restarting BGP server", zap.String("event", "serverRestart"), zap.Uint32("asn", g.ASN), zap.Stringer("routerID", g.RouterID))
 		s.stopLocked()
 	}
-	srv := server.NewBgpServer(server.LoggerOption(&zapLogger{z: s.log.Named("gobgp"), onPeer: s.obs.onLog}))
+	srv := server.NewBgpServer(server.LoggerOption(slog.New(newZapHandler(s.log.Named("gobgp"), s.obs.onLog)), nil))
 	go srv.Serve()
 	port := g.ListenPort
 	if port == 0 {
@@ -231,13 +270,14 @@ func (s *Speaker) restartLocked(ctx context.Context, g Global) error {
 		srv.Stop()
 		return fmt.Errorf("start BGP server (ASN %d, router ID %s, port %d): %w", g.ASN, g.RouterID, port, err)
 	}
-	// The watch outlives Apply's context: it ends with the server.
+	// The watches outlive Apply's context: they end with the server.
 	wctx, cancel := context.WithCancel(context.Background())
-	if err := srv.WatchEvent(wctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, s.obs.onWatch); err != nil {
+	if err := srv.WatchEvent(wctx, server.WatchEventMessageCallbacks{OnPeerUpdate: s.obs.onWatch}, server.WatchPeer()); err != nil {
 		cancel()
 		srv.Stop()
 		return fmt.Errorf("watch BGP peer events: %w", err)
 	}
+	go s.obs.watchBFD(wctx, srv)
 	s.srv, s.watchCancel = srv, cancel
 	gc := g
 	gc.ListenAddresses = slices.Clone(g.ListenAddresses)
@@ -290,14 +330,14 @@ func (s *Speaker) readPeersLocked(ctx context.Context) (map[netip.Addr]Peer, err
 // attributes we gave them.
 func (s *Speaker) readRoutesLocked(ctx context.Context) (map[netip.Prefix]Route, error) {
 	actual := make(map[netip.Prefix]Route, len(s.routes))
-	for _, f := range []*api.Family{familyV4, familyV6} {
-		err := s.srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: f, EnableOnlyBinary: true}, func(d *api.Destination) {
-			pfx, err := netip.ParsePrefix(d.Prefix)
+	for _, f := range families {
+		err := s.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: f}, func(n bgppkt.NLRI, paths []*apiutil.Path) {
+			pfx, err := netip.ParsePrefix(n.String())
 			if err != nil {
 				return
 			}
-			for _, p := range d.Paths {
-				if a, err := netip.ParseAddr(p.NeighborIp); err == nil && !a.IsUnspecified() {
+			for _, p := range paths {
+				if a := p.PeerAddress; a.IsValid() && !a.IsUnspecified() {
 					continue // learned from a peer, not ours
 				}
 				if r, ok := s.routes[pfx]; ok {
@@ -338,45 +378,71 @@ func (s *Speaker) deletePeerLocked(ctx context.Context, a netip.Addr) error {
 	return nil
 }
 
+// pathBatch is how many paths go to GoBGP per call (one management
+// operation each): big enough for 10,000 routes to cost a few calls,
+// small enough to check the context in between.
+const pathBatch = 512
+
 // addPathsLocked advertises routes (or replaces their attributes: GoBGP
 // treats a new path for the same prefix as an implicit withdraw).
 func (s *Speaker) addPathsLocked(ctx context.Context, routes []Route) error {
-	for i, r := range routes {
-		if i%512 == 0 && ctx.Err() != nil {
+	for start := 0; start < len(routes); start += pathBatch {
+		if ctx.Err() != nil {
 			return fmt.Errorf("add paths: %w", ctx.Err())
 		}
-		// Second check right before the route enters GoBGP; the export
-		// policy is the third.
-		if why := s.guard.check(r); why != "" {
-			return fmt.Errorf("%w: %s: %s (internal: passed the first guard)", ErrRouteRefused, r.Prefix, why)
+		batch := routes[start:min(start+pathBatch, len(routes))]
+		paths := make([]*apiutil.Path, len(batch))
+		for i, r := range batch {
+			// Second check right before the route enters GoBGP; the export
+			// policy is the third.
+			if why := s.guard.check(r); why != "" {
+				return fmt.Errorf("%w: %s: %s (internal: passed the first guard)", ErrRouteRefused, r.Prefix, why)
+			}
+			p, err := toAPIPath(r, s.global.ASN)
+			if err != nil {
+				return err
+			}
+			paths[i] = p
 		}
-		p, err := toAPIPath(r, s.global.ASN)
+		resps, err := s.srv.AddPath(apiutil.AddPathRequest{Paths: paths})
+		for i, r := range batch {
+			if i < len(resps) && resps[i].Error != nil {
+				return fmt.Errorf("advertise %s: %w", r.Prefix, resps[i].Error)
+			}
+			if err == nil {
+				s.routes[r.Prefix] = r
+			}
+		}
 		if err != nil {
-			return err
+			return fmt.Errorf("advertise %d paths from %s: %w", len(batch), batch[0].Prefix, err)
 		}
-		if _, err := s.srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: p}); err != nil {
-			return fmt.Errorf("advertise %s: %w", r.Prefix, err)
-		}
-		s.routes[r.Prefix] = r
 	}
 	return nil
 }
 
-// deletePathsLocked withdraws routes by their exact path and family: an
-// empty DeletePath would withdraw every local path (PITFALLS.md).
+// deletePathsLocked withdraws routes by their exact path and family: a
+// DeletePath without paths (or with DeleteAll) would withdraw every local
+// path (PITFALLS.md).
 func (s *Speaker) deletePathsLocked(ctx context.Context, routes []Route) error {
-	for i, r := range routes {
-		if i%512 == 0 && ctx.Err() != nil {
+	for start := 0; start < len(routes); start += pathBatch {
+		if ctx.Err() != nil {
 			return fmt.Errorf("withdraw paths: %w", ctx.Err())
 		}
-		p, err := toAPIPath(r, s.global.ASN)
-		if err != nil {
-			return err
+		batch := routes[start:min(start+pathBatch, len(routes))]
+		paths := make([]*apiutil.Path, len(batch))
+		for i, r := range batch {
+			p, err := toAPIPath(r, s.global.ASN)
+			if err != nil {
+				return err
+			}
+			paths[i] = p
 		}
-		if err := s.srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: p.Family, Path: p}); err != nil {
-			return fmt.Errorf("withdraw %s: %w", r.Prefix, err)
+		if err := s.srv.DeletePath(apiutil.DeletePathRequest{Paths: paths}); err != nil {
+			return fmt.Errorf("withdraw %d paths from %s: %w", len(batch), batch[0].Prefix, err)
 		}
-		delete(s.routes, r.Prefix)
+		for _, r := range batch {
+			delete(s.routes, r.Prefix)
+		}
 	}
 	return nil
 }
@@ -436,7 +502,7 @@ func (s *Speaker) waitOutQueuesLocked(max time.Duration) {
 	for time.Now().Before(deadline) {
 		pending := false
 		_ = s.srv.ListPeer(context.Background(), &api.ListPeerRequest{}, func(p *api.Peer) {
-			if p.GetState().GetSessionState() == api.PeerState_ESTABLISHED && p.GetState().GetOutQ() > 0 {
+			if p.GetState().GetSessionState() == api.PeerState_SESSION_STATE_ESTABLISHED && p.GetState().GetOutQ() > 0 {
 				pending = true
 			}
 		})

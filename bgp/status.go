@@ -9,8 +9,9 @@ import (
 	"sync"
 	"time"
 
-	api "github.com/osrg/gobgp/v3/api"
-	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	bgppkt "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"go.uber.org/zap/zapcore"
 )
 
@@ -24,6 +25,12 @@ type peerObs struct {
 	// maxPrefix is set when the session was torn down for exceeding the
 	// prefix limit, until it is Established again.
 	maxPrefix bool
+	// From GoBGP's peer events and BFD API: BFD state, BFD leaving Up,
+	// the session leaving Established, GoBGP's last disconnect reason.
+	bfd            string
+	bfdDowns       uint64
+	resets         uint64
+	lastDisconnect string
 }
 
 // observer collects peer events (watch goroutine) and errors (log hook).
@@ -62,44 +69,117 @@ func (o *observer) reset() {
 	o.peers = map[netip.Addr]*peerObs{}
 }
 
-func (o *observer) onWatch(r *api.WatchEventResponse) {
-	pe := r.GetPeer()
-	if pe == nil || pe.Type != api.WatchEventResponse_PeerEvent_STATE {
+// onWatch handles one of GoBGP's peer events (the watch goroutine).
+func (o *observer) onWatch(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+	if ev == nil || ev.Type != apiutil.PEER_EVENT_STATE {
 		return
 	}
-	a, err := netip.ParseAddr(pe.GetPeer().GetState().GetNeighborAddress())
-	if err != nil {
-		a, err = netip.ParseAddr(pe.GetPeer().GetConf().GetNeighborAddress())
-		if err != nil {
-			return
-		}
+	a := ev.Peer.State.NeighborAddress
+	if !a.IsValid() {
+		a = ev.Peer.Conf.NeighborAddress
 	}
-	st := sessionState(pe.GetPeer().GetState().GetSessionState())
+	if !a.IsValid() {
+		return
+	}
+	a = a.Unmap()
+	st := fsmState(ev.Peer.State.SessionState)
 	now := time.Now()
 	o.mu.Lock()
 	p := o.getLocked(a)
 	changed := p.state != st
+	reason := ""
 	if changed {
+		if p.state == StateEstablished {
+			p.resets++
+			reason = disconnectReason(ev.Peer.State.DisconnectReason, ev.Peer.State.DisconnectMessage)
+			if reason != "" {
+				p.lastDisconnect = reason
+			}
+		}
 		p.state, p.since = st, now
 		if st == StateEstablished {
 			p.ever = true
 			p.maxPrefix = false
 		}
 	}
+	bfd := p.bfd
 	subs := slices.Clone(o.subs)
 	o.mu.Unlock()
 	if !changed {
 		return
 	}
-	ev := PeerEvent{Address: a, State: st, Time: now}
+	ev2 := PeerEvent{Address: a, State: st, Time: now, BFDState: bfd, Reason: reason}
+	for _, fn := range subs {
+		fn(ev2)
+	}
+}
+
+// disconnectReason is GoBGP's message ("notification-received cease/admin
+// reset"), or the reason's name when there is no message.
+func disconnectReason(r api.PeerState_DisconnectReason, msg string) string {
+	if msg != "" {
+		return msg
+	}
+	if r == api.PeerState_DISCONNECT_REASON_UNSPECIFIED {
+		return ""
+	}
+	return strings.ToLower(strings.TrimPrefix(r.String(), "DISCONNECT_REASON_"))
+}
+
+// onBFD records a BFD state read from GoBGP's BFD API and reports a change.
+func (o *observer) onBFD(a netip.Addr, state string) {
+	now := time.Now()
+	o.mu.Lock()
+	p := o.getLocked(a)
+	if p.bfd == state {
+		o.mu.Unlock()
+		return
+	}
+	if p.bfd == BFDUp {
+		p.bfdDowns++
+	}
+	p.bfd = state
+	ev := PeerEvent{Address: a, State: p.state, Time: now, BFD: true, BFDState: state}
+	subs := slices.Clone(o.subs)
+	o.mu.Unlock()
 	for _, fn := range subs {
 		fn(ev)
 	}
 }
 
+// bfdAPI is the part of GoBGP's API the BFD watcher uses.
+type bfdAPI interface {
+	ListBfdPeer(ctx context.Context, fn func(string, *api.BfdPeerState))
+}
+
+// bfdPollInterval: GoBGP v4.8 has no BFD event in WatchEvent, only
+// ListBfdPeer; polling it this often sees every state a session holds for
+// longer than that (a down lasts at least one transmit interval of the
+// router, and BGP's own reset follows as a watch event anyway).
+const bfdPollInterval = 20 * time.Millisecond
+
+// watchBFD polls GoBGP's BFD sessions until ctx ends and feeds their
+// states to the observer.
+func (o *observer) watchBFD(ctx context.Context, srv bfdAPI) {
+	t := time.NewTicker(bfdPollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		srv.ListBfdPeer(ctx, func(addr string, st *api.BfdPeerState) {
+			if a, err := netip.ParseAddr(addr); err == nil {
+				o.onBFD(a.Unmap(), bfdState(st.GetSessionState()))
+			}
+		})
+	}
+}
+
 // onLog records why a session failed from GoBGP's peer log messages, the
 // only place GoBGP reports it.
-func (o *observer) onLog(level zapcore.Level, a netip.Addr, msg string, f gobgplog.Fields) {
+func (o *observer) onLog(level zapcore.Level, a netip.Addr, msg string, f logFields) {
 	var why string
 	switch {
 	case msg == "Peer Down":
@@ -142,16 +222,16 @@ func (o *observer) onLog(level zapcore.Level, a netip.Addr, msg string, f gobgpl
 // inRIB counts, per neighbour, the paths learned from it that made it into
 // our RIB. Received minus that is what we rejected: by the import policy,
 // or as an AS-path loop (routers echo our own routes back).
-func inRIB(ctx context.Context, srv interface {
-	ListPath(context.Context, *api.ListPathRequest, func(*api.Destination)) error
+func inRIB(srv interface {
+	ListPath(apiutil.ListPathRequest, func(bgppkt.NLRI, []*apiutil.Path)) error
 }) (map[netip.Addr]uint64, error) {
 	n := map[netip.Addr]uint64{}
-	for _, f := range []*api.Family{familyV4, familyV6} {
-		err := srv.ListPath(ctx, &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: f, EnableOnlyBinary: true},
-			func(d *api.Destination) {
-				for _, p := range d.Paths {
-					if a, err := netip.ParseAddr(p.NeighborIp); err == nil && !a.IsUnspecified() {
-						n[a]++
+	for _, f := range families {
+		err := srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: f},
+			func(_ bgppkt.NLRI, paths []*apiutil.Path) {
+				for _, p := range paths {
+					if a := p.PeerAddress; a.IsValid() && !a.IsUnspecified() {
+						n[a.Unmap()]++
 					}
 				}
 			})
@@ -178,6 +258,12 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 	if err := srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) { peers = append(peers, p) }); err != nil {
 		return st, fmt.Errorf("status: list peers: %w", err)
 	}
+	bfd := map[netip.Addr]string{}
+	srv.ListBfdPeer(ctx, func(addr string, st *api.BfdPeerState) {
+		if a, err := netip.ParseAddr(addr); err == nil {
+			bfd[a.Unmap()] = bfdState(st.GetSessionState())
+		}
+	})
 	var learned map[netip.Addr]uint64 // computed once, only if something was received
 	for _, p := range peers {
 		a, err := netip.ParseAddr(p.GetConf().GetNeighborAddress())
@@ -211,7 +297,7 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 		}
 		if ps.RoutesReceived > 0 {
 			if learned == nil {
-				if learned, err = inRIB(ctx, srv); err != nil {
+				if learned, err = inRIB(srv); err != nil {
 					return st, err
 				}
 			}
@@ -220,7 +306,9 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 		s.obs.mu.Lock()
 		if o := s.obs.peers[a]; o != nil {
 			ps.Since, ps.EverEstablished, ps.LastError, ps.PrefixLimitExceeded = o.since, o.ever, o.lastError, o.maxPrefix
+			ps.BFDDownTransitions, ps.SessionResets, ps.LastDisconnect = o.bfdDowns, o.resets, o.lastDisconnect
 		}
+		ps.BFDState = bfd[a]
 		s.obs.mu.Unlock()
 		if ps.State == StateEstablished {
 			ps.EverEstablished = true

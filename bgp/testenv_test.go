@@ -30,6 +30,7 @@ const (
 type lab struct {
 	ns           string
 	hostIf       string
+	dcIf         string
 	hostV4, dcV4 netip.Addr
 	hostV6, dcV6 netip.Addr
 	segV4, segV6 netip.Prefix // "segment subnets": the allowed prefixes
@@ -41,6 +42,11 @@ type frrOpts struct {
 	password string
 	extra    string // lines added under router bgp (after the neighbour)
 	extraAF4 string // lines under address-family ipv4 unicast
+	// bfd runs bfdd with the documented router snippet
+	// (testdata/frr-gateway-bfd.conf) for the gateway's IPv4 address, and
+	// for its IPv6 address too when v6 (an IPv6 session) is set.
+	bfd bool
+	v6  bool
 }
 
 func run(t testing.TB, name string, args ...string) {
@@ -63,8 +69,8 @@ func newLab(t testing.TB, o frrOpts) *lab {
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	id := hex.EncodeToString(b)
-	l := &lab{ns: "nbdc-" + id, hostIf: "nb" + id + "h"}
-	dcIf := "nb" + id + "d"
+	l := &lab{ns: "nbdc-" + id, hostIf: "nb" + id + "h", dcIf: "nb" + id + "d"}
+	dcIf := l.dcIf
 	// 100.64.0.0/10 (shared address space): never routed here, and each
 	// test draws its own /30.
 	x, y, z := 64+randN(64), randN(256), randN(64)*4
@@ -96,15 +102,37 @@ func newLab(t testing.TB, o frrOpts) *lab {
 		local = gwASN
 	}
 	var c strings.Builder
-	fmt.Fprintf(&c, "frr defaults datacenter\n!\nrouter bgp %d\n bgp router-id %s\n no bgp ebgp-requires-policy\n no bgp network import-check\n", local, l.dcV4)
+	c.WriteString("frr defaults datacenter\n!\n")
+	if o.bfd {
+		gws := [][2]netip.Addr{{l.hostV4, l.dcV4}}
+		if o.v6 {
+			gws = append(gws, [2]netip.Addr{l.hostV6, l.dcV6})
+		}
+		// All bfd blocks first, then the router bgp parts.
+		var bgpParts strings.Builder
+		for _, gw := range gws {
+			bfdPart, bgpPart := routerSnippet(t, gw[0], gw[1], dcIf, uint32(remote), uint32(local))
+			c.WriteString(bfdPart)
+			bgpParts.WriteString(bgpPart)
+		}
+		c.WriteString(bgpParts.String())
+	}
+	fmt.Fprintf(&c, "router bgp %d\n bgp router-id %s\n no bgp ebgp-requires-policy\n no bgp network import-check\n", local, l.dcV4)
 	fmt.Fprintf(&c, " neighbor %s remote-as %d\n", l.hostV4, remote)
+	if o.v6 {
+		fmt.Fprintf(&c, " neighbor %s remote-as %d\n", l.hostV6, remote)
+	}
 	if o.password != "" {
 		fmt.Fprintf(&c, " neighbor %s password %s\n", l.hostV4, o.password)
 	}
 	c.WriteString(o.extra)
 	fmt.Fprintf(&c, " address-family ipv4 unicast\n%s exit-address-family\n", o.extraAF4)
-	fmt.Fprintf(&c, " address-family ipv6 unicast\n  neighbor %s activate\n exit-address-family\n!\n", l.hostV4)
-	l.frr = frrtest.Start(t, l.ns, frrtest.Config{Text: c.String(), Name: "nb" + id})
+	fmt.Fprintf(&c, " address-family ipv6 unicast\n  neighbor %s activate\n", l.hostV4)
+	if o.v6 {
+		fmt.Fprintf(&c, "  neighbor %s activate\n", l.hostV6)
+	}
+	c.WriteString(" exit-address-family\n!\n")
+	l.frr = frrtest.Start(t, l.ns, frrtest.Config{Text: c.String(), Name: "nb" + id, BFD: o.bfd})
 	return l
 }
 

@@ -1,5 +1,5 @@
-// Package frrtest runs a real FRR (zebra + bgpd, FRR 8.4 from Debian's
-// `frr` package) inside a network namespace that the test created, for
+// Package frrtest runs a real FRR (zebra + bgpd, and bfdd on request; FRR
+// 8.4 from Debian's `frr` package) inside a network namespace that the test created, for
 // integration tests that need a real BGP peer.
 //
 //	r := frrtest.Start(t, "dc-1a2b", frrtest.Config{Text: `frr defaults datacenter
@@ -46,6 +46,7 @@ import (
 const (
 	zebraBin = "/usr/lib/frr/zebra"
 	bgpdBin  = "/usr/lib/frr/bgpd"
+	bfddBin  = "/usr/lib/frr/bfdd"
 )
 
 // Config is what Start needs besides the namespace.
@@ -56,6 +57,17 @@ type Config struct {
 	Text string
 	// Name of the FRR path space; empty = "frr-" + namespace + random suffix.
 	Name string
+	// BFD starts bfdd too (before bgpd, which registers its sessions with
+	// it). Put the `bfd` block (see BFDPeerConfig) in Text; do not end
+	// blocks with `exit` lines: every daemon reads the whole file and bfdd
+	// then silently ignores its block.
+	BFD bool
+}
+
+// BFDPeerConfig returns a `bfd` block for one single-hop peer with the
+// given timers (milliseconds), for Config.Text.
+func BFDPeerConfig(peer netip.Addr, rxMs, txMs, mult int) string {
+	return fmt.Sprintf("bfd\n peer %s\n  receive-interval %d\n  transmit-interval %d\n  detect-multiplier %d\n !\n!\n", peer, rxMs, txMs, mult)
 }
 
 // Router is one running FRR instance.
@@ -64,6 +76,7 @@ type Router struct {
 	Netns   string // network namespace it runs in
 	confDir string
 	runDir  string
+	daemons []string // started, in start order
 	nl      *netlink.Handle
 }
 
@@ -71,7 +84,11 @@ type Router struct {
 // answers. The namespace must exist (created by the test).
 func Start(t testing.TB, ns string, cfg Config) *Router {
 	t.Helper()
-	for _, bin := range []string{zebraBin, bgpdBin} {
+	bins := []string{zebraBin, bgpdBin}
+	if cfg.BFD {
+		bins = append(bins, bfddBin)
+	}
+	for _, bin := range bins {
 		if _, err := os.Stat(bin); err != nil {
 			t.Fatalf("frrtest: %s missing: install FRR 8.4 (apt-get install -y frr): %v", bin, err)
 		}
@@ -129,12 +146,20 @@ func Start(t testing.TB, ns string, cfg Config) *Router {
 		t.Fatalf("frrtest: netlink handle in %q: %v", ns, err)
 	}
 
-	for _, d := range []string{"zebra", "bgpd"} {
-		bin := map[string]string{"zebra": zebraBin, "bgpd": bgpdBin}[d]
+	r.daemons = []string{"zebra", "bgpd"}
+	if cfg.BFD {
+		r.daemons = []string{"zebra", "bfdd", "bgpd"}
+	}
+	for _, d := range r.daemons {
+		bin := map[string]string{"zebra": zebraBin, "bgpd": bgpdBin, "bfdd": bfddBin}[d]
 		args := []string{"netns", "exec", ns, bin, "-d", "-N", name, "-f", conf,
 			"-i", filepath.Join(r.runDir, d+".pid"),
 			"-P", "0", // no TCP vty: vtysh uses the unix sockets
 			"--log", "file:" + filepath.Join(r.runDir, d+".log"), "--log-level", "informational"}
+		if d == "bfdd" {
+			// bfdd's control socket lives in the instance's run dir.
+			args = append(args, "--bfdctl", filepath.Join(r.runDir, "bfdd.sock"))
+		}
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			t.Fatalf("frrtest: start %s in %s: %v: %s", d, ns, err, out)
 		}
@@ -171,7 +196,7 @@ func (r *Router) waitFile(t testing.TB, path string, d time.Duration) {
 }
 
 func (r *Router) stop(t testing.TB) {
-	for _, d := range []string{"bgpd", "zebra"} {
+	for _, d := range []string{"bgpd", "bfdd", "zebra"} {
 		pidFile := filepath.Join(r.runDir, d+".pid")
 		b, err := os.ReadFile(pidFile)
 		if err != nil {
@@ -191,7 +216,7 @@ func (r *Router) stop(t testing.TB) {
 		}
 	}
 	if t.Failed() {
-		for _, d := range []string{"zebra", "bgpd"} {
+		for _, d := range r.daemons {
 			if b, err := os.ReadFile(filepath.Join(r.runDir, d+".log")); err == nil {
 				t.Logf("frrtest: %s %s log (last 4 KiB):\n%s", r.Name, d, tail(b, 4096))
 			}
@@ -258,6 +283,64 @@ func (r *Router) Neighbors() (map[string]Neighbor, error) {
 		for a, n := range sum[af].Peers {
 			out[a] = n
 		}
+	}
+	return out, nil
+}
+
+// BFDPeer is one entry of `show bfd peers json`. Intervals are in
+// milliseconds.
+type BFDPeer struct {
+	Multihop         bool   `json:"multihop"`
+	Peer             string `json:"peer"`
+	Local            string `json:"local"`
+	Interface        string `json:"interface"`
+	ID               uint32 `json:"id"`
+	RemoteID         uint32 `json:"remote-id"`
+	Status           string `json:"status"` // "up", "down", "init", "shutdown"
+	Uptime           int64  `json:"uptime"`
+	Downtime         int64  `json:"downtime"`
+	Diagnostic       string `json:"diagnostic"`
+	RemoteDiagnostic string `json:"remote-diagnostic"`
+	ReceiveInterval  int    `json:"receive-interval"`
+	TransmitInterval int    `json:"transmit-interval"`
+	DetectMultiplier int    `json:"detect-multiplier"`
+	RemoteReceive    int    `json:"remote-receive-interval"`
+	RemoteTransmit   int    `json:"remote-transmit-interval"`
+	RemoteDetectMult int    `json:"remote-detect-multiplier"`
+}
+
+// BFDPeers returns `show bfd peers json`, keyed by peer address.
+func (r *Router) BFDPeers() (map[string]BFDPeer, error) {
+	var ps []BFDPeer
+	if err := r.VtyshJSON("show bfd peers json", &ps); err != nil {
+		return nil, err
+	}
+	out := make(map[string]BFDPeer, len(ps))
+	for _, p := range ps {
+		out[p.Peer] = p
+	}
+	return out, nil
+}
+
+// BFDCounters is one entry of `show bfd peers counters json`.
+type BFDCounters struct {
+	Peer          string `json:"peer"`
+	ControlIn     uint64 `json:"control-packet-input"`
+	ControlOut    uint64 `json:"control-packet-output"`
+	SessionUp     uint64 `json:"session-up"`
+	SessionDown   uint64 `json:"session-down"`
+	ZebraNotifies uint64 `json:"zebra-notifications"`
+}
+
+// BFDPeerCounters returns `show bfd peers counters json`, keyed by peer.
+func (r *Router) BFDPeerCounters() (map[string]BFDCounters, error) {
+	var ps []BFDCounters
+	if err := r.VtyshJSON("show bfd peers counters json", &ps); err != nil {
+		return nil, err
+	}
+	out := make(map[string]BFDCounters, len(ps))
+	for _, p := range ps {
+		out[p.Peer] = p
 	}
 	return out, nil
 }
