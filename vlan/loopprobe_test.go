@@ -1,0 +1,495 @@
+package vlan
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/mdlayher/packet"
+	"go.uber.org/zap/zaptest"
+	"golang.org/x/sys/unix"
+
+	"github.com/netbridge-io/netbridge/internal/netnstest"
+)
+
+var testProbeKey = []byte("0123456789abcdef-loop-probe-key")
+
+func TestProbeEncoding(t *testing.T) {
+	src := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	at := time.Unix(1700000000, 123456789)
+	in := probe{Flags: flagOverlay, VNI: 1020, Seq: 42, SentAt: at, From: "gateway-a.example"}
+	f, err := encodeProbe(testProbeKey, src, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f) < 60 {
+		t.Errorf("frame of %d bytes: shorter than Ethernet's minimum", len(f))
+	}
+	if !bytes.Equal(f[:6], loopProbeMAC) || !bytes.Equal(f[6:12], src) || f[12] != 0x88 || f[13] != 0xB5 {
+		t.Errorf("header % x: want dst %s src %s type 88b5", f[:14], loopProbeMAC, src)
+	}
+	out, err := decodeProbe(testProbeKey, f)
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if out.Flags != in.Flags || out.VNI != in.VNI || out.Seq != in.Seq || !out.SentAt.Equal(at) || out.From != in.From {
+		t.Errorf("decoded %+v, want %+v", out, in)
+	}
+
+	bad := func(name string, frame []byte, key []byte, want string) {
+		t.Helper()
+		if _, err := decodeProbe(key, frame); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want one mentioning %q", name, err, want)
+		}
+	}
+	bad("other key", f, []byte("another-key-of-16-bytes"), "bad HMAC")
+	for _, off := range []int{14 + 5, 14 + 9, 14 + 17, 14 + 25, 14 + 28} { // flags, vni, seq, time, sender
+		g := bytes.Clone(f)
+		g[off] ^= 1
+		bad(fmt.Sprintf("bit flipped at %d", off), g, testProbeKey, "bad HMAC")
+	}
+	g := bytes.Clone(f)
+	g[14+4] = 9
+	bad("version", g, testProbeKey, "version 9")
+	bad("truncated", f[:14+27+len(in.From)+8], testProbeKey, "too short")
+	g = bytes.Clone(f)
+	g[13] = 0xB6
+	bad("ethertype", g, testProbeKey, "not a loop probe")
+	if _, err := encodeProbe(testProbeKey, src, probe{From: strings.Repeat("x", 254)}); err == nil {
+		t.Error("a 254-byte sender was encoded")
+	}
+}
+
+func TestLoopProbeOptionsErrors(t *testing.T) {
+	_, err := NewLoopProbe(LoopProbeOptions{Key: []byte("short"), Interval: -time.Second})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, w := range []string{`self ""`, "key: 5 bytes", "interval -1s", "onDetect: required"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not mention %q", err, w)
+		}
+	}
+}
+
+// loopLab is two gateways on one legacy switch and one node, every VTEP
+// flooding to the others: gw1 bridges the segment; gw2 has its access port
+// into the same switch but detached (a standby).
+type loopLab struct {
+	sw, host, gw1, gw2, node, vm *netnstest.NS
+	vmMAC                        net.HardwareAddr
+}
+
+func newLoopLab(t *testing.T) *loopLab {
+	t.Helper()
+	var (
+		gw1VTEP = netip.MustParseAddr("192.0.2.1")
+		nVTEP   = netip.MustParseAddr("192.0.2.2")
+		gw2VTEP = netip.MustParseAddr("192.0.2.5")
+	)
+	l := &loopLab{
+		sw: netnstest.New(t, "nb-lsw"), host: netnstest.New(t, "nb-lh"),
+		gw1: netnstest.New(t, "nb-lg1"), gw2: netnstest.New(t, "nb-lg2"),
+		node: netnstest.New(t, "nb-ln"), vm: netnstest.New(t, "nb-lvm"),
+		vmMAC: net.HardwareAddr{0x02, 0, 0, 0, 0, 0x51},
+	}
+	ul := netnstest.New(t, "nb-lul")
+	// No IPv6: its chatter (DAD, MLD) would circulate in the forced loop
+	// and blur the frame counts.
+	for _, ns := range []*netnstest.NS{l.sw, l.host, l.gw1, l.gw2, l.node, l.vm, ul} {
+		ns.Run(t, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+	}
+	for _, ns := range []*netnstest.NS{l.sw, ul} {
+		ns.Run(t, "ip", "link", "add", "sw0", "type", "bridge")
+		ns.Run(t, "ip", "link", "set", "sw0", "up")
+	}
+	for _, p := range []struct {
+		ns   *netnstest.NS
+		port string
+		vtep netip.Addr
+	}{{l.gw1, "p-gw1", gw1VTEP}, {l.gw2, "p-gw2", gw2VTEP}, {l.node, "p-node", nVTEP}} {
+		netnstest.Veth(t, p.ns, "ul0", ul, p.port)
+		ul.Run(t, "ip", "link", "set", p.port, "master", "sw0")
+		p.ns.Run(t, "ip", "addr", "add", p.vtep.String()+"/24", "dev", "ul0")
+	}
+	// The legacy switch: a Linux bridge with its default 300 s ageing.
+	for _, p := range []struct {
+		ns         *netnstest.NS
+		name, port string
+	}{{l.gw1, "up0", "p-gw1"}, {l.gw2, "up0", "p-gw2"}, {l.host, "eth0", "p-host"}} {
+		netnstest.Veth(t, p.ns, p.name, l.sw, p.port)
+		l.sw.Run(t, "ip", "link", "set", p.port, "master", "sw0")
+	}
+	netnstest.Veth(t, l.node, "vm0", l.vm, "eth0")
+	l.vm.Run(t, "ip", "link", "set", "eth0", "address", l.vmMAC.String())
+
+	seg := func(role Role, uplink string, local netip.Addr, flood ...netip.Addr) Segment {
+		return Segment{Name: "legacy-loop", VNI: testVNI, Role: role, Uplink: uplink, Access: uplink != "", MTU: 1450,
+			LocalVTEP: local, FloodVTEPs: flood}
+	}
+	reconcile(t, New(l.node.Handle, zaptest.NewLogger(t).Named("node")), seg(RoleNode, "", nVTEP, gw1VTEP))
+	l.node.Run(t, "ip", "link", "set", "vm0", "master", BridgeName(testVNI))
+	reconcile(t, New(l.gw1.Handle, zaptest.NewLogger(t).Named("gw1")), seg(RoleGateway, "up0", gw1VTEP, nVTEP, gw2VTEP))
+	reconcile(t, New(l.gw2.Handle, zaptest.NewLogger(t).Named("gw2")), seg(RoleGateway, "", gw2VTEP, nVTEP, gw1VTEP))
+	return l
+}
+
+func (l *loopLab) setGW2Bridged(t *testing.T, on bool) time.Time {
+	t.Helper()
+	port, err := l.gw2.Handle.LinkByName("up0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br, err := l.gw2.Handle.LinkByName(BridgeName(testVNI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now()
+	if on {
+		err = l.gw2.Handle.LinkSetMaster(port, br)
+	} else {
+		err = l.gw2.Handle.LinkSetNoMaster(port)
+	}
+	if err != nil {
+		t.Fatalf("gw2 up0 bridged=%v: %v", on, err)
+	}
+	return at
+}
+
+// rawSocket opens an AF_PACKET socket on iface in ns that sees every
+// frame the interface receives (and, unless ingressOnly, sends).
+func rawSocket(t *testing.T, ns *netnstest.NS, iface string, ingressOnly bool) (*packet.Conn, net.HardwareAddr) {
+	t.Helper()
+	var c *packet.Conn
+	var mac net.HardwareAddr
+	err := ns.Do(func() error {
+		ifi, err := net.InterfaceByName(iface)
+		if err != nil {
+			return err
+		}
+		mac = ifi.HardwareAddr
+		if c, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, nil); err != nil {
+			return err
+		}
+		if ingressOnly {
+			return ignoreOutgoing(c)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("raw socket on %s in %s: %v", iface, ns.Name, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, mac
+}
+
+const wireEtherType = 0x88B6
+
+// capture counts, until the returned func is called, the marker frames
+// (EtherType 0x88B6, payload starting with tag) arriving on c, by marker.
+func capture(c *packet.Conn, tag string) func() map[string]int {
+	stop := make(chan struct{})
+	res := make(chan map[string]int, 1)
+	go func() {
+		got := map[string]int{}
+		buf := make([]byte, 2048)
+		for {
+			select {
+			case <-stop:
+				res <- got
+				return
+			default:
+			}
+			_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			n, _, err := c.ReadFrom(buf)
+			if err != nil {
+				continue
+			}
+			var eth layers.Ethernet
+			if eth.DecodeFromBytes(buf[:n], gopacket.NilDecodeFeedback) != nil || eth.EthernetType != wireEtherType {
+				continue
+			}
+			if p := eth.Payload; bytes.HasPrefix(p, []byte(tag)) {
+				got[string(bytes.TrimRight(p, "\x00"))]++
+			}
+		}
+	}()
+	return func() map[string]int { close(stop); return <-res }
+}
+
+func sendMarkers(t *testing.T, c *packet.Conn, src net.HardwareAddr, tag string, n int) []string {
+	t.Helper()
+	var sent []string
+	for i := 0; i < n; i++ {
+		m := fmt.Sprintf("%s-%02d", tag, i)
+		buf := gopacket.NewSerializeBuffer()
+		eth := &layers.Ethernet{SrcMAC: src, DstMAC: layers.EthernetBroadcast, EthernetType: wireEtherType}
+		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{}, eth, gopacket.Payload(m)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.WriteTo(buf.Bytes(), &packet.Addr{HardwareAddr: layers.EthernetBroadcast}); err != nil {
+			t.Fatalf("send marker: %v", err)
+		}
+		sent = append(sent, m)
+		time.Sleep(2 * time.Millisecond)
+	}
+	return sent
+}
+
+// wireCheck is rule 1 checked by frames: n broadcasts from the legacy host,
+// counted as they arrive on the node's VXLAN device, and n broadcasts from
+// the VM, counted on the legacy host and back on the VM's own interface.
+type wireCheck struct {
+	hostToOverlay, vmToHost, vmBack map[string]int
+	hostSent, vmSent                []string
+}
+
+func (l *loopLab) wireCheck(t *testing.T, tag string, n int, window time.Duration) wireCheck {
+	t.Helper()
+	hostConn, hostMAC := rawSocket(t, l.host, "eth0", true)
+	vmConn, _ := rawSocket(t, l.vm, "eth0", true)
+	overlay, _ := rawSocket(t, l.node, VXLANName(testVNI), true)
+	stopOverlay := capture(overlay, tag+"-h")
+	stopHost := capture(hostConn, tag+"-v")
+	stopVM := capture(vmConn, tag+"-v")
+	var w wireCheck
+	w.hostSent = sendMarkers(t, hostConn, hostMAC, tag+"-h", n)
+	w.vmSent = sendMarkers(t, vmConn, l.vmMAC, tag+"-v", n)
+	time.Sleep(window)
+	w.hostToOverlay, w.vmToHost, w.vmBack = stopOverlay(), stopHost(), stopVM()
+	return w
+}
+
+// exactlyOnce says what breaks "every frame crossed once, none came back".
+func (w wireCheck) problems() []string {
+	var p []string
+	for _, m := range w.hostSent {
+		if c := w.hostToOverlay[m]; c != 1 {
+			p = append(p, fmt.Sprintf("legacy broadcast %s arrived %d times on the VXLAN side", m, c))
+		}
+	}
+	for _, m := range w.vmSent {
+		if c := w.vmToHost[m]; c != 1 {
+			p = append(p, fmt.Sprintf("VM broadcast %s arrived %d times on the legacy host", m, c))
+		}
+		if c := w.vmBack[m]; c != 0 {
+			p = append(p, fmt.Sprintf("VM broadcast %s came back to the VM %d times", m, c))
+		}
+	}
+	return p
+}
+
+type detections struct {
+	mu   sync.Mutex
+	list []Detection
+}
+
+func (d *detections) add(x Detection) {
+	d.mu.Lock()
+	d.list = append(d.list, x)
+	d.mu.Unlock()
+}
+
+func (d *detections) snapshot() []Detection {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]Detection(nil), d.list...)
+}
+
+func (d *detections) reset() {
+	d.mu.Lock()
+	d.list = nil
+	d.mu.Unlock()
+}
+
+func (d *detections) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.list)
+}
+
+// TestLoopProbeCutsSecondBridge forces a second bridge on the VLAN by
+// enslaving the standby's access port behind its agent's back: both
+// gateways' probes must see it, the standby's port is cut within 200 ms,
+// and afterwards every frame crosses between VLAN and VXLAN exactly once.
+func TestLoopProbeCutsSecondBridge(t *testing.T) {
+	l := newLoopLab(t)
+
+	// The wire check itself: one bridge passes it; two bridges fail it.
+	if p := l.wireCheck(t, "base", 10, 200*time.Millisecond).problems(); len(p) > 0 {
+		t.Fatalf("one bridge, before any probe:\n%s", strings.Join(p, "\n"))
+	}
+	l.setGW2Bridged(t, true)
+	control := l.wireCheck(t, "ctl", 2, 50*time.Millisecond)
+	l.setGW2Bridged(t, false)
+	if len(control.problems()) == 0 {
+		t.Fatalf("two bridges passed the wire check (%+v): it proves nothing", control)
+	}
+	t.Logf("control, two bridges without probes: %d problems, e.g. %s", len(control.problems()), control.problems()[0])
+	time.Sleep(300 * time.Millisecond) // the control's frames die out
+
+	var d1, d2 detections
+	var mu sync.Mutex
+	var enslavedAt, cutAt, first1, first2 time.Time
+	cutDone := make(chan struct{})
+	armed := false
+	onDetect := func(gw string, d *detections) func(Detection) {
+		return func(x Detection) {
+			d.add(x)
+			mu.Lock()
+			defer mu.Unlock()
+			if !armed {
+				return
+			}
+			if gw == "gw1" && first1.IsZero() {
+				first1 = x.At
+			}
+			if gw == "gw2" && first2.IsZero() {
+				first2 = x.At
+			}
+			// What the agent does on the gateway that must yield (gw2
+			// holds no Lease): detach its VLAN port at once.
+			if !first1.IsZero() && !first2.IsZero() && cutAt.IsZero() {
+				port, err := l.gw2.Handle.LinkByName("up0")
+				if err == nil {
+					err = l.gw2.Handle.LinkSetNoMaster(port)
+				}
+				if err != nil {
+					t.Errorf("cut gw2: %v", err)
+				}
+				cutAt = time.Now()
+				close(cutDone)
+			}
+		}
+	}
+	p1, err := NewLoopProbeIn(l.gw1.NsHandle, LoopProbeOptions{Self: "gw1", Key: testProbeKey,
+		OnDetect: onDetect("gw1", &d1), Log: zaptest.NewLogger(t).Named("gw1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p1.Close() })
+	p2, err := NewLoopProbeIn(l.gw2.NsHandle, LoopProbeOptions{Self: "gw2", Key: testProbeKey,
+		OnDetect: onDetect("gw2", &d2), Log: zaptest.NewLogger(t).Named("gw2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p2.Close() })
+	if err := p1.Set([]ProbedSegment{{VNI: testVNI, VLANPort: "up0", Sending: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.Set([]ProbedSegment{{VNI: testVNI, VLANPort: "up0"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// One bridge: its own probes leaving its port, and the standby hearing
+	// them on its detached port, are no detection.
+	time.Sleep(3 * time.Second)
+	s1, s2 := p1.Stats(), p2.Stats()
+	t.Logf("one bridge for 3s: gw1 %+v, gw2 %+v", s1, s2)
+	if d1.count()+d2.count() != 0 {
+		t.Fatalf("false positives with one bridge: gw1 %v, gw2 %v", d1.snapshot(), d2.snapshot())
+	}
+	if s1.Sent < 100 || s2.Received < 50 {
+		t.Fatalf("probes not flowing: gw1 sent %d, gw2 received %d", s1.Sent, s2.Received)
+	}
+
+	// A host on the VLAN forges a probe (wrong key), replays one of gw1's
+	// own, and sends one signed with the right key: only the last counts.
+	hostConn, hostMAC := rawSocket(t, l.host, "eth0", true)
+	forged, err := encodeProbe([]byte("not-the-gateways-key"), hostMAC,
+		probe{VNI: testVNI, Seq: uint64(time.Now().UnixNano()), SentAt: time.Now(), From: "gw2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var captured []byte
+	buf := make([]byte, 2048)
+	for captured == nil {
+		_ = hostConn.SetReadDeadline(time.Now().Add(time.Second))
+		n, _, err := hostConn.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("legacy host hears no probe of gw1: %v", err)
+		}
+		if pr, err := decodeProbe(testProbeKey, buf[:n]); err == nil && pr.From == "gw1" {
+			captured = bytes.Clone(buf[:n])
+		}
+	}
+	dst := &packet.Addr{HardwareAddr: loopProbeMAC}
+	for _, f := range [][]byte{forged, captured} {
+		if _, err := hostConn.WriteTo(f, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	after := p1.Stats()
+	if d1.count()+d2.count() != 0 {
+		t.Fatalf("forged or replayed probe detected: gw1 %v, gw2 %v", d1.snapshot(), d2.snapshot())
+	}
+	if after.Invalid == s1.Invalid || after.Reflected == s1.Reflected {
+		t.Errorf("gw1 did not count the forgery (invalid %d→%d) or the replay (reflected %d→%d)",
+			s1.Invalid, after.Invalid, s1.Reflected, after.Reflected)
+	}
+	signed, err := encodeProbe(testProbeKey, hostMAC,
+		probe{VNI: testVNI, Seq: uint64(time.Now().UnixNano()), SentAt: time.Now(), From: "gw-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hostConn.WriteTo(signed, dst); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Second)
+	for d1.count() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := d1.snapshot(); len(got) != 1 || got[0].From != "gw-test" || d2.count() != 0 {
+		t.Fatalf("a correctly keyed probe on the bridged port: gw1 %v, gw2 %v; want one detection on gw1", got, d2.snapshot())
+	}
+	d1.reset()
+
+	// The second bridge, behind gw2's agent's back.
+	mu.Lock()
+	armed = true
+	mu.Unlock()
+	enslavedAt = l.setGW2Bridged(t, true)
+	select {
+	case <-cutDone:
+	case <-time.After(2 * time.Second):
+		t.Fatalf("second bridge not detected on both gateways within 2s: gw1 %v, gw2 %v", d1.snapshot(), d2.snapshot())
+	}
+	mu.Lock()
+	detectMS := cutAt.Sub(enslavedAt).Milliseconds()
+	fmt.Printf("loop_detect_ms=%d gw1_detect_ms=%d gw2_detect_ms=%d\n", detectMS,
+		first1.Sub(enslavedAt).Milliseconds(), first2.Sub(enslavedAt).Milliseconds())
+	mu.Unlock()
+	if detectMS > 200 {
+		t.Errorf("second bridge detected and cut in %d ms, want ≤ 200", detectMS)
+	}
+	for _, x := range d1.snapshot() {
+		if x.From != "gw1" || !x.Own || x.Port != "up0" || x.VNI != testVNI {
+			t.Errorf("gw1 detection %+v: want its own probe back on up0", x)
+		}
+	}
+	for _, x := range d2.snapshot() {
+		if x.From != "gw1" || x.Own {
+			t.Errorf("gw2 detection %+v: want gw1's probe", x)
+		}
+	}
+
+	// After the cut: no more detections, and every frame crosses once.
+	time.Sleep(300 * time.Millisecond)
+	n1, n2 := d1.count(), d2.count()
+	if p := l.wireCheck(t, "cut", 10, 200*time.Millisecond).problems(); len(p) > 0 {
+		t.Errorf("after the cut:\n%s", strings.Join(p, "\n"))
+	}
+	time.Sleep(time.Second)
+	if d1.count() != n1 || d2.count() != n2 {
+		t.Errorf("detections went on after the cut: gw1 %d→%d, gw2 %d→%d", n1, d1.count(), n2, d2.count())
+	}
+	t.Logf("gw1 %+v, gw2 %+v", p1.Stats(), p2.Stats())
+}
