@@ -287,11 +287,13 @@ func (p *LoopProbe) Close() error {
 type probedSeg struct {
 	cfg     ProbedSegment
 	portIdx int
-	listen  *packet.Conn // on the VLAN port; nil when it does not exist
-	overlay *packet.Conn // on the VXLAN device, send only; nil unless sending
-	src     net.HardwareAddr
-	quit    chan struct{}
-	wg      sync.WaitGroup
+	// bridgeIdx caches the bridge's index for the receiver goroutine.
+	bridgeIdx int
+	listen    *packet.Conn // on the VLAN port; nil when it does not exist
+	overlay   *packet.Conn // on the VXLAN device, send only; nil unless sending
+	src       net.HardwareAddr
+	quit      chan struct{}
+	wg        sync.WaitGroup
 	// failed: a socket broke (the port went away): the next Set reopens.
 	failed atomic.Bool
 }
@@ -398,14 +400,20 @@ func (p *LoopProbe) bridged(r *probedSeg) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if port.Attrs().MasterIndex == 0 {
+	master := port.Attrs().MasterIndex
+	if master == 0 {
 		return false, nil
 	}
-	br, err := p.h.LinkByName(r.cfg.Bridge)
-	if err != nil {
-		return false, nil // no bridge, no bridging
+	// One netlink request on the hot path; the bridge is looked up again
+	// only when the master differs (a recreated bridge has a new index).
+	if master != r.bridgeIdx {
+		br, err := p.h.LinkByName(r.cfg.Bridge)
+		if err != nil {
+			return false, nil // no bridge, no bridging
+		}
+		r.bridgeIdx = br.Attrs().Index
 	}
-	return port.Attrs().MasterIndex == br.Attrs().Index, nil
+	return master == r.bridgeIdx, nil
 }
 
 func openRaw(l netlink.Link, filter []bpf.Instruction) (*packet.Conn, error) {

@@ -79,15 +79,16 @@ func TestLoopProbeOptionsErrors(t *testing.T) {
 	}
 }
 
-// loopLab is two gateways on one legacy switch and one node, every VTEP
-// flooding to the others: gw1 bridges the segment; gw2 has its access port
-// into the same switch but detached (a standby).
+// loopLab is two gateways on one legacy switch and one node: gw1 bridges
+// the segment; gw2 has its access port into the same switch but detached
+// (a standby). The node floods to gw1 (the active gateway); the gateways
+// flood to the node, and with mesh to each other too.
 type loopLab struct {
 	sw, host, gw1, gw2, node, vm *netnstest.NS
 	vmMAC                        net.HardwareAddr
 }
 
-func newLoopLab(t *testing.T) *loopLab {
+func newLoopLab(t *testing.T, mesh bool) *loopLab {
 	t.Helper()
 	var (
 		gw1VTEP = netip.MustParseAddr("192.0.2.1")
@@ -136,8 +137,12 @@ func newLoopLab(t *testing.T) *loopLab {
 	}
 	reconcile(t, New(l.node.Handle, zaptest.NewLogger(t).Named("node")), seg(RoleNode, "", nVTEP, gw1VTEP))
 	l.node.Run(t, "ip", "link", "set", "vm0", "master", BridgeName(testVNI))
-	reconcile(t, New(l.gw1.Handle, zaptest.NewLogger(t).Named("gw1")), seg(RoleGateway, "up0", gw1VTEP, nVTEP, gw2VTEP))
-	reconcile(t, New(l.gw2.Handle, zaptest.NewLogger(t).Named("gw2")), seg(RoleGateway, "", gw2VTEP, nVTEP, gw1VTEP))
+	gw1Flood, gw2Flood := []netip.Addr{nVTEP}, []netip.Addr{nVTEP}
+	if mesh {
+		gw1Flood, gw2Flood = append(gw1Flood, gw2VTEP), append(gw2Flood, gw1VTEP)
+	}
+	reconcile(t, New(l.gw1.Handle, zaptest.NewLogger(t).Named("gw1")), seg(RoleGateway, "up0", gw1VTEP, gw1Flood...))
+	reconcile(t, New(l.gw2.Handle, zaptest.NewLogger(t).Named("gw2")), seg(RoleGateway, "", gw2VTEP, gw2Flood...))
 	return l
 }
 
@@ -315,86 +320,130 @@ func (d *detections) count() int {
 	return len(d.list)
 }
 
+// probedLab runs a LoopProbe on each gateway of a loopLab: gw1 sends (it
+// bridges), gw2 listens on its detached port (a standby).
+type probedLab struct {
+	*loopLab
+	p1, p2 *LoopProbe
+	d1, d2 detections
+	mu     sync.Mutex
+	armed  *cutter
+}
+
+// cutter is armed for one forced second bridge: the first detection on
+// gateway `on` detaches gw2's port, as the agent that must yield does, and
+// records when.
+type cutter struct {
+	on          string
+	start, done time.Time
+	cut         chan struct{}
+}
+
+func startProbes(t *testing.T, l *loopLab) *probedLab {
+	t.Helper()
+	pl := &probedLab{loopLab: l}
+	onDetect := func(gw string, d *detections) func(Detection) {
+		return func(x Detection) {
+			d.add(x)
+			pl.mu.Lock()
+			defer pl.mu.Unlock()
+			c := pl.armed
+			if c == nil || c.on != gw || !c.done.IsZero() {
+				return
+			}
+			c.start = time.Now()
+			port, err := l.gw2.Handle.LinkByName("up0")
+			if err == nil {
+				err = l.gw2.Handle.LinkSetNoMaster(port)
+			}
+			if err != nil {
+				t.Errorf("cut gw2: %v", err)
+			}
+			c.done = time.Now()
+			close(c.cut)
+		}
+	}
+	var err error
+	pl.p1, err = NewLoopProbeIn(l.gw1.NsHandle, LoopProbeOptions{Self: "gw1", Key: testProbeKey,
+		OnDetect: onDetect("gw1", &pl.d1), Log: zaptest.NewLogger(t).Named("gw1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pl.p1.Close() })
+	pl.p2, err = NewLoopProbeIn(l.gw2.NsHandle, LoopProbeOptions{Self: "gw2", Key: testProbeKey,
+		OnDetect: onDetect("gw2", &pl.d2), Log: zaptest.NewLogger(t).Named("gw2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pl.p2.Close() })
+	if err := pl.p1.Set([]ProbedSegment{{VNI: testVNI, VLANPort: "up0", Sending: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pl.p2.Set([]ProbedSegment{{VNI: testVNI, VLANPort: "up0"}}); err != nil {
+		t.Fatal(err)
+	}
+	return pl
+}
+
+// forceSecondBridge enslaves gw2's port behind its agent's back and waits
+// until the detection on gateway `on` cut it; it returns the time from
+// the enslave to the end of the cut, and on's detections.
+func (pl *probedLab) forceSecondBridge(t *testing.T, on, metric string) (time.Duration, []Detection) {
+	t.Helper()
+	pl.d1.reset()
+	pl.d2.reset()
+	c := &cutter{on: on, cut: make(chan struct{})}
+	pl.mu.Lock()
+	pl.armed = c
+	pl.mu.Unlock()
+	enslavedAt := pl.setGW2Bridged(t, true)
+	select {
+	case <-c.cut:
+	case <-time.After(2 * time.Second):
+		pl.setGW2Bridged(t, false)
+		t.Fatalf("second bridge not detected by %s within 2s: gw1 %v, gw2 %v", on, pl.d1.snapshot(), pl.d2.snapshot())
+	}
+	pl.mu.Lock()
+	pl.armed = nil
+	took := c.done.Sub(enslavedAt)
+	fmt.Printf("%s=%d detach_ms=%d\n", metric, took.Milliseconds(), c.done.Sub(c.start).Milliseconds())
+	pl.mu.Unlock()
+	d := &pl.d1
+	if on == "gw2" {
+		d = &pl.d2
+	}
+	return took, d.snapshot()
+}
+
 // TestLoopProbeCutsSecondBridge forces a second bridge on the VLAN by
-// enslaving the standby's access port behind its agent's back: both
-// gateways' probes must see it, the standby's port is cut within 200 ms,
-// and afterwards every frame crosses between VLAN and VXLAN exactly once.
+// enslaving the standby's access port behind its agent's back, with the
+// gateways' flood lists as the gateway package makes them (the nodes with
+// VMs, not each other): the standby's listener hears the active gateway's
+// probe on its now bridged port, the port is cut within 200 ms, and
+// afterwards every frame crosses between VLAN and VXLAN exactly once.
 func TestLoopProbeCutsSecondBridge(t *testing.T) {
-	l := newLoopLab(t)
+	l := newLoopLab(t, false)
 
 	// The wire check itself: one bridge passes it; two bridges fail it.
 	if p := l.wireCheck(t, "base", 10, 200*time.Millisecond).problems(); len(p) > 0 {
 		t.Fatalf("one bridge, before any probe:\n%s", strings.Join(p, "\n"))
 	}
 	l.setGW2Bridged(t, true)
-	control := l.wireCheck(t, "ctl", 2, 50*time.Millisecond)
+	control := l.wireCheck(t, "ctl", 3, 100*time.Millisecond)
 	l.setGW2Bridged(t, false)
 	if len(control.problems()) == 0 {
 		t.Fatalf("two bridges passed the wire check (%+v): it proves nothing", control)
 	}
 	t.Logf("control, two bridges without probes: %d problems, e.g. %s", len(control.problems()), control.problems()[0])
-	time.Sleep(300 * time.Millisecond) // the control's frames die out
 
-	var d1, d2 detections
-	var mu sync.Mutex
-	var enslavedAt, cutAt, first1, first2 time.Time
-	cutDone := make(chan struct{})
-	armed := false
-	onDetect := func(gw string, d *detections) func(Detection) {
-		return func(x Detection) {
-			d.add(x)
-			mu.Lock()
-			defer mu.Unlock()
-			if !armed {
-				return
-			}
-			if gw == "gw1" && first1.IsZero() {
-				first1 = x.At
-			}
-			if gw == "gw2" && first2.IsZero() {
-				first2 = x.At
-			}
-			// What the agent does on the gateway that must yield (gw2
-			// holds no Lease): detach its VLAN port at once.
-			if !first1.IsZero() && !first2.IsZero() && cutAt.IsZero() {
-				port, err := l.gw2.Handle.LinkByName("up0")
-				if err == nil {
-					err = l.gw2.Handle.LinkSetNoMaster(port)
-				}
-				if err != nil {
-					t.Errorf("cut gw2: %v", err)
-				}
-				cutAt = time.Now()
-				close(cutDone)
-			}
-		}
-	}
-	p1, err := NewLoopProbeIn(l.gw1.NsHandle, LoopProbeOptions{Self: "gw1", Key: testProbeKey,
-		OnDetect: onDetect("gw1", &d1), Log: zaptest.NewLogger(t).Named("gw1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p1.Close() })
-	p2, err := NewLoopProbeIn(l.gw2.NsHandle, LoopProbeOptions{Self: "gw2", Key: testProbeKey,
-		OnDetect: onDetect("gw2", &d2), Log: zaptest.NewLogger(t).Named("gw2")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p2.Close() })
-	if err := p1.Set([]ProbedSegment{{VNI: testVNI, VLANPort: "up0", Sending: true}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := p2.Set([]ProbedSegment{{VNI: testVNI, VLANPort: "up0"}}); err != nil {
-		t.Fatal(err)
-	}
-
+	pl := startProbes(t, l)
 	// One bridge: its own probes leaving its port, and the standby hearing
 	// them on its detached port, are no detection.
 	time.Sleep(3 * time.Second)
-	s1, s2 := p1.Stats(), p2.Stats()
+	s1, s2 := pl.p1.Stats(), pl.p2.Stats()
 	t.Logf("one bridge for 3s: gw1 %+v, gw2 %+v", s1, s2)
-	if d1.count()+d2.count() != 0 {
-		t.Fatalf("false positives with one bridge: gw1 %v, gw2 %v", d1.snapshot(), d2.snapshot())
+	if pl.d1.count()+pl.d2.count() != 0 {
+		t.Fatalf("false positives with one bridge: gw1 %v, gw2 %v", pl.d1.snapshot(), pl.d2.snapshot())
 	}
 	if s1.Sent < 100 || s2.Received < 50 {
 		t.Fatalf("probes not flowing: gw1 sent %d, gw2 received %d", s1.Sent, s2.Received)
@@ -427,9 +476,9 @@ func TestLoopProbeCutsSecondBridge(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	after := p1.Stats()
-	if d1.count()+d2.count() != 0 {
-		t.Fatalf("forged or replayed probe detected: gw1 %v, gw2 %v", d1.snapshot(), d2.snapshot())
+	after := pl.p1.Stats()
+	if pl.d1.count()+pl.d2.count() != 0 {
+		t.Fatalf("forged or replayed probe detected: gw1 %v, gw2 %v", pl.d1.snapshot(), pl.d2.snapshot())
 	}
 	if after.Invalid == s1.Invalid || after.Reflected == s1.Reflected {
 		t.Errorf("gw1 did not count the forgery (invalid %d→%d) or the replay (reflected %d→%d)",
@@ -444,52 +493,60 @@ func TestLoopProbeCutsSecondBridge(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(time.Second)
-	for d1.count() == 0 && time.Now().Before(deadline) {
+	for pl.d1.count() == 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if got := d1.snapshot(); len(got) != 1 || got[0].From != "gw-test" || d2.count() != 0 {
-		t.Fatalf("a correctly keyed probe on the bridged port: gw1 %v, gw2 %v; want one detection on gw1", got, d2.snapshot())
+	if got := pl.d1.snapshot(); len(got) != 1 || got[0].From != "gw-test" || pl.d2.count() != 0 {
+		t.Fatalf("a correctly keyed probe on the bridged port: gw1 %v, gw2 %v; want one detection on gw1", got, pl.d2.snapshot())
 	}
-	d1.reset()
 
-	// The second bridge, behind gw2's agent's back.
-	mu.Lock()
-	armed = true
-	mu.Unlock()
-	enslavedAt = l.setGW2Bridged(t, true)
-	select {
-	case <-cutDone:
-	case <-time.After(2 * time.Second):
-		t.Fatalf("second bridge not detected on both gateways within 2s: gw1 %v, gw2 %v", d1.snapshot(), d2.snapshot())
+	took, got := pl.forceSecondBridge(t, "gw2", "loop_detect_ms")
+	if took > 200*time.Millisecond {
+		t.Errorf("second bridge detected and cut in %s, want ≤ 200ms", took)
 	}
-	mu.Lock()
-	detectMS := cutAt.Sub(enslavedAt).Milliseconds()
-	fmt.Printf("loop_detect_ms=%d gw1_detect_ms=%d gw2_detect_ms=%d\n", detectMS,
-		first1.Sub(enslavedAt).Milliseconds(), first2.Sub(enslavedAt).Milliseconds())
-	mu.Unlock()
-	if detectMS > 200 {
-		t.Errorf("second bridge detected and cut in %d ms, want ≤ 200", detectMS)
-	}
-	for _, x := range d1.snapshot() {
-		if x.From != "gw1" || !x.Own || x.Port != "up0" || x.VNI != testVNI {
-			t.Errorf("gw1 detection %+v: want its own probe back on up0", x)
-		}
-	}
-	for _, x := range d2.snapshot() {
-		if x.From != "gw1" || x.Own {
-			t.Errorf("gw2 detection %+v: want gw1's probe", x)
+	for _, x := range got {
+		if x.From != "gw1" || x.Own || x.Port != "up0" || x.VNI != testVNI {
+			t.Errorf("gw2 detection %+v: want gw1's probe on up0", x)
 		}
 	}
 
 	// After the cut: no more detections, and every frame crosses once.
-	time.Sleep(300 * time.Millisecond)
-	n1, n2 := d1.count(), d2.count()
+	time.Sleep(200 * time.Millisecond)
+	n1, n2 := pl.d1.count(), pl.d2.count()
 	if p := l.wireCheck(t, "cut", 10, 200*time.Millisecond).problems(); len(p) > 0 {
 		t.Errorf("after the cut:\n%s", strings.Join(p, "\n"))
 	}
 	time.Sleep(time.Second)
-	if d1.count() != n1 || d2.count() != n2 {
-		t.Errorf("detections went on after the cut: gw1 %d→%d, gw2 %d→%d", n1, d1.count(), n2, d2.count())
+	if pl.d1.count() != n1 || pl.d2.count() != n2 {
+		t.Errorf("detections went on after the cut: gw1 %d→%d, gw2 %d→%d", n1, pl.d1.count(), n2, pl.d2.count())
 	}
-	t.Logf("gw1 %+v, gw2 %+v", p1.Stats(), p2.Stats())
+	t.Logf("gw1 %+v, gw2 %+v", pl.p1.Stats(), pl.p2.Stats())
+}
+
+// TestLoopProbeOwnProbeComesBack: with gateways that flood to each other
+// (the VXLAN devices meshed), a second bridge turns every broadcast into a
+// storm, and the bridging gateway sees its own VXLAN-side probe come back
+// on its VLAN port through the other bridge: detected by gw1 itself and
+// cut. The storm loads the machine, so the bound here is twice the goal.
+func TestLoopProbeOwnProbeComesBack(t *testing.T) {
+	l := newLoopLab(t, true)
+	pl := startProbes(t, l)
+	time.Sleep(time.Second)
+	if n := pl.d1.count() + pl.d2.count(); n != 0 {
+		t.Fatalf("false positives with one bridge: gw1 %v, gw2 %v", pl.d1.snapshot(), pl.d2.snapshot())
+	}
+	took, got := pl.forceSecondBridge(t, "gw1", "loop_detect_own_ms")
+	if took > 400*time.Millisecond {
+		t.Errorf("second bridge detected by the own probe and cut in %s, want ≤ 400ms", took)
+	}
+	for _, x := range got {
+		if x.From != "gw1" || !x.Own || x.Port != "up0" || x.VNI != testVNI {
+			t.Errorf("gw1 detection %+v: want its own probe back on up0", x)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the storm's frames die with the loop
+	if p := l.wireCheck(t, "cut", 10, 200*time.Millisecond).problems(); len(p) > 0 {
+		t.Errorf("after the cut:\n%s", strings.Join(p, "\n"))
+	}
+	t.Logf("gw1 %+v, gw2 %+v", pl.p1.Stats(), pl.p2.Stats())
 }
