@@ -77,6 +77,11 @@ type Detection struct {
 	Own bool
 	// At is when the probe was received.
 	At time.Time
+	// SentAt is the sender's timestamp. A probe counts if our port is
+	// bridged when it is read, so a gateway that just took over can see
+	// the previous holder's last probe, sent before it detached: compare
+	// SentAt with the handover before acting on such a detection.
+	SentAt time.Time
 }
 
 // ProbedSegment is the desired probing of one segment.
@@ -581,7 +586,7 @@ func (p *LoopProbe) receive(r *probedSeg) {
 		if err != nil || !bridged {
 			continue
 		}
-		d := Detection{VNI: r.cfg.VNI, Port: r.cfg.VLANPort, From: pr.From, Own: own, At: now}
+		d := Detection{VNI: r.cfg.VNI, Port: r.cfg.VLANPort, From: pr.From, Own: own, At: now, SentAt: pr.SentAt}
 		p.detections.Add(1)
 		if k := "detect/" + key; now.Sub(lastLog[k]) > time.Second {
 			lastLog[k] = now
