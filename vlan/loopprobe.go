@@ -122,9 +122,10 @@ type LoopProbeOptions struct {
 	// MaxAge: a probe stamped further from the receiver's clock than this
 	// is a replay (default 2s; gateways are NTP-synchronised).
 	MaxAge time.Duration
-	// OnDetect is called for every probe that proves a second bridge, on
-	// the segment's listener goroutine: it must return quickly (detaching
-	// a port is fine). Required.
+	// OnDetect is called for every probe that proves a second bridge, in
+	// order, on one goroutine of the LoopProbe: a slow callback delays the
+	// next detections (detaching a port is fine). It may call Set, not
+	// Close. Required.
 	OnDetect func(Detection)
 	// Log receives state changes (key "event"); nil: no logging.
 	Log *zap.Logger
@@ -152,6 +153,11 @@ type LoopProbe struct {
 	mu     sync.Mutex
 	segs   map[uint32]*probedSeg
 	closed bool
+
+	// events decouples OnDetect from the listeners, so that a callback
+	// that calls Set (stopping a listener) cannot wait on itself.
+	events     chan Detection
+	dispatched sync.WaitGroup
 
 	sent, received, invalid, replayed, reflected, detections atomic.Uint64
 }
@@ -206,7 +212,16 @@ func newLoopProbe(ns *netns.NsHandle, opts LoopProbeOptions) (*LoopProbe, error)
 	if err != nil {
 		return nil, fmt.Errorf("loop probe: netlink handle: %w", err)
 	}
-	return &LoopProbe{opts: opts, log: log.Named("loopprobe"), ns: ns, h: h, segs: map[uint32]*probedSeg{}}, nil
+	p := &LoopProbe{opts: opts, log: log.Named("loopprobe"), ns: ns, h: h, segs: map[uint32]*probedSeg{},
+		events: make(chan Detection, 64)}
+	p.dispatched.Add(1)
+	go func() {
+		defer p.dispatched.Done()
+		for d := range p.events {
+			p.opts.OnDetect(d)
+		}
+	}()
+	return p, nil
 }
 
 // Stats returns the counters.
@@ -270,11 +285,12 @@ func (p *LoopProbe) Set(segs []ProbedSegment) error {
 	return errors.Join(errs...)
 }
 
-// Close stops every segment's sender and listener.
+// Close stops every segment's sender and listener, and returns once the
+// last OnDetect call has returned.
 func (p *LoopProbe) Close() error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed {
+		p.mu.Unlock()
 		return nil
 	}
 	p.closed = true
@@ -285,6 +301,9 @@ func (p *LoopProbe) Close() error {
 	p.hm.Lock()
 	p.h.Close()
 	p.hm.Unlock()
+	close(p.events) // no listener is left to send
+	p.mu.Unlock()
+	p.dispatched.Wait()
 	return nil
 }
 
@@ -593,7 +612,11 @@ func (p *LoopProbe) receive(r *probedSeg) {
 			p.log.Warn("second bridge detected", zap.String("event", "loopDetected"),
 				zap.Uint32("vni", d.VNI), zap.String("vlanPort", d.Port), zap.String("from", d.From), zap.Bool("own", d.Own))
 		}
-		p.opts.OnDetect(d)
+		select {
+		case p.events <- d:
+		case <-r.quit:
+			return
+		}
 	}
 }
 

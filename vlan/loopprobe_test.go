@@ -550,3 +550,116 @@ func TestLoopProbeOwnProbeComesBack(t *testing.T) {
 	}
 	t.Logf("gw1 %+v, gw2 %+v", pl.p1.Stats(), pl.p2.Stats())
 }
+
+// TestLoopProbeSet: Set is desired state. Bad entries are refused by name
+// and do not stop the good ones; an unchanged Set keeps the running
+// sender (its sequence goes on); Sending=false stops the probes; a
+// standby's port that appears later is listened on at the next Set.
+func TestLoopProbeSet(t *testing.T) {
+	s := newStretch(t)
+	reconcile(t, s.nodeDP, s.nodeSegment())
+	reconcile(t, s.gwDP, s.gwSegment())
+	p, err := NewLoopProbeIn(s.gw.NsHandle, LoopProbeOptions{Self: "gw-a", Key: testProbeKey,
+		OnDetect: func(Detection) {}, Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	legacy, _ := rawSocket(t, s.legacy, "eth0", true)
+	// nextProbe returns the next probe of gw-a the legacy host hears.
+	nextProbe := func(within time.Duration) (probe, bool) {
+		buf := make([]byte, 2048)
+		deadline := time.Now().Add(within)
+		for time.Now().Before(deadline) {
+			_ = legacy.SetReadDeadline(deadline)
+			n, _, err := legacy.ReadFrom(buf)
+			if err != nil {
+				return probe{}, false
+			}
+			if pr, err := decodeProbe(testProbeKey, buf[:n]); err == nil && pr.From == "gw-a" {
+				return pr, true
+			}
+		}
+		return probe{}, false
+	}
+
+	good := ProbedSegment{VNI: testVNI, VLANPort: "up0", Sending: true}
+	err = p.Set([]ProbedSegment{{VNI: 0}, good, {VNI: testVNI}, {VNI: 77, Sending: true},
+		{VNI: 78, VLANPort: "nope0", Sending: true}})
+	for _, w := range []string{"vni 0: must be", "vni 1020: listed twice", "vni 77: vlanPort: required", "vni 78: vlanPort nope0"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("Set error %v: does not mention %q", err, w)
+		}
+	}
+	first, ok := nextProbe(time.Second)
+	if !ok {
+		t.Fatal("the good segment sends no probe beside the bad ones")
+	}
+	if first.VNI != testVNI || first.Flags&flagOverlay != 0 {
+		t.Errorf("probe on the VLAN side: %+v", first)
+	}
+
+	if err := p.Set([]ProbedSegment{good}); err != nil {
+		t.Fatal(err)
+	}
+	var last probe
+	for i := 0; i < 5; i++ {
+		pr, ok := nextProbe(time.Second)
+		if !ok {
+			t.Fatal("probes stopped after an unchanged Set")
+		}
+		last = pr
+	}
+	if gap := last.Seq - first.Seq; gap > 20 {
+		t.Errorf("sequence jumped from %d to %d across an unchanged Set: the sender was restarted", first.Seq, last.Seq)
+	}
+
+	if err := p.Set([]ProbedSegment{{VNI: testVNI, VLANPort: "up0"}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, ok := nextProbe(200 * time.Millisecond); !ok {
+			break // the queue drained and nothing new came
+		}
+	}
+	sent := p.Stats().Sent
+	if _, ok := nextProbe(300 * time.Millisecond); ok || p.Stats().Sent != sent {
+		t.Errorf("Sending=false: probes still sent (%d → %d)", sent, p.Stats().Sent)
+	}
+
+	// A standby's port that does not exist yet: no error, listened on
+	// once it appears.
+	standby := ProbedSegment{VNI: 1030, VLANPort: "up9"}
+	if err := p.Set([]ProbedSegment{standby}); err != nil {
+		t.Fatalf("standby without its port: %v", err)
+	}
+	netnstest.Veth(t, s.gw, "up9", s.legacy, "eth9")
+	if err := p.Set([]ProbedSegment{standby}); err != nil {
+		t.Fatal(err)
+	}
+	eth9, eth9MAC := rawSocket(t, s.legacy, "eth9", true)
+	before := p.Stats().Received
+	f, err := encodeProbe(testProbeKey, eth9MAC, probe{VNI: 1030, Seq: 1, SentAt: time.Now(), From: "gw-b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eth9.WriteTo(f, &packet.Addr{HardwareAddr: loopProbeMAC}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Second)
+	for p.Stats().Received == before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if p.Stats().Received == before {
+		t.Error("the standby's late port is not listened on")
+	}
+	if p.Stats().Detections != 0 {
+		t.Errorf("detections on a detached port: %d", p.Stats().Detections)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Set([]ProbedSegment{good}); err == nil {
+		t.Error("Set after Close: no error")
+	}
+}
