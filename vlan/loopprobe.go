@@ -134,6 +134,7 @@ type LoopProbeOptions struct {
 // LoopProbeStats are counters since NewLoopProbe, for metrics.
 type LoopProbeStats struct {
 	Sent       uint64 // probe frames sent (two per tick: VLAN and VXLAN side)
+	SendErrors uint64 // probe frames the kernel refused
 	Received   uint64 // authentic, fresh probes received on VLAN ports
 	Invalid    uint64 // probe frames that failed parsing or the HMAC
 	Replayed   uint64 // authentic probes too old or already seen
@@ -159,7 +160,7 @@ type LoopProbe struct {
 	events     chan Detection
 	dispatched sync.WaitGroup
 
-	sent, received, invalid, replayed, reflected, detections atomic.Uint64
+	sent, sendErrors, received, invalid, replayed, reflected, detections atomic.Uint64
 }
 
 // NewLoopProbe returns a LoopProbe working in the caller's namespace.
@@ -226,7 +227,7 @@ func newLoopProbe(ns *netns.NsHandle, opts LoopProbeOptions) (*LoopProbe, error)
 
 // Stats returns the counters.
 func (p *LoopProbe) Stats() LoopProbeStats {
-	return LoopProbeStats{Sent: p.sent.Load(), Received: p.received.Load(), Invalid: p.invalid.Load(),
+	return LoopProbeStats{Sent: p.sent.Load(), SendErrors: p.sendErrors.Load(), Received: p.received.Load(), Invalid: p.invalid.Load(),
 		Replayed: p.replayed.Load(), Reflected: p.reflected.Load(), Detections: p.detections.Load()}
 }
 
@@ -242,6 +243,7 @@ func (p *LoopProbe) Set(segs []ProbedSegment) error {
 		return errors.New("loop probe: closed")
 	}
 	want := map[uint32]ProbedSegment{}
+	refused := map[uint32]bool{} // bad entries leave what runs alone
 	var errs []error
 	for _, s := range segs {
 		s = s.withDefaults()
@@ -255,11 +257,15 @@ func (p *LoopProbe) Set(segs []ProbedSegment) error {
 		}
 		if s.Sending && s.VLANPort == "" {
 			errs = append(errs, fmt.Errorf("loop probe: vni %d: vlanPort: required when sending", s.VNI))
+			refused[s.VNI] = true
 			continue
 		}
 		want[s.VNI] = s
 	}
 	for vni, r := range p.segs {
+		if refused[vni] {
+			continue
+		}
 		w, ok := want[vni]
 		// A standby's port may have appeared since: listen on it now.
 		portAppeared := ok && r.listen == nil && w.VLANPort != "" && p.exists(w.VLANPort)
@@ -400,6 +406,11 @@ func (p *LoopProbe) start(cfg ProbedSegment) (*probedSeg, error) {
 	return r, nil
 }
 
+func (p *LoopProbe) sameIndex(r *probedSeg) bool {
+	l, err := p.link(r.cfg.VLANPort)
+	return err == nil && l.Attrs().Index == r.portIdx
+}
+
 func (p *LoopProbe) exists(name string) bool {
 	_, err := p.link(name)
 	return err == nil
@@ -515,6 +526,7 @@ func (p *LoopProbe) send(r *probedSeg) {
 	// Sequence numbers start at the clock, so a sender restarted (a role
 	// change restarts it) is still above what receivers saw last.
 	seq := uint64(time.Now().UnixNano())
+	var lastErrLog time.Time
 	for {
 		seq++
 		for _, side := range []struct {
@@ -531,10 +543,20 @@ func (p *LoopProbe) send(r *probedSeg) {
 					return
 				default:
 				}
-				r.failed.Store(true)
-				p.log.Error("loop probe send failed", zap.String("event", "loopProbeFailed"),
-					zap.Uint32("vni", r.cfg.VNI), zap.Error(err))
-				return
+				p.sendErrors.Add(1)
+				// A device that is down (ENETDOWN) or busy (ENOBUFS)
+				// comes back; one that is gone needs a new socket.
+				gone := errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ENODEV)
+				if gone || time.Since(lastErrLog) > time.Second {
+					lastErrLog = time.Now()
+					p.log.Warn("loop probe send failed", zap.String("event", "loopProbeSendFailed"),
+						zap.Uint32("vni", r.cfg.VNI), zap.Bool("deviceGone", gone), zap.Error(err))
+				}
+				if gone {
+					r.failed.Store(true)
+					return
+				}
+				continue
 			}
 			p.sent.Add(1)
 		}
@@ -562,6 +584,12 @@ func (p *LoopProbe) receive(r *probedSeg) {
 			case <-r.quit:
 				return
 			default:
+			}
+			// A port set down reports ENETDOWN once and resumes when up;
+			// a deleted one needs a new socket (the next Set).
+			if p.sameIndex(r) {
+				time.Sleep(10 * time.Millisecond)
+				continue
 			}
 			r.failed.Store(true)
 			p.log.Error("loop probe listener failed", zap.String("event", "loopProbeFailed"),

@@ -565,7 +565,7 @@ func TestLoopProbeSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	legacy, _ := rawSocket(t, s.legacy, "eth0", true)
+	legacy, legacyMAC := rawSocket(t, s.legacy, "eth0", true)
 	// nextProbe returns the next probe of gw-a the legacy host hears.
 	nextProbe := func(within time.Duration) (probe, bool) {
 		buf := make([]byte, 2048)
@@ -614,6 +614,42 @@ func TestLoopProbeSet(t *testing.T) {
 		t.Errorf("sequence jumped from %d to %d across an unchanged Set: the sender was restarted", first.Seq, last.Seq)
 	}
 
+	// The port going down and up again (a cable, an operator) does not
+	// need a Set: sender and listener carry on.
+	s.gw.Run(t, "ip", "link", "set", "up0", "down")
+	time.Sleep(150 * time.Millisecond)
+	s.gw.Run(t, "ip", "link", "set", "up0", "up")
+	upAt := time.Now()
+	for {
+		pr, ok := nextProbe(2 * time.Second)
+		if !ok {
+			t.Fatalf("no probe after the port came back up: %+v", p.Stats())
+		}
+		if pr.SentAt.After(upAt) {
+			break
+		}
+	}
+	// Our own VLAN-side probe sent back by the legacy host: reaching the
+	// listener proves it survived the flap (counted as reflected).
+	refl := p.Stats().Reflected
+	if pr, ok := nextProbe(time.Second); ok {
+		f, err := encodeProbe(testProbeKey, legacyMAC, pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := legacy.WriteTo(f, &packet.Addr{HardwareAddr: loopProbeMAC}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(time.Second)
+	for p.Stats().Reflected == refl && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if p.Stats().Reflected == refl {
+		t.Errorf("listener deaf after the port flapped: %+v", p.Stats())
+	}
+	t.Logf("after the flap: %+v", p.Stats())
+
 	if err := p.Set([]ProbedSegment{{VNI: testVNI, VLANPort: "up0"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -646,7 +682,7 @@ func TestLoopProbeSet(t *testing.T) {
 	if _, err := eth9.WriteTo(f, &packet.Addr{HardwareAddr: loopProbeMAC}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(time.Second)
+	deadline = time.Now().Add(time.Second)
 	for p.Stats().Received == before && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
