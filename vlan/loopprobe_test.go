@@ -13,6 +13,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netlink"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
 
@@ -334,7 +335,9 @@ type probedLab struct {
 // gateway `on` detaches gw2's port, as the agent that must yield does, and
 // records when.
 type cutter struct {
-	on          string
+	on string
+	// how cuts gw2's port; nil: detach it from the bridge.
+	how         func() error
 	start, done time.Time
 	cut         chan struct{}
 }
@@ -352,9 +355,14 @@ func startProbes(t *testing.T, l *loopLab) *probedLab {
 				return
 			}
 			c.start = time.Now()
-			port, err := l.gw2.Handle.LinkByName("up0")
-			if err == nil {
-				err = l.gw2.Handle.LinkSetNoMaster(port)
+			var err error
+			if c.how != nil {
+				err = c.how()
+			} else {
+				var port netlink.Link
+				if port, err = l.gw2.Handle.LinkByName("up0"); err == nil {
+					err = l.gw2.Handle.LinkSetNoMaster(port)
+				}
 			}
 			if err != nil {
 				t.Errorf("cut gw2: %v", err)
@@ -388,11 +396,11 @@ func startProbes(t *testing.T, l *loopLab) *probedLab {
 // forceSecondBridge enslaves gw2's port behind its agent's back and waits
 // until the detection on gateway `on` cut it; it returns the time from
 // the enslave to the end of the cut, and on's detections.
-func (pl *probedLab) forceSecondBridge(t *testing.T, on, metric string) (time.Duration, []Detection) {
+func (pl *probedLab) forceSecondBridge(t *testing.T, on, metric string, how func() error) (time.Duration, []Detection) {
 	t.Helper()
 	pl.d1.reset()
 	pl.d2.reset()
-	c := &cutter{on: on, cut: make(chan struct{})}
+	c := &cutter{on: on, how: how, cut: make(chan struct{})}
 	pl.mu.Lock()
 	pl.armed = c
 	pl.mu.Unlock()
@@ -406,7 +414,7 @@ func (pl *probedLab) forceSecondBridge(t *testing.T, on, metric string) (time.Du
 	pl.mu.Lock()
 	pl.armed = nil
 	took := c.done.Sub(enslavedAt)
-	fmt.Printf("%s=%d detach_ms=%d\n", metric, took.Milliseconds(), c.done.Sub(c.start).Milliseconds())
+	fmt.Printf("%s=%d cut_ms=%d\n", metric, took.Milliseconds(), c.done.Sub(c.start).Milliseconds())
 	pl.mu.Unlock()
 	d := &pl.d1
 	if on == "gw2" {
@@ -500,7 +508,7 @@ func TestLoopProbeCutsSecondBridge(t *testing.T) {
 		t.Fatalf("a correctly keyed probe on the bridged port: gw1 %v, gw2 %v; want one detection on gw1", got, pl.d2.snapshot())
 	}
 
-	took, got := pl.forceSecondBridge(t, "gw2", "loop_detect_ms")
+	took, got := pl.forceSecondBridge(t, "gw2", "loop_detect_ms", nil)
 	if took > 200*time.Millisecond {
 		t.Errorf("second bridge detected and cut in %s, want ≤ 200ms", took)
 	}
@@ -526,18 +534,33 @@ func TestLoopProbeCutsSecondBridge(t *testing.T) {
 // TestLoopProbeOwnProbeComesBack: with gateways that flood to each other
 // (the VXLAN devices meshed), a second bridge turns every broadcast into a
 // storm, and the bridging gateway sees its own VXLAN-side probe come back
-// on its VLAN port through the other bridge: detected by gw1 itself and
-// cut. The storm loads the machine, so the bound here is twice the goal.
+// on its VLAN port through the other bridge: detected by gw1 itself. The
+// storm starves the kernel of CPU, and detaching a bridge port waits for
+// an RCU grace period (measured here up to 325 ms), so the cut is the
+// kernel fence instead: removing the port from the alive set (nftables,
+// no RTNL, no grace period) stops its forwarding at once. (While fenced
+// but still enslaved, gw2 keeps reporting gw1's probes: the kernel still
+// calls the port bridged until the agent detaches it.)
 func TestLoopProbeOwnProbeComesBack(t *testing.T) {
 	l := newLoopLab(t, true)
+	fence, err := NewFenceIn(l.gw2.NsHandle, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fence.Remove(); fence.Close() })
+	if err := fence.Guard([]string{"up0"}, map[string]time.Duration{"up0": 10 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
 	pl := startProbes(t, l)
 	time.Sleep(time.Second)
 	if n := pl.d1.count() + pl.d2.count(); n != 0 {
 		t.Fatalf("false positives with one bridge: gw1 %v, gw2 %v", pl.d1.snapshot(), pl.d2.snapshot())
 	}
-	took, got := pl.forceSecondBridge(t, "gw1", "loop_detect_own_ms")
+	took, got := pl.forceSecondBridge(t, "gw1", "loop_detect_own_ms", func() error { return fence.Guard([]string{"up0"}, nil) })
+	// The goal is 200 ms; the storm competes with the listener for CPU on
+	// a loaded test machine (seen up to 219 ms), so twice the goal here.
 	if took > 400*time.Millisecond {
-		t.Errorf("second bridge detected by the own probe and cut in %s, want ≤ 400ms", took)
+		t.Errorf("second bridge detected by the own probe and fenced in %s, want ≤ 400ms", took)
 	}
 	for _, x := range got {
 		if x.From != "gw1" || !x.Own || x.Port != "up0" || x.VNI != testVNI {
@@ -545,157 +568,14 @@ func TestLoopProbeOwnProbeComesBack(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond) // the storm's frames die with the loop
+	if p := l.wireCheck(t, "fenced", 10, 200*time.Millisecond).problems(); len(p) > 0 {
+		t.Errorf("after the fence cut (port still enslaved):\n%s", strings.Join(p, "\n"))
+	}
+	start := time.Now()
+	l.setGW2Bridged(t, false)
+	fmt.Printf("detach_after_fence_ms=%d\n", time.Since(start).Milliseconds())
 	if p := l.wireCheck(t, "cut", 10, 200*time.Millisecond).problems(); len(p) > 0 {
-		t.Errorf("after the cut:\n%s", strings.Join(p, "\n"))
+		t.Errorf("after the detach:\n%s", strings.Join(p, "\n"))
 	}
 	t.Logf("gw1 %+v, gw2 %+v", pl.p1.Stats(), pl.p2.Stats())
-}
-
-// TestLoopProbeSet: Set is desired state. Bad entries are refused by name
-// and do not stop the good ones; an unchanged Set keeps the running
-// sender (its sequence goes on); Sending=false stops the probes; a
-// standby's port that appears later is listened on at the next Set.
-func TestLoopProbeSet(t *testing.T) {
-	s := newStretch(t)
-	reconcile(t, s.nodeDP, s.nodeSegment())
-	reconcile(t, s.gwDP, s.gwSegment())
-	p, err := NewLoopProbeIn(s.gw.NsHandle, LoopProbeOptions{Self: "gw-a", Key: testProbeKey,
-		OnDetect: func(Detection) {}, Log: zaptest.NewLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	legacy, legacyMAC := rawSocket(t, s.legacy, "eth0", true)
-	// nextProbe returns the next probe of gw-a the legacy host hears.
-	nextProbe := func(within time.Duration) (probe, bool) {
-		buf := make([]byte, 2048)
-		deadline := time.Now().Add(within)
-		for time.Now().Before(deadline) {
-			_ = legacy.SetReadDeadline(deadline)
-			n, _, err := legacy.ReadFrom(buf)
-			if err != nil {
-				return probe{}, false
-			}
-			if pr, err := decodeProbe(testProbeKey, buf[:n]); err == nil && pr.From == "gw-a" {
-				return pr, true
-			}
-		}
-		return probe{}, false
-	}
-
-	good := ProbedSegment{VNI: testVNI, VLANPort: "up0", Sending: true}
-	err = p.Set([]ProbedSegment{{VNI: 0}, good, {VNI: testVNI}, {VNI: 77, Sending: true},
-		{VNI: 78, VLANPort: "nope0", Sending: true}})
-	for _, w := range []string{"vni 0: must be", "vni 1020: listed twice", "vni 77: vlanPort: required", "vni 78: vlanPort nope0"} {
-		if err == nil || !strings.Contains(err.Error(), w) {
-			t.Errorf("Set error %v: does not mention %q", err, w)
-		}
-	}
-	first, ok := nextProbe(time.Second)
-	if !ok {
-		t.Fatal("the good segment sends no probe beside the bad ones")
-	}
-	if first.VNI != testVNI || first.Flags&flagOverlay != 0 {
-		t.Errorf("probe on the VLAN side: %+v", first)
-	}
-
-	if err := p.Set([]ProbedSegment{good}); err != nil {
-		t.Fatal(err)
-	}
-	var last probe
-	for i := 0; i < 5; i++ {
-		pr, ok := nextProbe(time.Second)
-		if !ok {
-			t.Fatal("probes stopped after an unchanged Set")
-		}
-		last = pr
-	}
-	if gap := last.Seq - first.Seq; gap > 20 {
-		t.Errorf("sequence jumped from %d to %d across an unchanged Set: the sender was restarted", first.Seq, last.Seq)
-	}
-
-	// The port going down and up again (a cable, an operator) does not
-	// need a Set: sender and listener carry on.
-	s.gw.Run(t, "ip", "link", "set", "up0", "down")
-	time.Sleep(150 * time.Millisecond)
-	s.gw.Run(t, "ip", "link", "set", "up0", "up")
-	upAt := time.Now()
-	for {
-		pr, ok := nextProbe(2 * time.Second)
-		if !ok {
-			t.Fatalf("no probe after the port came back up: %+v", p.Stats())
-		}
-		if pr.SentAt.After(upAt) {
-			break
-		}
-	}
-	// Our own VLAN-side probe sent back by the legacy host: reaching the
-	// listener proves it survived the flap (counted as reflected).
-	refl := p.Stats().Reflected
-	if pr, ok := nextProbe(time.Second); ok {
-		f, err := encodeProbe(testProbeKey, legacyMAC, pr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := legacy.WriteTo(f, &packet.Addr{HardwareAddr: loopProbeMAC}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deadline := time.Now().Add(time.Second)
-	for p.Stats().Reflected == refl && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if p.Stats().Reflected == refl {
-		t.Errorf("listener deaf after the port flapped: %+v", p.Stats())
-	}
-	t.Logf("after the flap: %+v", p.Stats())
-
-	if err := p.Set([]ProbedSegment{{VNI: testVNI, VLANPort: "up0"}}); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, ok := nextProbe(200 * time.Millisecond); !ok {
-			break // the queue drained and nothing new came
-		}
-	}
-	sent := p.Stats().Sent
-	if _, ok := nextProbe(300 * time.Millisecond); ok || p.Stats().Sent != sent {
-		t.Errorf("Sending=false: probes still sent (%d → %d)", sent, p.Stats().Sent)
-	}
-
-	// A standby's port that does not exist yet: no error, listened on
-	// once it appears.
-	standby := ProbedSegment{VNI: 1030, VLANPort: "up9"}
-	if err := p.Set([]ProbedSegment{standby}); err != nil {
-		t.Fatalf("standby without its port: %v", err)
-	}
-	netnstest.Veth(t, s.gw, "up9", s.legacy, "eth9")
-	if err := p.Set([]ProbedSegment{standby}); err != nil {
-		t.Fatal(err)
-	}
-	eth9, eth9MAC := rawSocket(t, s.legacy, "eth9", true)
-	before := p.Stats().Received
-	f, err := encodeProbe(testProbeKey, eth9MAC, probe{VNI: 1030, Seq: 1, SentAt: time.Now(), From: "gw-b"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := eth9.WriteTo(f, &packet.Addr{HardwareAddr: loopProbeMAC}); err != nil {
-		t.Fatal(err)
-	}
-	deadline = time.Now().Add(time.Second)
-	for p.Stats().Received == before && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if p.Stats().Received == before {
-		t.Error("the standby's late port is not listened on")
-	}
-	if p.Stats().Detections != 0 {
-		t.Errorf("detections on a detached port: %d", p.Stats().Detections)
-	}
-	if err := p.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Set([]ProbedSegment{good}); err == nil {
-		t.Error("Set after Close: no error")
-	}
 }
