@@ -574,7 +574,7 @@ func (p *LoopProbe) frame(r *probedSeg, flags byte, seq uint64, at time.Time) ([
 
 func (p *LoopProbe) receive(r *probedSeg) {
 	defer r.wg.Done()
-	lastSeq := map[string]uint64{} // per sender and side, replay guard
+	guard := replayGuard{}
 	lastLog := map[string]time.Time{}
 	buf := make([]byte, 2048)
 	for {
@@ -607,21 +607,17 @@ func (p *LoopProbe) receive(r *probedSeg) {
 			}
 			continue
 		}
-		key := fmt.Sprintf("%s/%d", pr.From, pr.Flags&flagOverlay)
-		if age := now.Sub(pr.SentAt); age > p.opts.MaxAge || age < -p.opts.MaxAge || pr.Seq <= lastSeq[key] {
+		v := guard.classify(pr, p.opts.Self, r.cfg.VNI, now, p.opts.MaxAge)
+		if v == verdictReplay {
 			p.replayed.Add(1)
 			continue
 		}
-		lastSeq[key] = pr.Seq
 		p.received.Add(1)
-		own := pr.From == p.opts.Self
-		if own && pr.Flags&flagOverlay == 0 {
+		switch v {
+		case verdictReflected:
 			p.reflected.Add(1)
 			continue
-		}
-		if pr.VNI != r.cfg.VNI {
-			// Another segment's probe: two segments are cross-connected
-			// somewhere, not a second bridge of this one.
+		case verdictForeignVNI:
 			if now.Sub(lastLog["vni"]) > time.Second {
 				lastLog["vni"] = now
 				p.log.Warn("loop probe of another segment received", zap.String("event", "loopProbeForeignVNI"),
@@ -629,13 +625,14 @@ func (p *LoopProbe) receive(r *probedSeg) {
 			}
 			continue
 		}
+		own := pr.From == p.opts.Self
 		bridged, err := p.bridged(r)
 		if err != nil || !bridged {
 			continue
 		}
 		d := Detection{VNI: r.cfg.VNI, Port: r.cfg.VLANPort, From: pr.From, Own: own, At: now, SentAt: pr.SentAt}
 		p.detections.Add(1)
-		if k := "detect/" + key; now.Sub(lastLog[k]) > time.Second {
+		if k := "detect/" + pr.From; now.Sub(lastLog[k]) > time.Second {
 			lastLog[k] = now
 			p.log.Warn("second bridge detected", zap.String("event", "loopDetected"),
 				zap.Uint32("vni", d.VNI), zap.String("vlanPort", d.Port), zap.String("from", d.From), zap.Bool("own", d.Own))
@@ -646,6 +643,41 @@ func (p *LoopProbe) receive(r *probedSeg) {
 			return
 		}
 	}
+}
+
+type probeVerdict int
+
+const (
+	// verdictReplay: too old, from the future, or already seen.
+	verdictReplay probeVerdict = iota
+	// verdictReflected: our own VLAN-side probe sent back by a host on
+	// the VLAN; it never crossed a bridge.
+	verdictReflected
+	// verdictForeignVNI: another segment's probe: two segments are
+	// cross-connected somewhere, not a second bridge of this one.
+	verdictForeignVNI
+	// verdictSecondBridge: proves a second bridge if our port is bridged.
+	verdictSecondBridge
+)
+
+// replayGuard remembers the last sequence number per sender, segment and
+// side: a captured probe sent again later is refused. Only authentic
+// probes reach it, so only gateways add entries.
+type replayGuard map[string]uint64
+
+func (g replayGuard) classify(pr probe, self string, vni uint32, now time.Time, maxAge time.Duration) probeVerdict {
+	key := fmt.Sprintf("%s/%d/%d", pr.From, pr.VNI, pr.Flags&flagOverlay)
+	if age := now.Sub(pr.SentAt); age > maxAge || age < -maxAge || pr.Seq <= g[key] {
+		return verdictReplay
+	}
+	g[key] = pr.Seq
+	switch {
+	case pr.From == self && pr.Flags&flagOverlay == 0:
+		return verdictReflected
+	case pr.VNI != vni:
+		return verdictForeignVNI
+	}
+	return verdictSecondBridge
 }
 
 // probe is a decoded probe payload.

@@ -579,3 +579,191 @@ func TestLoopProbeOwnProbeComesBack(t *testing.T) {
 	}
 	t.Logf("gw1 %+v, gw2 %+v", pl.p1.Stats(), pl.p2.Stats())
 }
+
+func TestProbeClassify(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	const maxAge = 2 * time.Second
+	at := func(d time.Duration) time.Time { return now.Add(d) }
+	type step struct {
+		name string
+		pr   probe
+		want probeVerdict
+	}
+	steps := []step{
+		{"another gateway's fresh probe", probe{From: "gw-b", VNI: 7, Seq: 10, SentAt: at(-time.Millisecond)}, verdictSecondBridge},
+		{"the same probe again", probe{From: "gw-b", VNI: 7, Seq: 10, SentAt: at(-time.Millisecond)}, verdictReplay},
+		{"an older one", probe{From: "gw-b", VNI: 7, Seq: 9, SentAt: at(-time.Millisecond)}, verdictReplay},
+		{"its next one", probe{From: "gw-b", VNI: 7, Seq: 11, SentAt: at(0)}, verdictSecondBridge},
+		{"its VXLAN-side probe, own sequence", probe{From: "gw-b", VNI: 7, Seq: 11, Flags: flagOverlay, SentAt: at(0)}, verdictSecondBridge},
+		{"stale (captured long ago)", probe{From: "gw-c", VNI: 7, Seq: 1, SentAt: at(-3 * time.Second)}, verdictReplay},
+		{"from the future (bad clock)", probe{From: "gw-c", VNI: 7, Seq: 2, SentAt: at(3 * time.Second)}, verdictReplay},
+		{"within the clock skew", probe{From: "gw-c", VNI: 7, Seq: 3, SentAt: at(1500 * time.Millisecond)}, verdictSecondBridge},
+		{"our VLAN-side probe sent back", probe{From: "gw-a", VNI: 7, Seq: 5, SentAt: at(0)}, verdictReflected},
+		{"our VXLAN-side probe come back", probe{From: "gw-a", VNI: 7, Seq: 5, Flags: flagOverlay, SentAt: at(0)}, verdictSecondBridge},
+		{"it again, around the loop", probe{From: "gw-a", VNI: 7, Seq: 5, Flags: flagOverlay, SentAt: at(0)}, verdictReplay},
+		{"another segment's probe", probe{From: "gw-b", VNI: 8, Seq: 1, SentAt: at(0)}, verdictForeignVNI},
+		{"this segment's again, sequences apart", probe{From: "gw-b", VNI: 7, Seq: 12, SentAt: at(0)}, verdictSecondBridge},
+	}
+	g := replayGuard{}
+	for _, s := range steps {
+		if got := g.classify(s.pr, "gw-a", 7, now, maxAge); got != s.want {
+			t.Errorf("%s: verdict %d, want %d", s.name, got, s.want)
+		}
+	}
+}
+
+// TestLoopProbeSet: Set is desired state. Bad entries are refused by name
+// and do not stop the good ones; an unchanged Set keeps the running
+// sender (its sequence goes on); Sending=false stops the probes; a
+// standby's port that appears later is listened on at the next Set.
+func TestLoopProbeSet(t *testing.T) {
+	s := newStretch(t)
+	reconcile(t, s.nodeDP, s.nodeSegment())
+	reconcile(t, s.gwDP, s.gwSegment())
+	p, err := NewLoopProbeIn(s.gw.NsHandle, LoopProbeOptions{Self: "gw-a", Key: testProbeKey,
+		OnDetect: func(Detection) {}, Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	legacy, legacyMAC := rawSocket(t, s.legacy, "eth0", true)
+	// nextProbe returns the next probe of gw-a the legacy host hears.
+	nextProbe := func(within time.Duration) (probe, bool) {
+		buf := make([]byte, 2048)
+		deadline := time.Now().Add(within)
+		for time.Now().Before(deadline) {
+			_ = legacy.SetReadDeadline(deadline)
+			n, _, err := legacy.ReadFrom(buf)
+			if err != nil {
+				return probe{}, false
+			}
+			if pr, err := decodeProbe(testProbeKey, buf[:n]); err == nil && pr.From == "gw-a" {
+				return pr, true
+			}
+		}
+		return probe{}, false
+	}
+
+	good := ProbedSegment{VNI: testVNI, VLANPort: "up0", Sending: true}
+	err = p.Set([]ProbedSegment{{VNI: 0}, good, {VNI: testVNI}, {VNI: 77, Sending: true},
+		{VNI: 78, VLANPort: "nope0", Sending: true}})
+	for _, w := range []string{"vni 0: must be", "vni 1020: listed twice", "vni 77: vlanPort: required", "vni 78: vlanPort nope0"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("Set error %v: does not mention %q", err, w)
+		}
+	}
+	first, ok := nextProbe(time.Second)
+	if !ok {
+		t.Fatal("the good segment sends no probe beside the bad ones")
+	}
+	if first.VNI != testVNI || first.Flags&flagOverlay != 0 {
+		t.Errorf("probe on the VLAN side: %+v", first)
+	}
+
+	if err := p.Set([]ProbedSegment{good}); err != nil {
+		t.Fatal(err)
+	}
+	var last probe
+	for i := 0; i < 5; i++ {
+		pr, ok := nextProbe(time.Second)
+		if !ok {
+			t.Fatal("probes stopped after an unchanged Set")
+		}
+		last = pr
+	}
+	if gap := last.Seq - first.Seq; gap > 20 {
+		t.Errorf("sequence jumped from %d to %d across an unchanged Set: the sender was restarted", first.Seq, last.Seq)
+	}
+	// A bad entry for a running segment leaves it running.
+	if err := p.Set([]ProbedSegment{{VNI: testVNI, Sending: true}}); err == nil || !strings.Contains(err.Error(), "vlanPort: required") {
+		t.Errorf("Set without vlanPort: error %v", err)
+	}
+	if pr, ok := nextProbe(time.Second); !ok || pr.Seq-last.Seq > 20 {
+		t.Errorf("after a refused entry: probe %+v (ok %v), last seq %d: the sender stopped or restarted", pr, ok, last.Seq)
+	}
+
+	// The port going down and up again (a cable, an operator) does not
+	// need a Set: sender and listener carry on.
+	s.gw.Run(t, "ip", "link", "set", "up0", "down")
+	time.Sleep(150 * time.Millisecond)
+	s.gw.Run(t, "ip", "link", "set", "up0", "up")
+	upAt := time.Now()
+	for {
+		pr, ok := nextProbe(2 * time.Second)
+		if !ok {
+			t.Fatalf("no probe after the port came back up: %+v", p.Stats())
+		}
+		if pr.SentAt.After(upAt) {
+			break
+		}
+	}
+	// Our own VLAN-side probe sent back by the legacy host: reaching the
+	// listener proves it survived the flap (counted as reflected).
+	refl := p.Stats().Reflected
+	if pr, ok := nextProbe(time.Second); ok {
+		f, err := encodeProbe(testProbeKey, legacyMAC, pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := legacy.WriteTo(f, &packet.Addr{HardwareAddr: loopProbeMAC}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(time.Second)
+	for p.Stats().Reflected == refl && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if p.Stats().Reflected == refl {
+		t.Errorf("listener deaf after the port flapped: %+v", p.Stats())
+	}
+	t.Logf("after the flap: %+v", p.Stats())
+
+	if err := p.Set([]ProbedSegment{{VNI: testVNI, VLANPort: "up0"}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, ok := nextProbe(200 * time.Millisecond); !ok {
+			break // the queue drained and nothing new came
+		}
+	}
+	sent := p.Stats().Sent
+	if _, ok := nextProbe(300 * time.Millisecond); ok || p.Stats().Sent != sent {
+		t.Errorf("Sending=false: probes still sent (%d → %d)", sent, p.Stats().Sent)
+	}
+
+	// A standby's port that does not exist yet: no error, listened on
+	// once it appears.
+	standby := ProbedSegment{VNI: 1030, VLANPort: "up9"}
+	if err := p.Set([]ProbedSegment{standby}); err != nil {
+		t.Fatalf("standby without its port: %v", err)
+	}
+	netnstest.Veth(t, s.gw, "up9", s.legacy, "eth9")
+	if err := p.Set([]ProbedSegment{standby}); err != nil {
+		t.Fatal(err)
+	}
+	eth9, eth9MAC := rawSocket(t, s.legacy, "eth9", true)
+	before := p.Stats().Received
+	f, err := encodeProbe(testProbeKey, eth9MAC, probe{VNI: 1030, Seq: 1, SentAt: time.Now(), From: "gw-b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eth9.WriteTo(f, &packet.Addr{HardwareAddr: loopProbeMAC}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(time.Second)
+	for p.Stats().Received == before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if p.Stats().Received == before {
+		t.Error("the standby's late port is not listened on")
+	}
+	if p.Stats().Detections != 0 {
+		t.Errorf("detections on a detached port: %d", p.Stats().Detections)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Set([]ProbedSegment{good}); err == nil {
+		t.Error("Set after Close: no error")
+	}
+}
