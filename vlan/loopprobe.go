@@ -321,6 +321,7 @@ type probedSeg struct {
 	bridgeIdx int
 	listen    *packet.Conn // on the VLAN port; nil when it does not exist
 	overlay   *packet.Conn // on the VXLAN device, send only; nil unless sending
+	bridgeTx  *packet.Conn // on the bridge device, send only; nil unless sending
 	src       net.HardwareAddr
 	quit      chan struct{}
 	wg        sync.WaitGroup
@@ -334,8 +335,14 @@ func (r *probedSeg) stop() {
 		r.listen.Close() // unblocks the reader
 	}
 	r.wg.Wait()
-	if r.overlay != nil {
-		r.overlay.Close()
+	r.closeSenders()
+}
+
+func (r *probedSeg) closeSenders() {
+	for _, c := range []*packet.Conn{r.overlay, r.bridgeTx} {
+		if c != nil {
+			c.Close()
+		}
 	}
 }
 
@@ -387,12 +394,20 @@ func (p *LoopProbe) start(cfg ProbedSegment) (*probedSeg, error) {
 			}
 			r.overlay = c
 		}
+		if br != nil {
+			c, err := openRaw(br, dropAll)
+			if err != nil {
+				return fmt.Errorf("bridge %s: %w", cfg.Bridge, err)
+			}
+			r.bridgeTx = c
+		}
 		return nil
 	})
 	if err != nil {
 		if r.listen != nil {
 			r.listen.Close()
 		}
+		r.closeSenders()
 		return nil, err
 	}
 	if r.listen != nil {
@@ -514,11 +529,14 @@ func (p *LoopProbe) inNamespace(fn func() error) error {
 	return <-errc
 }
 
-// send probes both sides directly, not through the bridge device, and
-// marks which side: our own probe that returns on the VLAN port after
-// going out to the VXLAN side crossed another bridge, whereas our
-// VLAN-side probe coming back was only reflected by a host on the VLAN (a
-// replay), which must not make us yield.
+// send probes each tick twice, marked by side. The VLAN-side probe goes
+// out of the bridge device, so the bridge floods it out of the ports it
+// really has: a gateway whose port is not enslaved (whatever its agent
+// believes) puts no probe on the VLAN. The VXLAN-side probe goes straight
+// out of the VXLAN device. Our own VXLAN-side probe back on our VLAN port
+// crossed another bridge; our VLAN-side one coming back may only have
+// been reflected by a host on the VLAN (a replay), which must not make us
+// yield.
 func (p *LoopProbe) send(r *probedSeg) {
 	defer r.wg.Done()
 	t := time.NewTicker(p.opts.Interval)
@@ -532,7 +550,7 @@ func (p *LoopProbe) send(r *probedSeg) {
 		for _, side := range []struct {
 			c     *packet.Conn
 			flags byte
-		}{{r.listen, 0}, {r.overlay, flagOverlay}} {
+		}{{r.bridgeTx, 0}, {r.overlay, flagOverlay}} {
 			f, err := p.frame(r, side.flags, seq, time.Now())
 			if err == nil {
 				_, err = side.c.WriteTo(f, &packet.Addr{HardwareAddr: loopProbeMAC})
@@ -597,7 +615,14 @@ func (p *LoopProbe) receive(r *probedSeg) {
 			return
 		}
 		now := time.Now()
-		pr, err := decodeProbe(p.opts.Key, buf[:n])
+		pr, signed, mac, err := parseProbe(buf[:n])
+		if err == nil && guard.replay(pr, now, p.opts.MaxAge) {
+			p.replayed.Add(1)
+			continue
+		}
+		if err == nil {
+			err = verifyProbe(p.opts.Key, signed, mac)
+		}
 		if err != nil {
 			p.invalid.Add(1)
 			if key := "invalid"; now.Sub(lastLog[key]) > time.Second {
@@ -642,6 +667,10 @@ func (p *LoopProbe) receive(r *probedSeg) {
 		case <-r.quit:
 			return
 		}
+		// In a storm the socket never runs dry, so this goroutine would
+		// not park and the dispatcher would wait for preemption (tens of
+		// ms): hand over now.
+		runtime.Gosched()
 	}
 }
 
@@ -663,14 +692,29 @@ const (
 // replayGuard remembers the last sequence number per sender, segment and
 // side: a captured probe sent again later is refused. Only authentic
 // probes reach it, so only gateways add entries.
-type replayGuard map[string]uint64
+type replayGuard map[guardKey]uint64
 
+type guardKey struct {
+	from string
+	vni  uint32
+	side byte
+}
+
+func keyOf(pr probe) guardKey { return guardKey{pr.From, pr.VNI, pr.Flags & flagOverlay} }
+
+// replay says whether pr is stale or already seen; it changes nothing, so
+// it may run before the HMAC is checked.
+func (g replayGuard) replay(pr probe, now time.Time, maxAge time.Duration) bool {
+	age := now.Sub(pr.SentAt)
+	return age > maxAge || age < -maxAge || pr.Seq <= g[keyOf(pr)]
+}
+
+// classify judges an authentic probe and remembers it.
 func (g replayGuard) classify(pr probe, self string, vni uint32, now time.Time, maxAge time.Duration) probeVerdict {
-	key := fmt.Sprintf("%s/%d/%d", pr.From, pr.VNI, pr.Flags&flagOverlay)
-	if age := now.Sub(pr.SentAt); age > maxAge || age < -maxAge || pr.Seq <= g[key] {
+	if g.replay(pr, now, maxAge) {
 		return verdictReplay
 	}
-	g[key] = pr.Seq
+	g[keyOf(pr)] = pr.Seq
 	switch {
 	case pr.From == self && pr.Flags&flagOverlay == 0:
 		return verdictReflected
@@ -718,27 +762,38 @@ func encodeProbe(key []byte, src net.HardwareAddr, pr probe) ([]byte, error) {
 }
 
 func decodeProbe(key, frame []byte) (probe, error) {
+	pr, signed, mac, err := parseProbe(frame)
+	if err != nil {
+		return probe{}, err
+	}
+	if err := verifyProbe(key, signed, mac); err != nil {
+		return probe{}, err
+	}
+	return pr, nil
+}
+
+// parseProbe reads a probe without checking its HMAC: in a storm the
+// listener sees each probe again and again, and refusing what the replay
+// guard already saw is cheaper than hashing it.
+func parseProbe(frame []byte) (pr probe, signed, mac []byte, err error) {
 	var eth layers.Ethernet
 	if err := eth.DecodeFromBytes(frame, gopacket.NilDecodeFeedback); err != nil {
-		return probe{}, fmt.Errorf("ethernet: %w", err)
+		return probe{}, nil, nil, fmt.Errorf("ethernet: %w", err)
 	}
 	if eth.EthernetType != LoopProbeEtherType {
-		return probe{}, fmt.Errorf("ethertype %#04x: not a loop probe", uint16(eth.EthernetType))
+		return probe{}, nil, nil, fmt.Errorf("ethertype %#04x: not a loop probe", uint16(eth.EthernetType))
 	}
 	b := eth.Payload
 	if len(b) < probeHeader || string(b[:4]) != probeMagic {
-		return probe{}, errors.New("no loop probe magic")
+		return probe{}, nil, nil, errors.New("no loop probe magic")
 	}
 	if b[4] != probeVersion {
-		return probe{}, fmt.Errorf("version %d: want %d", b[4], probeVersion)
+		return probe{}, nil, nil, fmt.Errorf("version %d: want %d", b[4], probeVersion)
 	}
 	n := int(b[26])
 	end := probeHeader + n
 	if n == 0 || len(b) < end+probeMACLen {
-		return probe{}, fmt.Errorf("sender length %d: frame too short (%d bytes)", n, len(b))
-	}
-	if !hmac.Equal(b[end:end+probeMACLen], probeMAC(key, b[:end])) {
-		return probe{}, errors.New("bad HMAC")
+		return probe{}, nil, nil, fmt.Errorf("sender length %d: frame too short (%d bytes)", n, len(b))
 	}
 	return probe{
 		Flags:  b[5],
@@ -746,5 +801,12 @@ func decodeProbe(key, frame []byte) (probe, error) {
 		Seq:    binary.BigEndian.Uint64(b[10:]),
 		SentAt: time.Unix(0, int64(binary.BigEndian.Uint64(b[18:]))),
 		From:   string(b[probeHeader:end]),
-	}, nil
+	}, b[:end], b[end : end+probeMACLen], nil
+}
+
+func verifyProbe(key, signed, mac []byte) error {
+	if !hmac.Equal(mac, probeMAC(key, signed)) {
+		return errors.New("bad HMAC")
+	}
+	return nil
 }

@@ -420,7 +420,12 @@ func (pl *probedLab) forceSecondBridge(t *testing.T, on, metric string, how func
 	if on == "gw2" {
 		d = &pl.d2
 	}
-	return took, d.snapshot()
+	got := d.snapshot()
+	if len(got) > 0 {
+		t.Logf("first detection read %s after the enslave (probe sent %s after it), cut started %s after it",
+			got[0].At.Sub(enslavedAt), got[0].SentAt.Sub(enslavedAt), c.start.Sub(enslavedAt))
+	}
+	return took, got
 }
 
 // TestLoopProbeCutsSecondBridge forces a second bridge on the VLAN by
@@ -680,6 +685,25 @@ func TestLoopProbeSet(t *testing.T) {
 	}
 	if pr, ok := nextProbe(time.Second); !ok || pr.Seq-last.Seq > 20 {
 		t.Errorf("after a refused entry: probe %+v (ok %v), last seq %d: the sender stopped or restarted", pr, ok, last.Seq)
+	}
+
+	// A port that is not enslaved (whatever the agent believes) carries
+	// no probe onto the VLAN: other gateways must not take this gateway
+	// for a bridge it is not.
+	s.gw.Run(t, "ip", "link", "set", "up0", "nomaster")
+	detachedAt := time.Now()
+	for {
+		pr, ok := nextProbe(300 * time.Millisecond)
+		if !ok {
+			break
+		}
+		if pr.SentAt.After(detachedAt.Add(5 * time.Millisecond)) {
+			t.Fatalf("probe %+v sent out of a port that is no bridge port", pr)
+		}
+	}
+	s.gw.Run(t, "ip", "link", "set", "up0", "master", BridgeName(testVNI))
+	if _, ok := nextProbe(time.Second); !ok {
+		t.Fatal("no probe once the port is enslaved again")
 	}
 
 	// The port going down and up again (a cable, an operator) does not
