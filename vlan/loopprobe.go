@@ -39,11 +39,12 @@ import (
 // LoopProbeEtherType is the IEEE 802 "local experimental" EtherType 1.
 const LoopProbeEtherType = 0x88B5
 
-// LoopProbeMAC is the probes' destination: multicast (bit 0) and locally
+// loopProbeMAC is the probes' destination: multicast (bit 0) and locally
 // administered (bit 1), "nblp" for netbridge loop probe.
 var loopProbeMAC = net.HardwareAddr{0x03, 0x6e, 0x62, 0x6c, 0x70, 0x01}
 
-// LoopProbeMAC returns the probes' destination MAC (a copy).
+// LoopProbeMAC returns the probes' destination MAC (a copy), for capture
+// filters and switch ACLs.
 func LoopProbeMAC() net.HardwareAddr { return append(net.HardwareAddr(nil), loopProbeMAC...) }
 
 // Probe payload (after the Ethernet header), big endian:

@@ -563,7 +563,8 @@ func TestLoopProbeOwnProbeComesBack(t *testing.T) {
 	}
 	took, got := pl.forceSecondBridge(t, "gw1", "loop_detect_own_ms", func() error { return fence.Guard([]string{"up0"}, nil) })
 	// The goal is 200 ms; the storm competes with the listener for CPU on
-	// a loaded test machine (seen up to 219 ms), so twice the goal here.
+	// a loaded test machine (15-83 ms, up to 276 ms under -race), so
+	// twice the goal here.
 	if took > 400*time.Millisecond {
 		t.Errorf("second bridge detected by the own probe and fenced in %s, want ≤ 400ms", took)
 	}
