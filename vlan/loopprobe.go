@@ -93,8 +93,8 @@ type ProbedSegment struct {
 	Bridge string
 	// VXLAN is the segment's VXLAN device (default VXLANName(VNI)).
 	VXLAN string
-	// VLANPort is the VLAN side (Segment.VLANSide()): where probes are
-	// listened for, and sent into the legacy LAN. A standby's detached
+	// VLANPort is the VLAN side (Segment.VLANSide()), where probes are
+	// listened for (sent ones leave through Bridge). A standby's detached
 	// port is listened on too if it exists, so that a bridge made behind
 	// the agent's back is seen; empty: nothing to listen on.
 	VLANPort string
