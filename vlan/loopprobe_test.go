@@ -434,6 +434,7 @@ func (pl *probedLab) forceSecondBridge(t *testing.T, on, metric string, how func
 // VMs, not each other): the standby's listener hears the active gateway's
 // probe on its now bridged port, the port is cut within 200 ms, and
 // afterwards every frame crosses between VLAN and VXLAN exactly once.
+// Then split brain (both send, both bridge): each detects the other.
 func TestLoopProbeCutsSecondBridge(t *testing.T) {
 	l := newLoopLab(t, false)
 
@@ -532,6 +533,45 @@ func TestLoopProbeCutsSecondBridge(t *testing.T) {
 	time.Sleep(time.Second)
 	if pl.d1.count() != n1 || pl.d2.count() != n2 {
 		t.Errorf("detections went on after the cut: gw1 %d→%d, gw2 %d→%d", n1, pl.d1.count(), n2, pl.d2.count())
+	}
+
+	// Split brain: both agents believe they are active (both send) and
+	// both bridge. Each hears the other's probe on its port.
+	if err := pl.p2.Set([]ProbedSegment{{VNI: testVNI, VLANPort: "up0", Sending: true}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := pl.d1.count() + pl.d2.count(); n != n1+n2 {
+		t.Fatalf("both sending, one bridge: %d new detections", n-n1-n2)
+	}
+	pl.d1.reset()
+	pl.d2.reset()
+	enslavedAt := l.setGW2Bridged(t, true)
+	first := func(d *detections, from string) time.Time {
+		for _, x := range d.snapshot() {
+			if x.From == from && !x.Own {
+				return x.At
+			}
+		}
+		return time.Time{}
+	}
+	var at1, at2 time.Time
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		if at1, at2 = first(&pl.d1, "gw2"), first(&pl.d2, "gw1"); !at1.IsZero() && !at2.IsZero() {
+			break
+		}
+	}
+	l.setGW2Bridged(t, false)
+	if at1.IsZero() || at2.IsZero() {
+		t.Fatalf("split brain: gw1 heard gw2: %v, gw2 heard gw1: %v", pl.d1.snapshot(), pl.d2.snapshot())
+	}
+	last := at1
+	if at2.After(last) {
+		last = at2
+	}
+	fmt.Printf("split_brain_detect_ms=%d\n", last.Sub(enslavedAt).Milliseconds())
+	if last.Sub(enslavedAt) > 200*time.Millisecond {
+		t.Errorf("split brain detected by both in %s, want ≤ 200ms", last.Sub(enslavedAt))
 	}
 	t.Logf("gw1 %+v, gw2 %+v", pl.p1.Stats(), pl.p2.Stats())
 }
