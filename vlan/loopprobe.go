@@ -236,7 +236,9 @@ func (p *LoopProbe) Stats() LoopProbeStats {
 // listeners and senders start and stop as needed; unchanged segments keep
 // running. A segment that cannot be set up (a sending segment's port or
 // device missing) is reported in the joined error and retried by the next
-// Set; the other segments are still applied.
+// Set; the other segments are still applied; an entry refused as invalid
+// leaves that segment as it runs. Call Set on every resync: a segment
+// whose port was deleted and recreated is reopened then.
 func (p *LoopProbe) Set(segs []ProbedSegment) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
