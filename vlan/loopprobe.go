@@ -39,13 +39,10 @@ import (
 // LoopProbeEtherType is the IEEE 802 "local experimental" EtherType 1.
 const LoopProbeEtherType = 0x88B5
 
-// loopProbeMAC is the probes' destination: multicast (bit 0) and locally
-// administered (bit 1), "nblp" for netbridge loop probe.
-var loopProbeMAC = net.HardwareAddr{0x03, 0x6e, 0x62, 0x6c, 0x70, 0x01}
-
-// LoopProbeMAC returns the probes' destination MAC (a copy), for capture
-// filters and switch ACLs.
-func LoopProbeMAC() net.HardwareAddr { return append(net.HardwareAddr(nil), loopProbeMAC...) }
+// LoopProbeMAC returns the probes' destination MAC, for capture filters
+// and switch ACLs: multicast (bit 0) and locally administered (bit 1),
+// "nblp" for netbridge loop probe.
+func LoopProbeMAC() net.HardwareAddr { return net.HardwareAddr{0x03, 0x6e, 0x62, 0x6c, 0x70, 0x01} }
 
 // Probe payload (after the Ethernet header), big endian:
 //
@@ -352,15 +349,17 @@ func (r *probedSeg) closeSenders() {
 // probeFilter passes only loop-probe frames. The socket listens to every
 // EtherType because a bridge port's frames go to the bridge before
 // protocol-specific sockets see them (see Port).
-var probeFilter = []bpf.Instruction{
-	bpf.LoadAbsolute{Off: 12, Size: 2},
-	bpf.JumpIf{Cond: bpf.JumpEqual, Val: LoopProbeEtherType, SkipFalse: 1},
-	bpf.RetConstant{Val: 1600},
-	bpf.RetConstant{Val: 0},
+func probeFilter() []bpf.Instruction {
+	return []bpf.Instruction{
+		bpf.LoadAbsolute{Off: 12, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: LoopProbeEtherType, SkipFalse: 1},
+		bpf.RetConstant{Val: 1600},
+		bpf.RetConstant{Val: 0},
+	}
 }
 
 // dropAll keeps a send-only socket's receive queue empty.
-var dropAll = []bpf.Instruction{bpf.RetConstant{Val: 0}}
+func dropAll() []bpf.Instruction { return []bpf.Instruction{bpf.RetConstant{Val: 0}} }
 
 func (p *LoopProbe) start(cfg ProbedSegment) (*probedSeg, error) {
 	r := &probedSeg{cfg: cfg, quit: make(chan struct{})}
@@ -380,7 +379,7 @@ func (p *LoopProbe) start(cfg ProbedSegment) (*probedSeg, error) {
 	}
 	err = p.inNamespace(func() error {
 		if port != nil {
-			c, err := openRaw(port, probeFilter)
+			c, err := openRaw(port, probeFilter())
 			if err != nil {
 				return fmt.Errorf("vlanPort %s: %w", cfg.VLANPort, err)
 			}
@@ -391,14 +390,14 @@ func (p *LoopProbe) start(cfg ProbedSegment) (*probedSeg, error) {
 			r.listen, r.portIdx = c, port.Attrs().Index
 		}
 		if vx != nil {
-			c, err := openRaw(vx, dropAll)
+			c, err := openRaw(vx, dropAll())
 			if err != nil {
 				return fmt.Errorf("vxlan %s: %w", cfg.VXLAN, err)
 			}
 			r.overlay = c
 		}
 		if br != nil {
-			c, err := openRaw(br, dropAll)
+			c, err := openRaw(br, dropAll())
 			if err != nil {
 				return fmt.Errorf("bridge %s: %w", cfg.Bridge, err)
 			}
@@ -556,7 +555,7 @@ func (p *LoopProbe) send(r *probedSeg) {
 		}{{r.bridgeTx, 0}, {r.overlay, flagOverlay}} {
 			f, err := p.frame(r, side.flags, seq, time.Now())
 			if err == nil {
-				_, err = side.c.WriteTo(f, &packet.Addr{HardwareAddr: loopProbeMAC})
+				_, err = side.c.WriteTo(f, &packet.Addr{HardwareAddr: LoopProbeMAC()})
 			}
 			if err != nil {
 				select {
@@ -757,7 +756,7 @@ func encodeProbe(key []byte, src net.HardwareAddr, pr probe) ([]byte, error) {
 	b = append(b, pr.From...)
 	b = append(b, probeMAC(key, b)...)
 	buf := gopacket.NewSerializeBuffer()
-	eth := &layers.Ethernet{SrcMAC: src, DstMAC: loopProbeMAC, EthernetType: LoopProbeEtherType}
+	eth := &layers.Ethernet{SrcMAC: src, DstMAC: LoopProbeMAC(), EthernetType: LoopProbeEtherType}
 	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{}, eth, gopacket.Payload(b)); err != nil {
 		return nil, fmt.Errorf("serialize probe: %w", err)
 	}

@@ -33,8 +33,8 @@ func TestProbeEncoding(t *testing.T) {
 	if len(f) < 60 {
 		t.Errorf("frame of %d bytes: shorter than Ethernet's minimum", len(f))
 	}
-	if !bytes.Equal(f[:6], loopProbeMAC) || !bytes.Equal(f[6:12], src) || f[12] != 0x88 || f[13] != 0xB5 {
-		t.Errorf("header % x: want dst %s src %s type 88b5", f[:14], loopProbeMAC, src)
+	if !bytes.Equal(f[:6], LoopProbeMAC()) || !bytes.Equal(f[6:12], src) || f[12] != 0x88 || f[13] != 0xB5 {
+		t.Errorf("header % x: want dst %s src %s type 88b5", f[:14], LoopProbeMAC(), src)
 	}
 	out, err := decodeProbe(testProbeKey, f)
 	if err != nil {
@@ -483,7 +483,7 @@ func TestLoopProbeCutsSecondBridge(t *testing.T) {
 			captured = bytes.Clone(buf[:n])
 		}
 	}
-	dst := &packet.Addr{HardwareAddr: loopProbeMAC}
+	dst := &packet.Addr{HardwareAddr: LoopProbeMAC()}
 	for _, f := range [][]byte{forged, captured} {
 		if _, err := hostConn.WriteTo(f, dst); err != nil {
 			t.Fatal(err)
@@ -770,7 +770,7 @@ func TestLoopProbeSet(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := legacy.WriteTo(f, &packet.Addr{HardwareAddr: loopProbeMAC}); err != nil {
+		if _, err := legacy.WriteTo(f, &packet.Addr{HardwareAddr: LoopProbeMAC()}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -812,7 +812,7 @@ func TestLoopProbeSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := eth9.WriteTo(f, &packet.Addr{HardwareAddr: loopProbeMAC}); err != nil {
+	if _, err := eth9.WriteTo(f, &packet.Addr{HardwareAddr: LoopProbeMAC()}); err != nil {
 		t.Fatal(err)
 	}
 	deadline = time.Now().Add(time.Second)
