@@ -113,7 +113,8 @@ func Run(ctx context.Context, o Options, signals <-chan os.Signal, log *zap.Logg
 			trigger.Fire()
 		})
 		deps.Speaker = speaker
-		sender := &gateway.PortSender{}
+		// RARP refresh: the legacy MACs the bridge learned on the VLAN port.
+		sender := &gateway.PortSender{Learned: dp.LearnedMACs}
 		defer sender.Close()
 		announcer := gateway.NewFrameAnnouncer(sender, o.Announce, log.Named("announcer"))
 		go announcer.Run(ctx)
