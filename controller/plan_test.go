@@ -159,15 +159,15 @@ func TestPlanSegment(t *testing.T) {
 					t.Errorf("counts %+v", p.Counts)
 				}
 			},
-			events: []string{ReasonDuplicateIP},
+			events: []string{string(nbv1.ReasonDuplicateIP)},
 		},
 		{
 			name:   "IP outside the subnets is rejected",
 			in:     input(seg(), vmi("vm-a", 0, ips("10.99.0.1"))),
-			events: []string{ReasonOutsideSubnet},
+			events: []string{string(nbv1.ReasonOutsideSubnet)},
 			check: func(t *testing.T, p SegmentPlan, eps []*nbv1.BridgeEndpoint) {
 				c := meta.FindStatusCondition(eps[0].Status.Conditions, nbv1.ConditionRejected)
-				if c == nil || c.Reason != ReasonOutsideSubnet || !strings.Contains(c.Message, "10.99.0.1") {
+				if c == nil || c.Reason != string(nbv1.ReasonOutsideSubnet) || !strings.Contains(c.Message, "10.99.0.1") {
 					t.Fatalf("rejected %+v", c)
 				}
 			},
@@ -175,9 +175,9 @@ func TestPlanSegment(t *testing.T) {
 		{
 			name:   "a rejected VMI does not block the IP for a later valid one",
 			in:     input(ns1Only, vmi("vm-a", 0, inNS("ns2"), ips("10.20.100.10")), vmi("vm-b", 1, ips("10.20.100.10"))),
-			events: []string{ReasonNamespaceNotAllowed},
+			events: []string{string(nbv1.ReasonNamespaceNotAllowed)},
 			check: func(t *testing.T, p SegmentPlan, eps []*nbv1.BridgeEndpoint) {
-				if c := meta.FindStatusCondition(find(eps, "vm-a-default").Status.Conditions, nbv1.ConditionRejected); c == nil || c.Reason != ReasonNamespaceNotAllowed {
+				if c := meta.FindStatusCondition(find(eps, "vm-a-default").Status.Conditions, nbv1.ConditionRejected); c == nil || c.Reason != string(nbv1.ReasonNamespaceNotAllowed) {
 					t.Fatalf("rejected %+v", c)
 				}
 				if len(find(eps, "vm-b-default").Status.Conditions) != 0 {
@@ -212,7 +212,7 @@ func TestPlanSegment(t *testing.T) {
 					t.Errorf("%+v", eps[0])
 				}
 			},
-			events: []string{ReasonBridgeConfigNotReady},
+			events: []string{string(nbv1.ReasonBridgeConfigNotReady)},
 		},
 		{
 			name: "segment gone deletes everything",
@@ -310,21 +310,4 @@ func TestPlanSegmentChanges(t *testing.T) {
 			t.Fatal("PlanSegment modified an existing endpoint")
 		}
 	})
-}
-
-func TestParseSegmentLabel(t *testing.T) {
-	for in, want := range map[string]SegmentKey{
-		"dc1.app":        {"dc1", "app"},
-		"dc1.example.db": {"dc1.example", "db"},
-	} {
-		got, ok := ParseSegmentLabel(in)
-		if !ok || got != want {
-			t.Errorf("%q: %+v %v", in, got, ok)
-		}
-	}
-	for _, bad := range []string{"", "app", ".app", "dc1."} {
-		if _, ok := ParseSegmentLabel(bad); ok {
-			t.Errorf("%q accepted", bad)
-		}
-	}
 }
