@@ -192,11 +192,11 @@ func planVM(s *Snapshot, vm types.NamespacedName) (PlanItem, *SegmentRef, []Chec
 			}
 		}
 		for _, r := range s.Refusals(ep.Namespace, ep.Name) {
-			if r.Reason == nbv1.ConditionDuplicateAddress {
+			if r.Reason == string(nbv1.ReasonDuplicateAddress) {
 				dups = append(dups, fmt.Sprintf("%s (on %s)", r, r.Gateway))
 			}
 		}
-		if c := condition(ep.Status.Conditions, nbv1.ConditionAdvertised); c != nil && c.Reason == nbv1.ConditionDuplicateAddress && c.Status != "True" {
+		if c := condition(ep.Status.Conditions, nbv1.ConditionAdvertised); c != nil && c.Reason == string(nbv1.ReasonDuplicateAddress) && c.Status != "True" {
 			dups = append(dups, ep.Name+": "+conditionText(nbv1.ConditionAdvertised, c))
 		}
 	}

@@ -264,3 +264,43 @@ func TestCheckEndpoint(t *testing.T) {
 		t.Fatalf("refusals %+v", got)
 	}
 }
+
+func TestParseEndpoint(t *testing.T) {
+	good := nbv1.BridgeEndpointSpec{BridgeConfig: "dc1", Segment: "app", VMI: "vm1", Interface: "default",
+		IPs: []string{"10.20.100.10", "2001:DB8:100::10"}, MAC: "52:54:00:AA:00:01", NodeName: "n1", VTEP: "::ffff:172.16.0.11"}
+	ep, errs := ParseEndpoint("ns1", "vm1-default", good)
+	if len(errs) > 0 {
+		t.Fatal(errs.ToAggregate())
+	}
+	if ep.State != nbv1.StateStaged || ep.VTEP != netip.MustParseAddr("172.16.0.11") || ep.MAC.String() != "52:54:00:aa:00:01" ||
+		ep.IPs[1] != netip.MustParseAddr("2001:db8:100::10") || ep.Segment.String() != "dc1.app" {
+		t.Fatalf("%+v", ep)
+	}
+	for _, tc := range []struct {
+		name       string
+		mutate     func(*nbv1.BridgeEndpointSpec)
+		field, bad string
+	}{
+		{"bad IP", func(s *nbv1.BridgeEndpointSpec) { s.IPs = []string{"10.20.100.300"} }, "spec.ips[0]", "10.20.100.300"},
+		{"same IP two spellings", func(s *nbv1.BridgeEndpointSpec) { s.IPs = []string{"10.20.100.10", "::ffff:10.20.100.10"} }, "spec.ips[1]", "::ffff:10.20.100.10"},
+		{"bad MAC", func(s *nbv1.BridgeEndpointSpec) { s.MAC = "52:54:00:aa:00" }, "spec.mac", "52:54:00:aa:00"},
+		{"EUI-64", func(s *nbv1.BridgeEndpointSpec) { s.MAC = "02:00:00:00:00:00:00:01" }, "spec.mac", "02:00:00:00:00:00:00:01"},
+		{"multicast MAC", func(s *nbv1.BridgeEndpointSpec) { s.MAC = "01:00:5e:00:00:01" }, "spec.mac", "01:00:5e:00:00:01"},
+		{"zero MAC", func(s *nbv1.BridgeEndpointSpec) { s.MAC = "00:00:00:00:00:00" }, "spec.mac", "00:00:00:00:00:00"},
+		{"bad VTEP", func(s *nbv1.BridgeEndpointSpec) { s.VTEP = "node1" }, "spec.vtep", "node1"},
+		{"multicast VTEP", func(s *nbv1.BridgeEndpointSpec) { s.VTEP = "239.1.1.1" }, "spec.vtep", "239.1.1.1"},
+		{"bad state", func(s *nbv1.BridgeEndpointSpec) { s.State = "Live" }, "spec.state", "Live"},
+		{"bad segment", func(s *nbv1.BridgeEndpointSpec) { s.Segment = "App" }, "spec.segment", "dc1.App"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := good
+			s.IPs = append([]string(nil), good.IPs...)
+			tc.mutate(&s)
+			_, errs := ParseEndpoint("ns1", "e", s)
+			msg := errs.ToAggregate().Error()
+			if len(errs) == 0 || !strings.Contains(msg, tc.field) || !strings.Contains(msg, tc.bad) {
+				t.Fatalf("errors %v do not name %s and %q", errs, tc.field, tc.bad)
+			}
+		})
+	}
+}

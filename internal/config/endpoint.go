@@ -2,11 +2,93 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 )
+
+// Endpoint is a validated BridgeEndpoint spec.
+type Endpoint struct {
+	Namespace, Name string
+	Segment         nbv1.SegmentKey
+	VMI, Interface  string
+	// IPs in their one spelling (IPv4-mapped IPv6 is IPv4), no repeats.
+	IPs []netip.Addr
+	// MAC is nil until known.
+	MAC      net.HardwareAddr
+	NodeName string
+	// VTEP is zero until the node has one.
+	VTEP netip.Addr
+	// State is defaulted to Staged.
+	State nbv1.CutoverState
+}
+
+// ParseEndpoint validates a BridgeEndpoint spec (from the API server or the
+// standalone file); errors name the field and the value. Whether the IPs
+// fit the segment is CheckEndpoint's.
+func ParseEndpoint(namespace, name string, spec nbv1.BridgeEndpointSpec) (Endpoint, field.ErrorList) {
+	p := field.NewPath("spec")
+	var errs field.ErrorList
+	ep := Endpoint{Namespace: namespace, Name: name, Segment: nbv1.SegmentKey{BridgeConfig: spec.BridgeConfig, Segment: spec.Segment},
+		VMI: spec.VMI, Interface: spec.Interface, NodeName: spec.NodeName, State: spec.State}
+	if err := ep.Segment.Validate(); err != nil {
+		errs = append(errs, field.Invalid(p.Child("segment"), ep.Segment.String(), err.Error()))
+	}
+	seen := map[netip.Addr]int{}
+	for i, s := range spec.IPs {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			errs = append(errs, field.Invalid(p.Child("ips").Index(i), s, "not an IP address"))
+			continue
+		}
+		a = a.Unmap()
+		if j, dup := seen[a]; dup {
+			errs = append(errs, field.Duplicate(p.Child("ips").Index(i), fmt.Sprintf("%s (the same address as ips[%d])", s, j)))
+			continue
+		}
+		seen[a] = i
+		ep.IPs = append(ep.IPs, a)
+	}
+	if spec.MAC != "" {
+		mac, err := net.ParseMAC(spec.MAC)
+		switch {
+		case err != nil || len(mac) != 6:
+			errs = append(errs, field.Invalid(p.Child("mac"), spec.MAC, "not a 48-bit MAC address"))
+		case mac[0]&1 == 1:
+			errs = append(errs, field.Invalid(p.Child("mac"), spec.MAC, "a multicast MAC cannot be a VM's"))
+		case mac.String() == "00:00:00:00:00:00":
+			errs = append(errs, field.Invalid(p.Child("mac"), spec.MAC, "the all-zero MAC is the flood entry's"))
+		default:
+			ep.MAC = mac
+		}
+	}
+	if spec.VTEP != "" {
+		v, err := netip.ParseAddr(spec.VTEP)
+		v = v.Unmap()
+		switch {
+		case err != nil:
+			errs = append(errs, field.Invalid(p.Child("vtep"), spec.VTEP, "not an IP address"))
+		// The same rule as nbv1.NodeVTEP, which wrote it.
+		case v.IsUnspecified() || v.IsMulticast() || v.IsLoopback() || v == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			errs = append(errs, field.Invalid(p.Child("vtep"), spec.VTEP, "not a unicast address another node can reach"))
+		default:
+			ep.VTEP = v
+		}
+	}
+	switch ep.State {
+	case "":
+		ep.State = nbv1.StateStaged
+	case nbv1.StateStaged, nbv1.StateActive, nbv1.StateWithdrawn:
+	default:
+		errs = append(errs, field.NotSupported(p.Child("state"), spec.State,
+			[]nbv1.CutoverState{nbv1.StateStaged, nbv1.StateActive, nbv1.StateWithdrawn}))
+	}
+	return ep, errs
+}
 
 // Refusal is why one endpoint IP is never advertised.
 type Refusal struct {
