@@ -53,7 +53,7 @@ func DesiredConfigStatus(bc *nbv1.BridgeConfig, v Verdict, segs map[string]Segme
 	st.ActiveGateways = strings.Join(names, ",")
 
 	ready := metav1.Condition{Type: nbv1.ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonValid,
-		Message: "no conflict with other BridgeConfigs", ObservedGeneration: bc.Generation, LastTransitionTime: now}
+		Message: "spec valid, no conflict with other BridgeConfigs", ObservedGeneration: bc.Generation, LastTransitionTime: now}
 	if v.Reason != "" {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, v.Reason, v.Message
 	}
