@@ -156,21 +156,44 @@ func PlanSegment(in SegmentInput) SegmentPlan {
 
 	claims := make(map[string]*kubevirt.VMI)
 	for _, c := range cands {
-		if cond := rejection(in, c, &seg); cond != nil {
-			c.conds = append(c.conds, *cond)
-		} else if cond := conflict(c, claims); cond != nil {
-			c.conds = append(c.conds, *cond)
-		} else {
+		var degraded []string
+		held := holdActive(in, c)
+		switch {
+		case held:
+			// A BridgeConfig edit that failed validation must not withdraw
+			// what works: the endpoint stays Active with the IPs it had.
+			c.desired.Spec.IPs = append([]string(nil), c.existing.Spec.IPs...)
+			degraded = append(degraded, fmt.Sprintf("BridgeConfig %s is not Ready (%s): endpoint held Active as it was until the spec is valid", in.BridgeConfig, in.Refused))
 			for _, ip := range c.desired.Spec.IPs {
 				claims[ip] = c.vmi
+			}
+		default:
+			if cond := rejection(in, c, &seg); cond != nil {
+				c.conds = append(c.conds, *cond)
+			} else if cond := conflict(c, claims); cond != nil {
+				c.conds = append(c.conds, *cond)
+			} else {
+				for _, ip := range c.desired.Spec.IPs {
+					claims[ip] = c.vmi
+				}
 			}
 		}
 		refused := len(c.conds) > 0
 		c.desired.Spec.State = cutoverState(in.Segment, c.vmi, c.desired, refused)
+		if held && c.desired.Spec.State != nbv1.StateWithdrawn {
+			c.desired.Spec.State = nbv1.StateActive // rollback is still honoured
+		}
 		c.conds = append(c.conds, gatewayConditions(in.Gateway, c.desired)...)
 		if msg := in.VTEPErrors[c.desired.Spec.NodeName]; msg != "" {
+			degraded = append(degraded, vtepMessage(msg, c.desired.Spec.VTEP))
+		}
+		if len(degraded) > 0 {
+			reason := nbv1.ReasonInvalidVTEP
+			if held {
+				reason = nbv1.ReasonBridgeConfigNotReady
+			}
 			c.conds = append(c.conds, metav1.Condition{Type: nbv1.ConditionDegraded, Status: metav1.ConditionTrue,
-				Reason: string(nbv1.ReasonInvalidVTEP), Message: vtepMessage(msg, c.desired.Spec.VTEP)})
+				Reason: string(reason), Message: strings.Join(degraded, "; ")})
 		}
 		count(&plan.Counts, c.desired.Spec.State, refused)
 		plan.add(in.Now, c)
@@ -182,6 +205,12 @@ func PlanSegment(in SegmentInput) SegmentPlan {
 		}
 	}
 	return plan
+}
+
+// holdActive: the BridgeConfig is not Ready and the endpoint was Active
+// before, on this same segment.
+func holdActive(in SegmentInput, c *candidate) bool {
+	return in.Refused != "" && c.existing != nil && c.existing.Spec.State == nbv1.StateActive
 }
 
 func vtepMessage(bad, kept string) string {

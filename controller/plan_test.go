@@ -395,3 +395,37 @@ func TestPlanSegmentContracts(t *testing.T) {
 		}
 	})
 }
+
+// TestPlanSegmentHoldsActiveOnInvalidConfig: an edit that makes the
+// BridgeConfig invalid never withdraws working endpoints; new ones wait.
+func TestPlanSegmentHoldsActiveOnInvalidConfig(t *testing.T) {
+	in := input(seg(), vmi("a", 0, ips("10.20.100.10"), ann(nbv1.AnnotationCutover, "active")))
+	eps := converge(in, PlanSegment(in))
+	if find(eps, "a-default").Spec.State != nbv1.StateActive {
+		t.Fatal("setup: a not Active")
+	}
+	in.Existing = eps
+	in.Refused = `InvalidSpec: spec.segments[1].subnets[0]: Invalid value: "10.20.100.128/25": overlaps 10.20.100.0/24`
+	in.VMIs[0].Annotations[nbv1.AnnotationIPs] = "10.20.100.99" // changes wait for a valid spec
+	in.VMIs = append(in.VMIs, vmi("b", 1, ips("10.20.100.11"), ann(nbv1.AnnotationCutover, "active")))
+	p := PlanSegment(in)
+	eps = converge(in, p)
+	a, b := find(eps, "a-default"), find(eps, "b-default")
+	c := meta.FindStatusCondition(a.Status.Conditions, nbv1.ConditionDegraded)
+	if a.Spec.State != nbv1.StateActive || a.Spec.IPs[0] != "10.20.100.10" || c == nil || c.Reason != string(nbv1.ReasonBridgeConfigNotReady) ||
+		!strings.Contains(c.Message, "10.20.100.128/25") || meta.FindStatusCondition(a.Status.Conditions, nbv1.ConditionRejected) != nil {
+		t.Fatalf("a not held: %+v %+v", a.Spec, a.Status.Conditions)
+	}
+	if b.Spec.State != nbv1.StateStaged || !meta.IsStatusConditionTrue(b.Status.Conditions, nbv1.ConditionRejected) {
+		t.Fatalf("b activated under an invalid config: %+v %+v", b.Spec, b.Status.Conditions)
+	}
+	if p.Counts.Active != 1 || p.Counts.Refused != 1 {
+		t.Fatalf("counts %+v", p.Counts)
+	}
+	// Rollback is still honoured.
+	in.Existing = eps
+	in.VMIs[0].Annotations[nbv1.AnnotationCutover] = nbv1.CutoverRollback
+	if a := find(converge(in, PlanSegment(in)), "a-default"); a.Spec.State != nbv1.StateWithdrawn {
+		t.Fatalf("rollback ignored: %s", a.Spec.State)
+	}
+}

@@ -153,4 +153,45 @@ func TestSemanticValidation(t *testing.T) {
 			return condition(ep, nbv1.ConditionDegraded, metav1.ConditionTrue, string(nbv1.ReasonInvalidVTEP), `netbridge.io/vtep="192.0.2.300"`)
 		}))
 	})
+
+	t.Run("InvalidEditHoldsWorkingEndpoints", func(t *testing.T) {
+		ctx := context.Background()
+		edit := func(mutate func(*nbv1.BridgeConfig)) {
+			t.Helper()
+			var bc nbv1.BridgeConfig
+			if err := env.Client.Get(ctx, client.ObjectKey{Name: "t9-good"}, &bc); err != nil {
+				t.Fatal(err)
+			}
+			mutate(&bc)
+			if err := env.Client.Update(ctx, &bc); err != nil {
+				t.Fatal(err)
+			}
+		}
+		edit(func(bc *nbv1.BridgeConfig) {
+			bc.Spec.Segments = append(bc.Spec.Segments, nbv1.Segment{Name: "dup", VLANID: 920, VNI: 10920, Subnets: []string{"10.190.0.128/25"}})
+		})
+		eventually(t, 3*time.Second, "t9-good Ready=False after the edit", func() error {
+			c, err := readyCondition("t9-good")
+			if err != nil {
+				return err
+			}
+			if c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "spec.segments[1].subnets[0]") || !strings.Contains(c.Message, "10.190.0.128/25") {
+				return fmt.Errorf("ready %+v", c)
+			}
+			return nil
+		})
+		eventually(t, 2*time.Second, "vm-ok held Active", wantSpec("t9-vms", "vm-ok-default", func(ep *nbv1.BridgeEndpoint) error {
+			if ep.Spec.State != nbv1.StateActive {
+				return fmt.Errorf("state %s: a bad edit withdrew a working endpoint", ep.Spec.State)
+			}
+			return condition(ep, nbv1.ConditionDegraded, metav1.ConditionTrue, string(nbv1.ReasonBridgeConfigNotReady), "10.190.0.128/25")
+		}))
+		edit(func(bc *nbv1.BridgeConfig) { bc.Spec.Segments = bc.Spec.Segments[:1] })
+		eventually(t, 3*time.Second, "vm-ok healthy again", wantSpec("t9-vms", "vm-ok-default", func(ep *nbv1.BridgeEndpoint) error {
+			if ep.Spec.State != nbv1.StateActive || meta.FindStatusCondition(ep.Status.Conditions, nbv1.ConditionDegraded) != nil {
+				return fmt.Errorf("state %s, conditions %+v", ep.Spec.State, ep.Status.Conditions)
+			}
+			return nil
+		}))
+	})
 }
