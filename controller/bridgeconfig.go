@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/internal/config"
 )
 
 // SegmentObservation is what the status of one segment is computed from.
@@ -52,7 +53,7 @@ func DesiredConfigStatus(bc *nbv1.BridgeConfig, v Verdict, segs map[string]Segme
 	st.ActiveGateways = strings.Join(names, ",")
 
 	ready := metav1.Condition{Type: nbv1.ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonValid,
-		Message: "no conflict with other BridgeConfigs", ObservedGeneration: bc.Generation, LastTransitionTime: now}
+		Message: "spec valid, no conflict with other BridgeConfigs", ObservedGeneration: bc.Generation, LastTransitionTime: now}
 	if v.Reason != "" {
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, v.Reason, v.Message
 	}
@@ -69,6 +70,8 @@ type configReconciler struct {
 	metrics   *metrics
 	log       logr.Logger
 	now       func() time.Time
+	// limits bound the semantic checks (zero: the documented defaults).
+	limits config.Limits
 }
 
 func (r *configReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
@@ -88,7 +91,7 @@ func (r *configReconciler) reconcile(ctx context.Context, name string) (reconcil
 		}
 		return reconcile.Result{}, fmt.Errorf("get bridgeconfig %s: %w", name, err)
 	}
-	verdicts, err := checkAllConfigs(ctx, r.client)
+	verdicts, err := checkAllConfigs(ctx, r.client, r.limits)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -101,7 +104,7 @@ func (r *configReconciler) reconcile(ctx context.Context, name string) (reconcil
 	standby := map[string][]string{}
 	for _, gw := range gws.Items {
 		for _, s := range gw.Status.Segments {
-			if s.BridgeConfig == name && s.Role == "Standby" {
+			if s.BridgeConfig == name && nbv1.SegmentRole(s.Role) == nbv1.SegmentRoleStandby {
 				standby[s.Name] = append(standby[s.Name], gw.Name)
 			}
 		}

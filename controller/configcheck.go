@@ -10,16 +10,46 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/internal/config"
 )
 
 // Reasons of a BridgeConfig's Ready condition.
 const (
-	ReasonValid           = "Valid"
-	ReasonVLANConflict    = "VLANConflict"
-	ReasonVNIConflict     = "VNIConflict"
-	ReasonSubnetOverlap   = "SubnetOverlap"
-	ReasonInvalidSelector = "InvalidSelector"
+	ReasonValid         = "Valid"
+	ReasonVLANConflict  = "VLANConflict"
+	ReasonVNIConflict   = "VNIConflict"
+	ReasonSubnetOverlap = "SubnetOverlap"
+	// ReasonInvalidSpec: config.Parse refused the spec; the message names
+	// every field and value it refused.
+	ReasonInvalidSpec = "InvalidSpec"
 )
+
+// maxVerdictMessage keeps a condition message readable (the API allows
+// 32 KiB); the first errors name the fields to fix.
+const maxVerdictMessage = 2048
+
+// configVerdicts validates each config on its own (config.Parse), then runs
+// the cross-object checks over the valid ones: an invalid config is never
+// programmed and blocks nobody.
+func configVerdicts(bcs []*nbv1.BridgeConfig, nodes []labels.Set, lim config.Limits) map[string]Verdict {
+	out := make(map[string]Verdict, len(bcs))
+	valid := make([]*nbv1.BridgeConfig, 0, len(bcs))
+	for _, bc := range bcs {
+		if _, errs := config.ParseWithLimits(bc.Name, bc.Spec, lim); len(errs) > 0 {
+			msg := errs.ToAggregate().Error()
+			if len(msg) > maxVerdictMessage {
+				msg = msg[:maxVerdictMessage] + "…"
+			}
+			out[bc.Name] = Verdict{Reason: ReasonInvalidSpec, Message: msg}
+			continue
+		}
+		valid = append(valid, bc)
+	}
+	for name, v := range CheckBridgeConfigs(valid, nodes) {
+		out[name] = v
+	}
+	return out
+}
 
 // Verdict is the outcome of the cross-BridgeConfig checks for one config.
 type Verdict struct {
@@ -28,8 +58,8 @@ type Verdict struct {
 	Message string
 }
 
-// CheckBridgeConfigs runs the checks CEL cannot do because they span
-// objects: the same VLAN or VNI on overlapping gateway nodes, and
+// CheckBridgeConfigs runs the checks that span objects, on configs that
+// config.Parse accepted: the same VLAN or VNI on overlapping gateway nodes, and
 // overlapping subnets. Configs are taken in creation order (then name); a
 // config is refused when it clashes with an earlier accepted one, so the
 // earlier one stays Ready and a refused config blocks nobody. nodes are the
@@ -57,9 +87,6 @@ func CheckBridgeConfigs(bcs []*nbv1.BridgeConfig, nodes []labels.Set) map[string
 }
 
 func checkAgainst(bc *nbv1.BridgeConfig, accepted []*nbv1.BridgeConfig, nodes []labels.Set) Verdict {
-	if _, err := metav1.LabelSelectorAsSelector(&bc.Spec.GatewaySelector); err != nil {
-		return Verdict{Reason: ReasonInvalidSelector, Message: fmt.Sprintf("gatewaySelector: %v", err)}
-	}
 	for _, other := range accepted {
 		for _, s := range bc.Spec.Segments {
 			for _, o := range other.Spec.Segments {
@@ -113,12 +140,14 @@ func selectorsOverlap(a, b *metav1.LabelSelector, nodes []labels.Set) bool {
 	return false
 }
 
+// overlapping compares the subnets of two segments config.Parse accepted
+// (so every one parses).
 func overlapping(a, b []string) bool {
-	pa, _ := parseSubnets(a)
-	pb, _ := parseSubnets(b)
-	for _, x := range pa {
-		for _, y := range pb {
-			if x.Overlaps(y) {
+	for _, x := range a {
+		px, errX := netip.ParsePrefix(x)
+		for _, y := range b {
+			py, errY := netip.ParsePrefix(y)
+			if errX == nil && errY == nil && px.Overlaps(py) {
 				return true
 			}
 		}

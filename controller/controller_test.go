@@ -141,7 +141,7 @@ func TestEndpoints(t *testing.T) {
 
 	t.Run("AdvertisedMirroredFromActiveGateway", func(t *testing.T) {
 		lease := &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Namespace: controller.DefaultNamespace, Name: controller.LeaseName("t1", "app")},
+			ObjectMeta: metav1.ObjectMeta{Namespace: controller.DefaultNamespace, Name: nbv1.LeaseName(nbv1.SegmentKey{BridgeConfig: "t1", Segment: "app"})},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("t1-gw1"), LeaseDurationSeconds: ptr.To(int32(3600)),
 				RenewTime: &metav1.MicroTime{Time: time.Now()}},
 		}
@@ -187,9 +187,9 @@ func TestEndpoints(t *testing.T) {
 			if ep.Spec.State != nbv1.StateStaged {
 				return fmt.Errorf("state %s", ep.Spec.State)
 			}
-			return condition(ep, nbv1.ConditionConflict, metav1.ConditionTrue, controller.ReasonDuplicateIP, "t1-vms/vm1")
+			return condition(ep, nbv1.ConditionConflict, metav1.ConditionTrue, string(nbv1.ReasonDuplicateIP), "t1-vms/vm1")
 		}))
-		eventually(t, 2*time.Second, "event on vm3", func() error { return findEvent("t1-vms", "vm3", controller.ReasonDuplicateIP, "t1-vms/vm1") })
+		eventually(t, 2*time.Second, "event on vm3", func() error { return findEvent("t1-vms", "vm3", string(nbv1.ReasonDuplicateIP), "t1-vms/vm1") })
 		ep, err := getEndpoint("t1-vms", "vm1-default")
 		if err != nil || ep.Spec.State != nbv1.StateActive || meta.FindStatusCondition(ep.Status.Conditions, nbv1.ConditionConflict) != nil {
 			t.Fatalf("the earlier claimant was disturbed: %+v %v", ep, err)
@@ -199,18 +199,18 @@ func TestEndpoints(t *testing.T) {
 	t.Run("IPOutsideSubnet", func(t *testing.T) {
 		createVMI(t, "t1-vms", "vm4", "t1.app", map[string]string{nbv1.AnnotationIPs: "10.99.0.4"}, kubevirt.Status{NodeName: "t1-n1"})
 		eventually(t, 2*time.Second, "Rejected on vm4", wantSpec("t1-vms", "vm4-default", func(ep *nbv1.BridgeEndpoint) error {
-			return condition(ep, nbv1.ConditionRejected, metav1.ConditionTrue, controller.ReasonOutsideSubnet, "10.99.0.4")
+			return condition(ep, nbv1.ConditionRejected, metav1.ConditionTrue, string(nbv1.ReasonOutsideSubnet), "10.99.0.4")
 		}))
-		eventually(t, 2*time.Second, "event on vm4", func() error { return findEvent("t1-vms", "vm4", controller.ReasonOutsideSubnet, "10.99.0.4") })
+		eventually(t, 2*time.Second, "event on vm4", func() error { return findEvent("t1-vms", "vm4", string(nbv1.ReasonOutsideSubnet), "10.99.0.4") })
 	})
 
 	t.Run("NamespaceNotAllowed", func(t *testing.T) {
 		createVMI(t, "t1-vms", "vm5", "t1.db", map[string]string{nbv1.AnnotationIPs: "10.102.0.5"}, kubevirt.Status{NodeName: "t1-n1"})
 		createVMI(t, "t1-db", "vm6", "t1.db", map[string]string{nbv1.AnnotationIPs: "10.102.0.6"}, kubevirt.Status{NodeName: "t1-n1"})
 		eventually(t, 2*time.Second, "Rejected on vm5", wantSpec("t1-vms", "vm5-default", func(ep *nbv1.BridgeEndpoint) error {
-			return condition(ep, nbv1.ConditionRejected, metav1.ConditionTrue, controller.ReasonNamespaceNotAllowed, "t1-vms")
+			return condition(ep, nbv1.ConditionRejected, metav1.ConditionTrue, string(nbv1.ReasonNamespaceNotAllowed), "t1-vms")
 		}))
-		eventually(t, 2*time.Second, "event on vm5", func() error { return findEvent("t1-vms", "vm5", controller.ReasonNamespaceNotAllowed, "t1-vms") })
+		eventually(t, 2*time.Second, "event on vm5", func() error { return findEvent("t1-vms", "vm5", string(nbv1.ReasonNamespaceNotAllowed), "t1-vms") })
 		eventually(t, 2*time.Second, "vm6 accepted", wantSpec("t1-db", "vm6-default", func(ep *nbv1.BridgeEndpoint) error {
 			if len(ep.Status.Conditions) != 0 {
 				return fmt.Errorf("conditions %+v", ep.Status.Conditions)
@@ -239,9 +239,9 @@ func TestEndpoints(t *testing.T) {
 			if ep.Spec.State != nbv1.StateStaged {
 				return fmt.Errorf("state %s", ep.Spec.State)
 			}
-			return condition(ep, nbv1.ConditionRejected, metav1.ConditionTrue, controller.ReasonBridgeConfigNotReady, "VLAN")
+			return condition(ep, nbv1.ConditionRejected, metav1.ConditionTrue, string(nbv1.ReasonBridgeConfigNotReady), "VLAN")
 		}))
-		eventually(t, 2*time.Second, "event on vm7", func() error { return findEvent("t1-vms", "vm7", controller.ReasonBridgeConfigNotReady, "t1") })
+		eventually(t, 2*time.Second, "event on vm7", func() error { return findEvent("t1-vms", "vm7", string(nbv1.ReasonBridgeConfigNotReady), "t1") })
 		var first nbv1.BridgeConfig
 		if err := env.Client.Get(ctx, client.ObjectKey{Name: "t1"}, &first); err != nil {
 			t.Fatal(err)

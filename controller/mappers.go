@@ -19,7 +19,7 @@ type segmentMapper struct {
 }
 
 func (m *segmentMapper) vmi(_ context.Context, o client.Object) []SegmentKey {
-	if k, ok := ParseSegmentLabel(o.GetLabels()[nbv1.LabelSegment]); ok {
+	if k, err := nbv1.ParseSegmentKey(o.GetLabels()[nbv1.LabelSegment]); err == nil {
 		return []SegmentKey{k}
 	}
 	return nil
@@ -75,7 +75,7 @@ func (m *segmentMapper) node(ctx context.Context, o client.Object) []SegmentKey 
 		seen[k] = true
 	}
 	for i := range vmis.Items {
-		if k, ok := ParseSegmentLabel(vmis.Items[i].GetLabels()[nbv1.LabelSegment]); ok && !seen[k] {
+		if k, err := nbv1.ParseSegmentKey(vmis.Items[i].GetLabels()[nbv1.LabelSegment]); err == nil && !seen[k] {
 			seen[k] = true
 			out = append(out, k)
 		}
@@ -91,9 +91,13 @@ func (m *segmentMapper) lease(ctx context.Context, o client.Object) []SegmentKey
 	if o.GetNamespace() != m.namespace {
 		return nil
 	}
+	if k, err := nbv1.ParseLeaseName(o.GetName()); err == nil {
+		return []SegmentKey{k}
+	}
+	// Hashed names (keys the API refuses) have no inverse: look them up.
 	var out []SegmentKey
 	for _, k := range m.all(ctx, nil) {
-		if LeaseName(k.BridgeConfig, k.Segment) == o.GetName() {
+		if nbv1.LeaseName(k) == o.GetName() {
 			out = append(out, k)
 		}
 	}

@@ -11,28 +11,30 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/controller/kubevirt"
+	"github.com/netbridge-io/netbridge/internal/config"
 )
 
-// Condition reasons written on BridgeEndpoints.
+// Reasons of the Advertised and Reachable conditions, which only the
+// controller writes; refusal reasons (Rejected, Conflict) are the API's
+// nbv1.RefusalReason values.
 const (
-	ReasonDuplicateIP          = "DuplicateIP"
-	ReasonOutsideSubnet        = "OutsideSubnet"
-	ReasonInvalidAddress       = "InvalidAddress"
-	ReasonNamespaceNotAllowed  = "NamespaceNotAllowed"
-	ReasonBridgeConfigNotReady = "BridgeConfigNotReady"
-	ReasonAdvertised           = "Advertised"
-	ReasonPending              = "Pending"
-	ReasonProbeAnswered        = "ProbeAnswered"
-	ReasonNoProbeAnswer        = "NoProbeAnswer"
+	ReasonAdvertised    = "Advertised"
+	ReasonPending       = "Pending"
+	ReasonProbeAnswered = "ProbeAnswered"
+	ReasonNoProbeAnswer = "NoProbeAnswer"
+	// ReasonNameCollision: two VMI interfaces map to one endpoint name
+	// (a hash collision of nbv1.EndpointName); the later one is not managed.
+	ReasonNameCollision = "EndpointNameCollision"
 )
 
 // managedConditions are the endpoint condition types this controller owns;
 // any other type found on an endpoint is left alone.
-var managedConditions = []string{nbv1.ConditionConflict, nbv1.ConditionRejected, nbv1.ConditionAdvertised, nbv1.ConditionReachable}
+var managedConditions = []string{nbv1.ConditionConflict, nbv1.ConditionRejected, nbv1.ConditionAdvertised, nbv1.ConditionReachable, nbv1.ConditionDegraded}
 
 // GatewayView is what the segment's active gateway reports about endpoints.
 type GatewayView struct {
@@ -60,6 +62,11 @@ type SegmentInput struct {
 	NamespaceLabels map[string]labels.Set
 	// VTEPs by node name.
 	VTEPs map[string]string
+	// VTEPErrors by node name: the node's VTEP annotation is unusable; its
+	// endpoints keep their last VTEP and say why (Degraded).
+	VTEPErrors map[string]string
+	// Limits bound the semantic checks of the segment (zero: defaults).
+	Limits config.Limits
 	// Existing endpoints of this segment.
 	Existing []*nbv1.BridgeEndpoint
 	// Gateway is the active gateway's report (nil: no active gateway).
@@ -92,11 +99,6 @@ func (p *SegmentPlan) Empty() bool {
 	return len(p.Create)+len(p.Update)+len(p.UpdateStatus)+len(p.Delete)+len(p.Events) == 0
 }
 
-// EndpointName is the BridgeEndpoint name of a VMI interface.
-func EndpointName(vmi, iface string) string {
-	return vmi + "-" + iface
-}
-
 type candidate struct {
 	vmi      *kubevirt.VMI
 	desired  *nbv1.BridgeEndpoint
@@ -118,18 +120,24 @@ func PlanSegment(in SegmentInput) SegmentPlan {
 		return plan
 	}
 
-	subnets, _ := parseSubnets(in.Segment.Subnets)
-	nsSel, nsSelErr := namespaceSelector(in.Segment.NamespaceSelector)
+	seg, segErrs := config.ParseSegment(in.BridgeConfig, *in.Segment, config.Uplink{}, in.Limits,
+		field.NewPath("spec", "segments").Key(in.Segment.Name))
+	if len(segErrs) > 0 && in.Refused == "" {
+		// The BridgeConfig verdict says the same; never program half of it.
+		in.Refused = ReasonInvalidSpec + ": " + segErrs.ToAggregate().Error()
+	}
 
 	cands := make([]*candidate, 0, len(in.VMIs))
-	seen := make(map[string]bool, len(in.VMIs))
+	seen := make(map[string]*kubevirt.VMI, len(in.VMIs))
 	for _, vmi := range in.VMIs {
 		iface := vmi.PrimaryInterface()
-		key := vmi.Namespace + "/" + EndpointName(vmi.Name, iface)
-		if seen[key] {
+		key := vmi.Namespace + "/" + nbv1.EndpointName(vmi.Name, iface)
+		if other := seen[key]; other != nil {
+			plan.Events = append(plan.Events, Event{Regarding: vmiRef(vmi), Type: corev1.EventTypeWarning, Reason: ReasonNameCollision,
+				Message: fmt.Sprintf("endpoint %s is already VMI %s/%s's: this VMI is not managed", key, other.Namespace, other.Name)})
 			continue
 		}
-		seen[key] = true
+		seen[key] = vmi
 		c := &candidate{vmi: vmi, existing: existing[key]}
 		c.desired = desiredEndpoint(in, vmi, iface, c.existing)
 		cands = append(cands, c)
@@ -148,28 +156,78 @@ func PlanSegment(in SegmentInput) SegmentPlan {
 
 	claims := make(map[string]*kubevirt.VMI)
 	for _, c := range cands {
-		if cond := rejection(in, c, subnets, nsSel, nsSelErr); cond != nil {
-			c.conds = append(c.conds, *cond)
-		} else if cond := conflict(c, claims); cond != nil {
-			c.conds = append(c.conds, *cond)
-		} else {
+		var degraded []string
+		held := holdActive(in, c)
+		switch {
+		case held:
+			// A BridgeConfig edit that failed validation must not withdraw
+			// what works: the endpoint stays Active with the IPs it had.
+			c.desired.Spec.IPs = append([]string(nil), c.existing.Spec.IPs...)
+			degraded = append(degraded, fmt.Sprintf("BridgeConfig %s is not Ready (%s): endpoint held Active as it was until the spec is valid", in.BridgeConfig, in.Refused))
 			for _, ip := range c.desired.Spec.IPs {
 				claims[ip] = c.vmi
+			}
+		default:
+			if cond := rejection(in, c, &seg); cond != nil {
+				c.conds = append(c.conds, *cond)
+			} else if cond := conflict(c, claims); cond != nil {
+				c.conds = append(c.conds, *cond)
+			} else {
+				for _, ip := range c.desired.Spec.IPs {
+					claims[ip] = c.vmi
+				}
 			}
 		}
 		refused := len(c.conds) > 0
 		c.desired.Spec.State = cutoverState(in.Segment, c.vmi, c.desired, refused)
+		if held && c.desired.Spec.State != nbv1.StateWithdrawn {
+			c.desired.Spec.State = nbv1.StateActive // rollback is still honoured
+		}
 		c.conds = append(c.conds, gatewayConditions(in.Gateway, c.desired)...)
+		if msg := in.VTEPErrors[c.desired.Spec.NodeName]; msg != "" {
+			degraded = append(degraded, vtepMessage(msg, c.desired.Spec.VTEP))
+		}
+		if len(degraded) > 0 {
+			reason := nbv1.ReasonInvalidVTEP
+			if held {
+				reason = nbv1.ReasonBridgeConfigNotReady
+			}
+			c.conds = append(c.conds, metav1.Condition{Type: nbv1.ConditionDegraded, Status: metav1.ConditionTrue,
+				Reason: string(reason), Message: strings.Join(degraded, "; ")})
+		}
 		count(&plan.Counts, c.desired.Spec.State, refused)
 		plan.add(in.Now, c)
 	}
 
 	for _, e := range in.Existing {
-		if !seen[e.Namespace+"/"+e.Name] {
+		if seen[e.Namespace+"/"+e.Name] == nil {
 			plan.Delete = append(plan.Delete, e.DeepCopy())
 		}
 	}
 	return plan
+}
+
+// holdActive: the BridgeConfig is not Ready and the endpoint was Active
+// before, on this same segment.
+func holdActive(in SegmentInput, c *candidate) bool {
+	return in.Refused != "" && c.existing != nil && c.existing.Spec.State == nbv1.StateActive
+}
+
+func vtepMessage(bad, kept string) string {
+	if kept == "" {
+		return bad + "; no VTEP for this endpoint until it is fixed"
+	}
+	return bad + "; keeping the last good VTEP " + kept
+}
+
+func vmiRef(v *kubevirt.VMI) corev1.ObjectReference {
+	return corev1.ObjectReference{
+		APIVersion: kubevirt.GroupVersion.String(),
+		Kind:       kubevirt.VMIGVK.Kind,
+		Namespace:  v.Namespace,
+		Name:       v.Name,
+		UID:        v.UID,
+	}
 }
 
 func deleteAll(eps []*nbv1.BridgeEndpoint) []*nbv1.BridgeEndpoint {
@@ -219,10 +277,14 @@ func desiredEndpoint(in SegmentInput, vmi *kubevirt.VMI, iface string, existing 
 	if node == "" && existing != nil {
 		node = existing.Spec.NodeName
 	}
+	vtep := in.VTEPs[node]
+	if _, bad := in.VTEPErrors[node]; bad && existing != nil && existing.Spec.NodeName == node {
+		vtep = existing.Spec.VTEP // the last good one; never a bad annotation's text
+	}
 	return &nbv1.BridgeEndpoint{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: vmi.Namespace,
-			Name:      EndpointName(vmi.Name, iface),
+			Name:      nbv1.EndpointName(vmi.Name, iface),
 			Labels: map[string]string{
 				nbv1.LabelBridgeConfig: in.BridgeConfig,
 				nbv1.LabelSegmentName:  in.Segment.Name,
@@ -244,7 +306,7 @@ func desiredEndpoint(in SegmentInput, vmi *kubevirt.VMI, iface string, existing 
 			IPs:          ips,
 			MAC:          mac,
 			NodeName:     node,
-			VTEP:         in.VTEPs[node],
+			VTEP:         vtep,
 		},
 	}
 }
@@ -260,7 +322,7 @@ func splitIPs(raw string) []string {
 			continue
 		}
 		if a, err := netip.ParseAddr(f); err == nil {
-			f = a.String()
+			f = a.Unmap().String() // one spelling, so claims compare
 		}
 		if !seen[f] {
 			seen[f] = true
@@ -289,6 +351,7 @@ func statusIPs(st kubevirt.InterfaceStatus) []string {
 		if err != nil || a.IsLinkLocalUnicast() || a.IsLoopback() || a.IsUnspecified() {
 			continue
 		}
+		a = a.Unmap()
 		if !seen[a.String()] {
 			seen[a.String()] = true
 			out = append(out, a.String())
@@ -297,54 +360,22 @@ func statusIPs(st kubevirt.InterfaceStatus) []string {
 	return out
 }
 
-func parseSubnets(cidrs []string) ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(cidrs))
-	for _, c := range cidrs {
-		p, err := netip.ParsePrefix(strings.TrimSpace(c))
-		if err != nil {
-			return out, fmt.Errorf("subnet %q: %w", c, err)
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
-}
-
-func namespaceSelector(s *metav1.LabelSelector) (labels.Selector, error) {
-	if s == nil {
-		return labels.Everything(), nil
-	}
-	return metav1.LabelSelectorAsSelector(s)
-}
-
-func rejection(in SegmentInput, c *candidate, subnets []netip.Prefix, nsSel labels.Selector, nsSelErr error) *metav1.Condition {
-	rej := func(reason, msg string) *metav1.Condition {
-		return &metav1.Condition{Type: nbv1.ConditionRejected, Status: metav1.ConditionTrue, Reason: reason, Message: msg}
+// rejection refuses an endpoint of a BridgeConfig that is not Ready, of a
+// namespace the segment does not allow, or with an IP the segment cannot
+// give a VM (config.CheckEndpoint names the rule).
+func rejection(in SegmentInput, c *candidate, seg *config.Segment) *metav1.Condition {
+	rej := func(reason nbv1.RefusalReason, msg string) *metav1.Condition {
+		return &metav1.Condition{Type: nbv1.ConditionRejected, Status: metav1.ConditionTrue, Reason: string(reason), Message: msg}
 	}
 	if in.Refused != "" {
-		return rej(ReasonBridgeConfigNotReady, fmt.Sprintf("BridgeConfig %s is not Ready: %s", in.BridgeConfig, in.Refused))
+		return rej(nbv1.ReasonBridgeConfigNotReady, fmt.Sprintf("BridgeConfig %s is not Ready: %s", in.BridgeConfig, in.Refused))
 	}
 	ns := c.vmi.Namespace
-	if nsSelErr != nil {
-		return rej(ReasonNamespaceNotAllowed, fmt.Sprintf("segment %s/%s has an invalid namespaceSelector: %v", in.BridgeConfig, in.Segment.Name, nsSelErr))
+	if !seg.NamespaceSelector.Matches(in.NamespaceLabels[ns]) {
+		return rej(nbv1.ReasonNamespaceNotAllowed, fmt.Sprintf("namespace %s is not allowed on segment %s (namespaceSelector %s)", ns, seg.Key, seg.NamespaceSelector))
 	}
-	if !nsSel.Matches(in.NamespaceLabels[ns]) {
-		return rej(ReasonNamespaceNotAllowed, fmt.Sprintf("namespace %s is not allowed on segment %s/%s (namespaceSelector %s)", ns, in.BridgeConfig, in.Segment.Name, nsSel))
-	}
-	for _, s := range c.desired.Spec.IPs {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return rej(ReasonInvalidAddress, fmt.Sprintf("%q is not an IP address", s))
-		}
-		inside := false
-		for _, p := range subnets {
-			if p.Contains(a) {
-				inside = true
-				break
-			}
-		}
-		if !inside {
-			return rej(ReasonOutsideSubnet, fmt.Sprintf("IP %s is outside the subnets %s of segment %s/%s", s, strings.Join(in.Segment.Subnets, ","), in.BridgeConfig, in.Segment.Name))
-		}
+	if refused := config.CheckEndpoint(seg, c.desired.Spec.IPs); len(refused) > 0 {
+		return rej(refused[0].Reason, refused[0].Message)
 	}
 	return nil
 }
@@ -355,7 +386,7 @@ func conflict(c *candidate, claims map[string]*kubevirt.VMI) *metav1.Condition {
 			return &metav1.Condition{
 				Type:    nbv1.ConditionConflict,
 				Status:  metav1.ConditionTrue,
-				Reason:  ReasonDuplicateIP,
+				Reason:  string(nbv1.ReasonDuplicateIP),
 				Message: fmt.Sprintf("IP %s is already claimed by VMI %s/%s", ip, other.Namespace, other.Name),
 			}
 		}
@@ -403,7 +434,7 @@ func gatewayConditions(gw *GatewayView, ep *nbv1.BridgeEndpoint) []metav1.Condit
 		}
 		reason := r.Reason
 		if reason == "" {
-			reason = nbv1.ConditionDuplicateAddress
+			reason = string(nbv1.ReasonDuplicateAddress)
 		}
 		return []metav1.Condition{{Type: nbv1.ConditionAdvertised, Status: metav1.ConditionFalse, Reason: reason, Message: msg}}
 	}
@@ -469,23 +500,17 @@ func (p *SegmentPlan) add(now metav1.Time, c *candidate) {
 // says something new, so that a resync never repeats one.
 func (p *SegmentPlan) events(c *candidate, old []metav1.Condition) {
 	for _, cond := range c.conds {
-		if cond.Type != nbv1.ConditionConflict && cond.Type != nbv1.ConditionRejected {
+		if cond.Type != nbv1.ConditionConflict && cond.Type != nbv1.ConditionRejected && cond.Type != nbv1.ConditionDegraded {
 			continue
 		}
 		if prev := meta.FindStatusCondition(old, cond.Type); prev != nil && prev.Status == cond.Status && prev.Reason == cond.Reason && prev.Message == cond.Message {
 			continue
 		}
 		p.Events = append(p.Events, Event{
-			Regarding: corev1.ObjectReference{
-				APIVersion: kubevirt.GroupVersion.String(),
-				Kind:       kubevirt.VMIGVK.Kind,
-				Namespace:  c.vmi.Namespace,
-				Name:       c.vmi.Name,
-				UID:        c.vmi.UID,
-			},
-			Type:    corev1.EventTypeWarning,
-			Reason:  cond.Reason,
-			Message: fmt.Sprintf("endpoint %s/%s: %s", c.desired.Namespace, c.desired.Name, cond.Message),
+			Regarding: vmiRef(c.vmi),
+			Type:      corev1.EventTypeWarning,
+			Reason:    cond.Reason,
+			Message:   fmt.Sprintf("endpoint %s/%s: %s", c.desired.Namespace, c.desired.Name, cond.Message),
 		})
 	}
 }

@@ -159,15 +159,15 @@ func TestPlanSegment(t *testing.T) {
 					t.Errorf("counts %+v", p.Counts)
 				}
 			},
-			events: []string{ReasonDuplicateIP},
+			events: []string{string(nbv1.ReasonDuplicateIP)},
 		},
 		{
 			name:   "IP outside the subnets is rejected",
 			in:     input(seg(), vmi("vm-a", 0, ips("10.99.0.1"))),
-			events: []string{ReasonOutsideSubnet},
+			events: []string{string(nbv1.ReasonOutsideSubnet)},
 			check: func(t *testing.T, p SegmentPlan, eps []*nbv1.BridgeEndpoint) {
 				c := meta.FindStatusCondition(eps[0].Status.Conditions, nbv1.ConditionRejected)
-				if c == nil || c.Reason != ReasonOutsideSubnet || !strings.Contains(c.Message, "10.99.0.1") {
+				if c == nil || c.Reason != string(nbv1.ReasonOutsideSubnet) || !strings.Contains(c.Message, "10.99.0.1") {
 					t.Fatalf("rejected %+v", c)
 				}
 			},
@@ -175,9 +175,9 @@ func TestPlanSegment(t *testing.T) {
 		{
 			name:   "a rejected VMI does not block the IP for a later valid one",
 			in:     input(ns1Only, vmi("vm-a", 0, inNS("ns2"), ips("10.20.100.10")), vmi("vm-b", 1, ips("10.20.100.10"))),
-			events: []string{ReasonNamespaceNotAllowed},
+			events: []string{string(nbv1.ReasonNamespaceNotAllowed)},
 			check: func(t *testing.T, p SegmentPlan, eps []*nbv1.BridgeEndpoint) {
-				if c := meta.FindStatusCondition(find(eps, "vm-a-default").Status.Conditions, nbv1.ConditionRejected); c == nil || c.Reason != ReasonNamespaceNotAllowed {
+				if c := meta.FindStatusCondition(find(eps, "vm-a-default").Status.Conditions, nbv1.ConditionRejected); c == nil || c.Reason != string(nbv1.ReasonNamespaceNotAllowed) {
 					t.Fatalf("rejected %+v", c)
 				}
 				if len(find(eps, "vm-b-default").Status.Conditions) != 0 {
@@ -212,7 +212,7 @@ func TestPlanSegment(t *testing.T) {
 					t.Errorf("%+v", eps[0])
 				}
 			},
-			events: []string{ReasonBridgeConfigNotReady},
+			events: []string{string(nbv1.ReasonBridgeConfigNotReady)},
 		},
 		{
 			name: "segment gone deletes everything",
@@ -312,19 +312,120 @@ func TestPlanSegmentChanges(t *testing.T) {
 	})
 }
 
-func TestParseSegmentLabel(t *testing.T) {
-	for in, want := range map[string]SegmentKey{
-		"dc1.app":        {"dc1", "app"},
-		"dc1.example.db": {"dc1.example", "db"},
-	} {
-		got, ok := ParseSegmentLabel(in)
-		if !ok || got != want {
-			t.Errorf("%q: %+v %v", in, got, ok)
+// TestPlanSegmentContracts: the address rules of config.CheckEndpoint, an
+// unusable VTEP annotation, one spelling of an IP, and a refused segment.
+func TestPlanSegmentContracts(t *testing.T) {
+	withGW := seg()
+	withGW.GatewayAddress = "10.20.100.1/24"
+	t.Run("addresses no VM can have are Rejected naming the rule", func(t *testing.T) {
+		in := input(withGW,
+			vmi("net", 0, ips("10.20.100.0")), vmi("bcast", 1, ips("10.20.100.255")), vmi("gw", 2, ips("10.20.100.1")),
+			vmi("v6net", 3, ips("2001:db8:100::")), vmi("ok", 4, ips("10.20.100.2, 2001:db8:100::ffff:ffff:ffff:ffff")))
+		p := PlanSegment(in)
+		want := map[string]nbv1.RefusalReason{"net-default": nbv1.ReasonNetworkAddress, "bcast-default": nbv1.ReasonBroadcastAddress,
+			"gw-default": nbv1.ReasonGatewayAddress, "v6net-default": nbv1.ReasonNetworkAddress}
+		for _, e := range p.Create {
+			c := meta.FindStatusCondition(e.Status.Conditions, nbv1.ConditionRejected)
+			if reason, refused := want[e.Name]; refused {
+				if c == nil || c.Reason != string(reason) || !strings.Contains(c.Message, e.Spec.IPs[0]) {
+					t.Errorf("%s: %+v, want Rejected %s naming %s", e.Name, c, reason, e.Spec.IPs[0])
+				}
+			} else if c != nil {
+				t.Errorf("%s refused: %+v", e.Name, c)
+			}
 		}
+		if p.Counts.Refused != 4 || len(p.Events) != 4 {
+			t.Errorf("counts %+v, events %d", p.Counts, len(p.Events))
+		}
+	})
+	t.Run("IPv4-mapped IPv6 is the IPv4 address, so the claim conflicts", func(t *testing.T) {
+		p := PlanSegment(input(seg(), vmi("a", 0, ips("10.20.100.10")), vmi("b", 1, ips("::ffff:10.20.100.10"))))
+		eps := converge(input(seg()), p)
+		if b := find(eps, "b-default"); b.Spec.IPs[0] != "10.20.100.10" ||
+			meta.FindStatusCondition(b.Status.Conditions, nbv1.ConditionConflict) == nil {
+			t.Fatalf("b: %+v %+v", b.Spec.IPs, b.Status.Conditions)
+		}
+	})
+	t.Run("bad VTEP annotation: reported, last good VTEP kept, never copied", func(t *testing.T) {
+		in := input(seg(), vmi("a", 0, ips("10.20.100.10"), ann(nbv1.AnnotationCutover, "active")))
+		eps := converge(in, PlanSegment(in))
+		in.Existing = eps
+		in.VTEPs = map[string]string{}
+		in.VTEPErrors = map[string]string{"n1": `node n1: annotation netbridge.io/vtep="bogus" is not an IP address`}
+		p := PlanSegment(in)
+		eps = converge(in, p)
+		a := find(eps, "a-default")
+		c := meta.FindStatusCondition(a.Status.Conditions, nbv1.ConditionDegraded)
+		if a.Spec.VTEP != "192.0.2.11" || a.Spec.State != nbv1.StateActive || c == nil || c.Reason != string(nbv1.ReasonInvalidVTEP) ||
+			!strings.Contains(c.Message, `"bogus"`) || !strings.Contains(c.Message, "192.0.2.11") {
+			t.Fatalf("spec %+v, degraded %+v", a.Spec, c)
+		}
+		// A new endpoint on that node gets no VTEP rather than the bad text.
+		in.VMIs = append(in.VMIs, vmi("b", 1, ips("10.20.100.11")))
+		eps = converge(in, PlanSegment(in))
+		if b := find(eps, "b-default"); b.Spec.VTEP != "" || meta.FindStatusCondition(b.Status.Conditions, nbv1.ConditionDegraded) == nil {
+			t.Fatalf("b: %+v %+v", b.Spec, b.Status.Conditions)
+		}
+		// Fixed annotation: the condition goes away.
+		in.Existing = eps
+		in.VTEPs, in.VTEPErrors = map[string]string{"n1": "192.0.2.99"}, nil
+		eps = converge(in, PlanSegment(in))
+		if a := find(eps, "a-default"); a.Spec.VTEP != "192.0.2.99" || meta.FindStatusCondition(a.Status.Conditions, nbv1.ConditionDegraded) != nil {
+			t.Fatalf("after fix: %+v %+v", a.Spec, a.Status.Conditions)
+		}
+	})
+	t.Run("a segment the validation refuses is never programmed", func(t *testing.T) {
+		bad := seg()
+		bad.Subnets = []string{"10.0.0.0/8"}
+		p := PlanSegment(input(bad, vmi("a", 0, ips("10.1.2.3"), ann(nbv1.AnnotationCutover, "active"))))
+		e := p.Create[0]
+		c := meta.FindStatusCondition(e.Status.Conditions, nbv1.ConditionRejected)
+		if e.Spec.State != nbv1.StateStaged || c == nil || c.Reason != string(nbv1.ReasonBridgeConfigNotReady) || !strings.Contains(c.Message, "10.0.0.0/8") {
+			t.Fatalf("state %s, %+v", e.Spec.State, c)
+		}
+	})
+	t.Run("interface names that joined with '-' would collide get distinct endpoints", func(t *testing.T) {
+		a := vmi("a-b", 0, ips("10.20.100.10"))
+		a.Spec.Domain.Devices.Interfaces = []kubevirt.NamedItem{{Name: "c"}}
+		b := vmi("a", 1, ips("10.20.100.11"))
+		b.Spec.Domain.Devices.Interfaces = []kubevirt.NamedItem{{Name: "b-c"}}
+		p := PlanSegment(input(seg(), a, b))
+		if len(p.Create) != 2 || p.Create[0].Name == p.Create[1].Name {
+			t.Fatalf("created %d: %v", len(p.Create), p.Create)
+		}
+	})
+}
+
+// TestPlanSegmentHoldsActiveOnInvalidConfig: an edit that makes the
+// BridgeConfig invalid never withdraws working endpoints; new ones wait.
+func TestPlanSegmentHoldsActiveOnInvalidConfig(t *testing.T) {
+	in := input(seg(), vmi("a", 0, ips("10.20.100.10"), ann(nbv1.AnnotationCutover, "active")))
+	eps := converge(in, PlanSegment(in))
+	if find(eps, "a-default").Spec.State != nbv1.StateActive {
+		t.Fatal("setup: a not Active")
 	}
-	for _, bad := range []string{"", "app", ".app", "dc1."} {
-		if _, ok := ParseSegmentLabel(bad); ok {
-			t.Errorf("%q accepted", bad)
-		}
+	in.Existing = eps
+	in.Refused = `InvalidSpec: spec.segments[1].subnets[0]: Invalid value: "10.20.100.128/25": overlaps 10.20.100.0/24`
+	in.VMIs[0].Annotations[nbv1.AnnotationIPs] = "10.20.100.99" // changes wait for a valid spec
+	in.VMIs = append(in.VMIs, vmi("b", 1, ips("10.20.100.11"), ann(nbv1.AnnotationCutover, "active")))
+	p := PlanSegment(in)
+	eps = converge(in, p)
+	a, b := find(eps, "a-default"), find(eps, "b-default")
+	c := meta.FindStatusCondition(a.Status.Conditions, nbv1.ConditionDegraded)
+	if a.Spec.State != nbv1.StateActive || a.Spec.IPs[0] != "10.20.100.10" || c == nil || c.Reason != string(nbv1.ReasonBridgeConfigNotReady) ||
+		!strings.Contains(c.Message, "10.20.100.128/25") || meta.FindStatusCondition(a.Status.Conditions, nbv1.ConditionRejected) != nil {
+		t.Fatalf("a not held: %+v %+v", a.Spec, a.Status.Conditions)
+	}
+	if b.Spec.State != nbv1.StateStaged || !meta.IsStatusConditionTrue(b.Status.Conditions, nbv1.ConditionRejected) {
+		t.Fatalf("b activated under an invalid config: %+v %+v", b.Spec, b.Status.Conditions)
+	}
+	if p.Counts.Active != 1 || p.Counts.Refused != 1 {
+		t.Fatalf("counts %+v", p.Counts)
+	}
+	// Rollback is still honoured.
+	in.Existing = eps
+	in.VMIs[0].Annotations[nbv1.AnnotationCutover] = nbv1.CutoverRollback
+	if a := find(converge(in, PlanSegment(in)), "a-default"); a.Spec.State != nbv1.StateWithdrawn {
+		t.Fatalf("rollback ignored: %s", a.Spec.State)
 	}
 }

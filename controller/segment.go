@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,32 +21,12 @@ import (
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/controller/kubevirt"
+	"github.com/netbridge-io/netbridge/internal/config"
 )
 
-// SegmentKey names one segment of one BridgeConfig: the unit of work of the
-// endpoint reconciler (conflicts are decided per segment).
-type SegmentKey struct {
-	BridgeConfig string
-	Segment      string
-}
-
-// String is the value of the VMI label netbridge.io/segment.
-func (k SegmentKey) String() string { return k.BridgeConfig + "." + k.Segment }
-
-// ParseSegmentLabel splits "<bridgeconfig>.<segment>"; BridgeConfig names
-// may contain dots, segment names (DNS labels) cannot.
-func ParseSegmentLabel(v string) (SegmentKey, bool) {
-	i := strings.LastIndexByte(v, '.')
-	if i <= 0 || i == len(v)-1 {
-		return SegmentKey{}, false
-	}
-	return SegmentKey{BridgeConfig: v[:i], Segment: v[i+1:]}, true
-}
-
-// LeaseName is the per-segment election Lease the gateways hold.
-func LeaseName(bridgeConfig, segment string) string {
-	return "nb-" + bridgeConfig + "-" + segment
-}
+// SegmentKey is the unit of work of the endpoint reconciler (conflicts are
+// decided per segment); the contract itself lives in the API package.
+type SegmentKey = nbv1.SegmentKey
 
 // Field index names.
 const (
@@ -66,6 +45,8 @@ type segmentReconciler struct {
 	writeParallelism int
 	cacheWait        time.Duration
 	now              func() time.Time
+	// limits bound the semantic checks (zero: the documented defaults).
+	limits config.Limits
 }
 
 var unsafeList = client.UnsafeDisableDeepCopy
@@ -102,7 +83,7 @@ func (r *segmentReconciler) Reconcile(ctx context.Context, key SegmentKey) (reco
 
 // observe reads everything PlanSegment needs from the informer cache.
 func (r *segmentReconciler) observe(ctx context.Context, key SegmentKey) (SegmentInput, error) {
-	in := SegmentInput{BridgeConfig: key.BridgeConfig, Now: metav1.NewTime(r.now())}
+	in := SegmentInput{BridgeConfig: key.BridgeConfig, Now: metav1.NewTime(r.now()), Limits: r.limits}
 
 	var eps nbv1.BridgeEndpointList
 	if err := r.client.List(ctx, &eps, client.MatchingFields{indexEndpointSegment: key.String()}, unsafeList); err != nil {
@@ -129,7 +110,7 @@ func (r *segmentReconciler) observe(ctx context.Context, key SegmentKey) (Segmen
 		return in, nil
 	}
 
-	verdicts, err := checkAllConfigs(ctx, r.client)
+	verdicts, err := checkAllConfigs(ctx, r.client, r.limits)
 	if err != nil {
 		return in, err
 	}
@@ -143,6 +124,7 @@ func (r *segmentReconciler) observe(ctx context.Context, key SegmentKey) (Segmen
 	}
 	in.NamespaceLabels = map[string]labels.Set{}
 	in.VTEPs = map[string]string{}
+	in.VTEPErrors = map[string]string{}
 	for i := range vmis.Items {
 		u := &vmis.Items[i]
 		if !u.GetDeletionTimestamp().IsZero() {
@@ -173,9 +155,13 @@ func (r *segmentReconciler) observe(ctx context.Context, key SegmentKey) (Segmen
 		if n == "" {
 			continue
 		}
-		vtep, err := nodeVTEP(ctx, r.client, n)
+		vtep, bad, err := nodeVTEP(ctx, r.client, n)
 		if err != nil {
 			return in, err
+		}
+		if bad != nil {
+			in.VTEPErrors[n] = bad.Error()
+			continue
 		}
 		in.VTEPs[n] = vtep
 	}
@@ -188,29 +174,35 @@ func (r *segmentReconciler) observe(ctx context.Context, key SegmentKey) (Segmen
 	return in, nil
 }
 
-// nodeVTEP is the annotation netbridge.io/vtep, else the first InternalIP;
-// "" for an unknown node.
-func nodeVTEP(ctx context.Context, c client.Reader, name string) (string, error) {
+// nodeVTEP reads a node's VTEP: "" for an unknown node or one without an
+// address yet; bad is the node's own fault (an unusable annotation), which
+// the plan reports on the node's endpoints; err is a failed read.
+func nodeVTEP(ctx context.Context, c client.Reader, name string) (vtep string, bad, err error) {
 	var node corev1.Node
 	if err := c.Get(ctx, client.ObjectKey{Name: name}, &node, unsafeList); err != nil {
 		if apierrors.IsNotFound(err) {
-			return "", nil
+			return "", nil, nil
 		}
-		return "", fmt.Errorf("get node %s: %w", name, err)
+		return "", nil, fmt.Errorf("get node %s: %w", name, err)
 	}
-	return vtepOf(&node), nil
+	a, bad := nbv1.NodeVTEP(&node)
+	if bad != nil || !a.IsValid() {
+		return "", bad, nil
+	}
+	return a.String(), nil, nil
 }
 
+// vtepOf is a node's VTEP as text for change detection: the address, or
+// the error that names a bad annotation.
 func vtepOf(node *corev1.Node) string {
-	if v := strings.TrimSpace(node.Annotations[nbv1.AnnotationVTEP]); v != "" {
-		return v
+	a, err := nbv1.NodeVTEP(node)
+	if err != nil {
+		return err.Error()
 	}
-	for _, a := range node.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			return a.Address
-		}
+	if !a.IsValid() {
+		return ""
 	}
-	return ""
+	return a.String()
 }
 
 // gatewayView reads the segment's Lease and its holder's BridgeGateway.
@@ -246,11 +238,12 @@ func (r *segmentReconciler) gatewayView(ctx context.Context, key SegmentKey) (*G
 // leaseHolder returns the holder of the segment Lease and when it expires.
 func leaseHolder(ctx context.Context, c client.Reader, namespace string, key SegmentKey) (string, time.Time, error) {
 	var lease coordinationv1.Lease
-	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: LeaseName(key.BridgeConfig, key.Segment)}, &lease, unsafeList); err != nil {
+	name := nbv1.LeaseName(key)
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &lease, unsafeList); err != nil {
 		if apierrors.IsNotFound(err) {
 			return "", time.Time{}, nil
 		}
-		return "", time.Time{}, fmt.Errorf("get lease %s/%s: %w", namespace, LeaseName(key.BridgeConfig, key.Segment), err)
+		return "", time.Time{}, fmt.Errorf("get lease %s/%s: %w", namespace, name, err)
 	}
 	if lease.Spec.HolderIdentity == nil {
 		return "", time.Time{}, nil
@@ -262,18 +255,12 @@ func leaseHolder(ctx context.Context, c client.Reader, namespace string, key Seg
 	return *lease.Spec.HolderIdentity, expiry, nil
 }
 
-// checkAllConfigs runs the cross-BridgeConfig checks over the cache.
-func checkAllConfigs(ctx context.Context, c client.Reader) (map[string]Verdict, error) {
+// checkAllConfigs validates every BridgeConfig of the cache and runs the
+// cross-BridgeConfig checks over the valid ones.
+func checkAllConfigs(ctx context.Context, c client.Reader, lim config.Limits) (map[string]Verdict, error) {
 	var bcs nbv1.BridgeConfigList
 	if err := c.List(ctx, &bcs, unsafeList); err != nil {
 		return nil, fmt.Errorf("list bridgeconfigs: %w", err)
-	}
-	if len(bcs.Items) < 2 {
-		return map[string]Verdict{}, nil
-	}
-	var nodes corev1.NodeList
-	if err := c.List(ctx, &nodes, unsafeList); err != nil {
-		return nil, fmt.Errorf("list nodes: %w", err)
 	}
 	ptrs := make([]*nbv1.BridgeConfig, 0, len(bcs.Items))
 	for i := range bcs.Items {
@@ -281,11 +268,18 @@ func checkAllConfigs(ctx context.Context, c client.Reader) (map[string]Verdict, 
 			ptrs = append(ptrs, &bcs.Items[i])
 		}
 	}
-	nl := make([]labels.Set, 0, len(nodes.Items))
-	for i := range nodes.Items {
-		nl = append(nl, nodes.Items[i].Labels)
+	var nl []labels.Set
+	if len(ptrs) > 1 {
+		var nodes corev1.NodeList
+		if err := c.List(ctx, &nodes, unsafeList); err != nil {
+			return nil, fmt.Errorf("list nodes: %w", err)
+		}
+		nl = make([]labels.Set, 0, len(nodes.Items))
+		for i := range nodes.Items {
+			nl = append(nl, nodes.Items[i].Labels)
+		}
 	}
-	return CheckBridgeConfigs(ptrs, nl), nil
+	return configVerdicts(ptrs, nl, lim), nil
 }
 
 // apply sends the plan. It returns retry=true when a write lost a race with
@@ -428,7 +422,7 @@ func (r *segmentReconciler) waitForCache(ctx context.Context, written, deleted [
 // vmiSegment is the indexer of VMIs by segment label.
 func vmiSegment(obj client.Object) []string {
 	if v, ok := obj.GetLabels()[nbv1.LabelSegment]; ok {
-		if k, ok := ParseSegmentLabel(v); ok {
+		if k, err := nbv1.ParseSegmentKey(v); err == nil {
 			return []string{k.String()}
 		}
 	}

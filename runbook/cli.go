@@ -9,13 +9,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/internal/scheme"
 )
 
 // ErrChecksFailed is wrapped by the errors of `cutover plan` and `verify`
@@ -70,18 +69,6 @@ func checkOutput(format string) error {
 	return fmt.Errorf("--output %q: want table, json or yaml", format)
 }
 
-// Scheme is what netbridgectl's client knows: netbridge's types and core;
-// VMIs go through unstructured (kubevirt.io/api is not a dependency).
-func Scheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{nbv1.AddToScheme, corev1.AddToScheme} {
-		if err := add(s); err != nil {
-			return nil, fmt.Errorf("scheme: %w", err)
-		}
-	}
-	return s, nil
-}
-
 // client loads the kubeconfig with kubectl's rules.
 func (o *cliOptions) client() (client.Client, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
@@ -94,11 +81,8 @@ func (o *cliOptions) client() (client.Client, error) {
 	// A cutover polls several lists per second; client-go's default (5
 	// QPS) would throttle it. kubectl raises it too.
 	cfg.QPS, cfg.Burst = 50, 100
-	scheme, err := Scheme()
-	if err != nil {
-		return nil, err
-	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	// VMIs go through unstructured (kubevirt.io/api is not a dependency).
+	c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
 	if err != nil {
 		return nil, fmt.Errorf("client for %s: %w", cfg.Host, err)
 	}

@@ -62,8 +62,8 @@ func EvaluateActivate(s *Snapshot, vm types.NamespacedName, since time.Time) Pro
 			stale = append(stale, r.String())
 		}
 		adv := condition(ep.Status.Conditions, nbv1.ConditionAdvertised)
-		if adv != nil && adv.Status == "False" && adv.Reason == nbv1.ConditionDuplicateAddress {
-			msg := fmt.Sprintf("%s refused: %s", strings.Join(ep.Spec.IPs, ","), nbv1.ConditionDuplicateAddress)
+		if adv != nil && adv.Status == "False" && adv.Reason == string(nbv1.ReasonDuplicateAddress) {
+			msg := fmt.Sprintf("%s refused: %s", strings.Join(ep.Spec.IPs, ","), string(nbv1.ReasonDuplicateAddress))
 			if adv.Message != "" {
 				msg += ", " + adv.Message
 			}

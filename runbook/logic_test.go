@@ -89,7 +89,7 @@ func TestBuildPlan(t *testing.T) {
 		{name: "healthy", action: "advertise 10.20.100.10/32 from gw-a (standby gw-b, prepended)"},
 		{
 			name:    "healthy by segment",
-			targets: []runbook.Target{{Segment: &runbook.SegmentRef{BridgeConfig: "dc1", Name: "app"}}},
+			targets: []runbook.Target{{Segment: &runbook.SegmentRef{BridgeConfig: "dc1", Segment: "app"}}},
 			action:  "advertise 10.20.100.10/32 from gw-a",
 		},
 		{
@@ -121,6 +121,19 @@ func TestBuildPlan(t *testing.T) {
 			name:   "segment missing from BridgeConfig",
 			mutate: func(s *runbook.Snapshot) { s.BridgeConfigs[0].Spec.Segments[0].Name = "db" },
 			failed: []string{runbook.CheckSegment},
+		},
+		{
+			name:   "segment spec the validation refuses",
+			mutate: func(s *runbook.Snapshot) { s.BridgeConfigs[0].Spec.Segments[0].Subnets = []string{"10.20.100.5/24"} },
+			failed: []string{runbook.CheckConfigValid},
+		},
+		{
+			name: "BridgeConfig refused by the controller",
+			mutate: func(s *runbook.Snapshot) {
+				s.BridgeConfigs[0].Status.Conditions = []metav1.Condition{cond(nbv1.ConditionReady, "False", "InvalidSpec",
+					`spec.bgp.peers[0].address: Invalid value: "0.0.0.0"`, time.Now())}
+			},
+			failed: []string{runbook.CheckConfigValid},
 		},
 		{
 			name: "no active gateway",
@@ -370,7 +383,7 @@ func TestEvaluateRollback(t *testing.T) {
 }
 
 func TestVerifyRows(t *testing.T) {
-	seg := runbook.SegmentRef{BridgeConfig: "dc1", Name: "app"}
+	seg := runbook.SegmentRef{BridgeConfig: "dc1", Segment: "app"}
 	cases := []struct {
 		name           string
 		mutate         func(*runbook.Snapshot)

@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/internal/config"
 )
 
 // Check results.
@@ -19,6 +22,7 @@ const (
 // Preflight check names (stable: scripts and the e2e tests match on them).
 const (
 	CheckSegment         = "segment-exists"
+	CheckConfigValid     = "config-valid"
 	CheckActiveGateway   = "active-gateway"
 	CheckProgrammed      = "segment-programmed"
 	CheckBGP             = "bgp-established"
@@ -188,11 +192,11 @@ func planVM(s *Snapshot, vm types.NamespacedName) (PlanItem, *SegmentRef, []Chec
 			}
 		}
 		for _, r := range s.Refusals(ep.Namespace, ep.Name) {
-			if r.Reason == nbv1.ConditionDuplicateAddress {
+			if r.Reason == string(nbv1.ReasonDuplicateAddress) {
 				dups = append(dups, fmt.Sprintf("%s (on %s)", r, r.Gateway))
 			}
 		}
-		if c := condition(ep.Status.Conditions, nbv1.ConditionAdvertised); c != nil && c.Reason == nbv1.ConditionDuplicateAddress && c.Status != "True" {
+		if c := condition(ep.Status.Conditions, nbv1.ConditionAdvertised); c != nil && c.Reason == string(nbv1.ReasonDuplicateAddress) && c.Status != "True" {
 			dups = append(dups, ep.Name+": "+conditionText(nbv1.ConditionAdvertised, c))
 		}
 	}
@@ -239,7 +243,7 @@ func segmentChecks(s *Snapshot, ref SegmentRef) []Check {
 		check(CheckSegment, Fail, "no BridgeConfig "+ref.BridgeConfig)
 		return checks
 	case seg == nil:
-		check(CheckSegment, Fail, fmt.Sprintf("BridgeConfig %s has no segment %s", ref.BridgeConfig, ref.Name))
+		check(CheckSegment, Fail, fmt.Sprintf("BridgeConfig %s has no segment %s", ref.BridgeConfig, ref.Segment))
 		return checks
 	}
 	phase := seg.Phase
@@ -247,6 +251,11 @@ func segmentChecks(s *Snapshot, ref SegmentRef) []Check {
 		phase = nbv1.PhaseExtended
 	}
 	check(CheckSegment, Pass, fmt.Sprintf("VLAN %d ⇄ VNI %d, phase %s", seg.VLANID, seg.VNI, phase))
+	if msg := configProblem(bc, seg); msg != "" {
+		check(CheckConfigValid, Fail, msg)
+		return checks
+	}
+	check(CheckConfigValid, Pass, "segment spec valid, BridgeConfig not refused")
 
 	active := s.ActiveGateway(ref)
 	if active == "" {
@@ -264,7 +273,7 @@ func segmentChecks(s *Snapshot, ref SegmentRef) []Check {
 	switch {
 	case gs == nil:
 		check(CheckProgrammed, Fail, fmt.Sprintf("gateway %s does not list the segment", active))
-	case gs.Role != "Active":
+	case nbv1.SegmentRole(gs.Role) != nbv1.SegmentRoleActive:
 		check(CheckProgrammed, Fail, fmt.Sprintf("gateway %s reports role %s, not Active", active, gs.Role))
 	case !gs.Programmed || gs.Error != "":
 		msg := fmt.Sprintf("not programmed on %s", active)
@@ -299,6 +308,24 @@ func segmentChecks(s *Snapshot, ref SegmentRef) []Check {
 		check(CheckBGP, Pass, fmt.Sprintf("on %s: %s", active, strings.Join(up, ", ")))
 	}
 	return checks
+}
+
+// anySubnetBound lets every prefix but a default route through: how broad a
+// segment may be is the site's bound, which the controller applies and
+// reports as Ready=False.
+var anySubnetBound = config.Limits{BroadestIPv4: 1, BroadestIPv6: 1}
+
+// configProblem is why a segment must not be cut over: the same validation
+// the controller and the gateways run, or the controller's Ready=False.
+func configProblem(bc *nbv1.BridgeConfig, seg *nbv1.Segment) string {
+	_, errs := config.ParseSegment(bc.Name, *seg, config.Uplink{}, anySubnetBound, field.NewPath("spec", "segments").Key(seg.Name))
+	if len(errs) > 0 {
+		return fmt.Sprintf("BridgeConfig %s: %v", bc.Name, errs.ToAggregate())
+	}
+	if c := condition(bc.Status.Conditions, nbv1.ConditionReady); c != nil && c.Status == metav1.ConditionFalse {
+		return fmt.Sprintf("BridgeConfig %s is not Ready (%s): %s", bc.Name, c.Reason, c.Message)
+	}
+	return ""
 }
 
 func uniq(in []string) []string {

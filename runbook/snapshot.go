@@ -22,22 +22,14 @@ import (
 // because kubevirt.io/api is not available to us.
 var VMIKind = schema.GroupVersionKind{Group: "kubevirt.io", Version: "v1", Kind: "VirtualMachineInstance"}
 
-// SegmentRef names one segment of one BridgeConfig ("<bridgeconfig>.<segment>").
-type SegmentRef struct {
-	BridgeConfig string `json:"bridgeConfig"`
-	Name         string `json:"name"`
-}
+// SegmentRef names one segment of one BridgeConfig ("<bridgeconfig>.<segment>"),
+// as the API defines it.
+type SegmentRef = nbv1.SegmentKey
 
-func (r SegmentRef) String() string { return r.BridgeConfig + "." + r.Name }
-
-// ParseSegmentRef splits "<bridgeconfig>.<segment>" at its last dot: segment
-// names are DNS-1123 labels (no dots), BridgeConfig names may hold dots.
+// ParseSegmentRef reads a command argument as a segment key.
 func ParseSegmentRef(s string) (SegmentRef, bool) {
-	i := strings.LastIndex(s, ".")
-	if i <= 0 || i == len(s)-1 {
-		return SegmentRef{}, false
-	}
-	return SegmentRef{BridgeConfig: s[:i], Name: s[i+1:]}, true
+	k, err := nbv1.ParseSegmentKey(s)
+	return k, err == nil
 }
 
 // VMI is the part of a KubeVirt VirtualMachineInstance the runbook reads.
@@ -196,13 +188,13 @@ func (s *Snapshot) Segment(ref SegmentRef) (*nbv1.BridgeConfig, *nbv1.Segment, *
 		}
 		var seg *nbv1.Segment
 		for j := range bc.Spec.Segments {
-			if bc.Spec.Segments[j].Name == ref.Name {
+			if bc.Spec.Segments[j].Name == ref.Segment {
 				seg = &bc.Spec.Segments[j]
 			}
 		}
 		var st *nbv1.SegmentStatus
 		for j := range bc.Status.Segments {
-			if bc.Status.Segments[j].Name == ref.Name {
+			if bc.Status.Segments[j].Name == ref.Segment {
 				st = &bc.Status.Segments[j]
 			}
 		}
@@ -219,7 +211,7 @@ func (s *Snapshot) ActiveGateway(ref SegmentRef) string {
 		return st.ActiveGateway
 	}
 	for _, gw := range s.Gateways {
-		if seg := gatewaySegment(&gw, ref); seg != nil && seg.Role == "Active" {
+		if seg := gatewaySegment(&gw, ref); seg != nil && nbv1.SegmentRole(seg.Role) == nbv1.SegmentRoleActive {
 			return gw.Name
 		}
 	}
@@ -233,7 +225,7 @@ func (s *Snapshot) StandbyGateways(ref SegmentRef) []string {
 	}
 	var out []string
 	for _, gw := range s.Gateways {
-		if seg := gatewaySegment(&gw, ref); seg != nil && seg.Role == "Standby" {
+		if seg := gatewaySegment(&gw, ref); seg != nil && nbv1.SegmentRole(seg.Role) == nbv1.SegmentRoleStandby {
 			out = append(out, gw.Name)
 		}
 	}
@@ -253,7 +245,7 @@ func (s *Snapshot) Gateway(name string) *nbv1.BridgeGateway {
 func gatewaySegment(gw *nbv1.BridgeGateway, ref SegmentRef) *nbv1.GatewaySegmentStatus {
 	for i := range gw.Status.Segments {
 		seg := &gw.Status.Segments[i]
-		if seg.BridgeConfig == ref.BridgeConfig && seg.Name == ref.Name {
+		if seg.BridgeConfig == ref.BridgeConfig && seg.Name == ref.Segment {
 			return seg
 		}
 	}
@@ -340,12 +332,12 @@ func (r Refusal) String() string {
 }
 
 func endpointSegment(ep *nbv1.BridgeEndpoint) SegmentRef {
-	ref := SegmentRef{BridgeConfig: ep.Spec.BridgeConfig, Name: ep.Spec.Segment}
+	ref := SegmentRef{BridgeConfig: ep.Spec.BridgeConfig, Segment: ep.Spec.Segment}
 	if ref.BridgeConfig == "" {
 		ref.BridgeConfig = ep.Labels[nbv1.LabelBridgeConfig]
 	}
-	if ref.Name == "" {
-		ref.Name = ep.Labels[nbv1.LabelSegmentName]
+	if ref.Segment == "" {
+		ref.Segment = ep.Labels[nbv1.LabelSegmentName]
 	}
 	return ref
 }

@@ -59,7 +59,7 @@ func Status(s *Snapshot) StatusReport {
 	r := StatusReport{Segments: []SegmentRow{}, Gateways: []GatewayRow{}, Endpoints: []EndpointRow{}}
 	for _, bc := range s.BridgeConfigs {
 		for _, seg := range bc.Spec.Segments {
-			ref := SegmentRef{BridgeConfig: bc.Name, Name: seg.Name}
+			ref := SegmentRef{BridgeConfig: bc.Name, Segment: seg.Name}
 			row := SegmentRow{
 				Segment:         ref.String(),
 				VLAN:            seg.VLANID,

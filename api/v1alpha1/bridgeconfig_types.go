@@ -22,19 +22,24 @@ const (
 // +kubebuilder:validation:XValidation:rule="has(self.interface) || has(self.address)",message="uplink: set interface or address"
 type UplinkSpec struct {
 	// Interface is the name of the trunk (or access) interface, e.g. "eth1".
+	// Linux refuses names longer than 15 characters, "." and "..", and
+	// names holding '/', ':' or whitespace.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=15
+	// +kubebuilder:validation:XValidation:rule="self != '.' && self != '..' && !self.matches('[/:[:space:]]')",message="uplink.interface must be a Linux interface name: not '.' or '..', no '/', ':' or whitespace"
 	// +optional
 	Interface string `json:"interface,omitempty"`
 	// Address selects the interface holding an address inside this CIDR,
 	// for fleets whose interface names differ from node to node.
 	// +kubebuilder:validation:MaxLength=43
 	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="uplink.address must be a CIDR, e.g. 192.0.2.0/24"
+	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self).masked().ip() == cidr(self).ip()",message="uplink.address must not have host bits set, e.g. 192.0.2.0/24 not 192.0.2.5/24"
 	// +optional
 	Address string `json:"address,omitempty"`
 }
 
 // Segment is one legacy VLAN stretched to one VXLAN VNI.
+// +kubebuilder:validation:XValidation:rule="!has(self.gatewayAddress) || !isCIDR(self.gatewayAddress) || self.subnets.exists(s, isCIDR(s) && cidr(s).prefixLength() == cidr(self.gatewayAddress).prefixLength() && cidr(s).containsIP(cidr(self.gatewayAddress).ip()))",message="segments[].gatewayAddress must be an address inside one of segments[].subnets, with that subnet's prefix length"
 type Segment struct {
 	// Name is unique within the BridgeConfig (DNS-1123 label).
 	// +kubebuilder:validation:MaxLength=63
@@ -52,6 +57,9 @@ type Segment struct {
 	// +kubebuilder:validation:MaxItems=8
 	// +kubebuilder:validation:items:MaxLength=43
 	// +kubebuilder:validation:XValidation:rule="self.all(c, isCIDR(c))",message="segments[].subnets must be CIDRs, e.g. 10.20.0.0/24 or 2001:db8::/64"
+	// +kubebuilder:validation:XValidation:rule="self.all(c, !isCIDR(c) || cidr(c).masked().ip() == cidr(c).ip())",message="segments[].subnets must not have host bits set, e.g. 10.20.0.0/24 not 10.20.0.5/24"
+	// +kubebuilder:validation:XValidation:rule="self.all(c, !isCIDR(c) || cidr(c).prefixLength() > 0)",message="segments[].subnets must not be a default route (/0)"
+	// +kubebuilder:validation:XValidation:rule="self.all(a, !isCIDR(a) || self.filter(b, isCIDR(b) && (cidr(a).containsCIDR(cidr(b)) || cidr(b).containsCIDR(cidr(a)))).size() == 1)",message="segments[].subnets must not overlap each other"
 	Subnets []string `json:"subnets"`
 	// Uplink overrides the BridgeConfig's uplink for this segment.
 	// +optional
@@ -78,6 +86,7 @@ type Segment struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:items:MaxLength=11
 	// +kubebuilder:validation:XValidation:rule="self.all(c, c.matches('^[0-9]{1,5}:[0-9]{1,5}$'))",message="segments[].communities must look like 65000:100"
+	// +kubebuilder:validation:XValidation:rule="self.all(c, !c.matches('^[0-9]{1,5}:[0-9]{1,5}$') || c.split(':').all(p, int(p) <= 65535))",message="segments[].communities must be ASN:value with both parts between 0 and 65535"
 	// +optional
 	Communities []string `json:"communities,omitempty"`
 	// AutoActivate activates VMs of this segment as soon as they are known,
@@ -111,13 +120,44 @@ type GracefulRestart struct {
 	RestartTime int32 `json:"restartTime,omitempty"`
 }
 
+// BFD configures RFC 5880/5881 Bidirectional Forwarding Detection on a BGP
+// session, so that a router drops a dead gateway's routes within the
+// detection time instead of the hold time. The defaults, 300 ms × 3, declare
+// the session down 900 ms after the last packet (multiplier × the slower of
+// the two sides' intervals).
+type BFD struct {
+	// Enabled runs BFD on this session.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+	// MinReceiveMs is the shortest interval between received BFD packets
+	// this side accepts, in milliseconds (default 300).
+	// +kubebuilder:validation:XValidation:rule="self >= 10 && self <= 60000",message="peers[].bfd.minReceiveMs must be between 10 and 60000"
+	// +kubebuilder:default=300
+	// +optional
+	MinReceiveMs int32 `json:"minReceiveMs,omitempty"`
+	// MinTransmitMs is the shortest interval between sent BFD packets, in
+	// milliseconds (default 300).
+	// +kubebuilder:validation:XValidation:rule="self >= 10 && self <= 60000",message="peers[].bfd.minTransmitMs must be between 10 and 60000"
+	// +kubebuilder:default=300
+	// +optional
+	MinTransmitMs int32 `json:"minTransmitMs,omitempty"`
+	// Multiplier is how many packets may be missed before the session is
+	// declared down (default 3).
+	// +kubebuilder:validation:XValidation:rule="self >= 1 && self <= 255",message="peers[].bfd.multiplier must be between 1 and 255"
+	// +kubebuilder:default=3
+	// +optional
+	Multiplier int32 `json:"multiplier,omitempty"`
+}
+
 // BGPPeer is one datacenter router the gateways peer with.
+// +kubebuilder:validation:XValidation:rule="!has(self.bfd) || !has(self.bfd.enabled) || !self.bfd.enabled || !has(self.ebgpMultihop) || self.ebgpMultihop <= 1",message="peers[].bfd is single-hop only (RFC 5881): it cannot be enabled with ebgpMultihop above 1"
 // +kubebuilder:validation:XValidation:rule="!has(self.holdTime) || self.holdTime == 0 || (self.holdTime >= 3 && self.holdTime <= 65535)",message="peers[].holdTime must be 0 or between 3 and 65535"
 // +kubebuilder:validation:XValidation:rule="!has(self.keepalive) || (has(self.holdTime) ? (self.holdTime == 0 ? self.keepalive == 0 : self.keepalive < self.holdTime) : self.keepalive < 90)",message="peers[].keepalive must be below peers[].holdTime (default hold time 90)"
 type BGPPeer struct {
 	// Address of the router.
 	// +kubebuilder:validation:MaxLength=45
 	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="peers[].address must be an IP address"
+	// +kubebuilder:validation:XValidation:rule="!isIP(self) || ip(self).isGlobalUnicast()",message="peers[].address must be a unicast address a router can have: not unspecified, loopback, link-local, multicast or broadcast"
 	Address string `json:"address"`
 	// ASN of the router.
 	// +kubebuilder:validation:XValidation:rule="self >= 1 && self <= 4294967295",message="peers[].asn must be between 1 and 4294967295"
@@ -144,6 +184,9 @@ type BGPPeer struct {
 	EBGPMultihop int32 `json:"ebgpMultihop,omitempty"`
 	// +optional
 	GracefulRestart *GracefulRestart `json:"gracefulRestart,omitempty"`
+	// BFD on this session (single-hop peers only).
+	// +optional
+	BFD *BFD `json:"bfd,omitempty"`
 	// NodeSelector limits which gateways peer with this router (a rack's ToR).
 	// +optional
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
@@ -159,12 +202,14 @@ type BGPSpec struct {
 	LocalASN int64 `json:"localASN"`
 	// RouterID overrides the default (the node's InternalIP).
 	// +kubebuilder:validation:XValidation:rule="isIP(self) && ip(self).family() == 4",message="bgp.routerID must be an IPv4 address"
+	// +kubebuilder:validation:XValidation:rule="!isIP(self) || ip(self).family() != 4 || ip(self).isGlobalUnicast()",message="bgp.routerID must be a unicast address: not 0.0.0.0, loopback, link-local, multicast or broadcast"
 	// +kubebuilder:validation:MaxLength=15
 	// +optional
 	RouterID string `json:"routerID,omitempty"`
 	// +kubebuilder:validation:MaxItems=16
 	// +listType=map
 	// +listMapKey=address
+	// +kubebuilder:validation:XValidation:rule="self.all(a, !isIP(a.address) || self.filter(b, isIP(b.address) && ip(b.address) == ip(a.address)).size() == 1)",message="peers[].address must be unique: the same address is written twice"
 	// +optional
 	Peers []BGPPeer `json:"peers,omitempty"`
 	// StandbyPrepend is how many times standby gateways prepend their ASN.
@@ -187,11 +232,13 @@ type AdvertiseSpec struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:items:MaxLength=11
 	// +kubebuilder:validation:XValidation:rule="self.all(c, c.matches('^[0-9]{1,5}:[0-9]{1,5}$'))",message="advertise.communities must look like 65000:100"
+	// +kubebuilder:validation:XValidation:rule="self.all(c, !c.matches('^[0-9]{1,5}:[0-9]{1,5}$') || c.split(':').all(p, int(p) <= 65535))",message="advertise.communities must be ASN:value with both parts between 0 and 65535"
 	// +optional
 	Communities []string `json:"communities,omitempty"`
 	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:items:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.all(c, c.matches('^[0-9]{1,10}:[0-9]{1,10}:[0-9]{1,10}$'))",message="advertise.largeCommunities must look like 65000:1:2"
+	// +kubebuilder:validation:XValidation:rule="self.all(c, !c.matches('^[0-9]{1,10}:[0-9]{1,10}:[0-9]{1,10}$') || c.split(':').all(p, int(p) <= 4294967295))",message="advertise.largeCommunities must be global:local1:local2 with each part between 0 and 4294967295"
 	// +optional
 	LargeCommunities []string `json:"largeCommunities,omitempty"`
 	// MED sent with every route.
@@ -260,7 +307,10 @@ type BridgeConfigStatus struct {
 }
 
 // BridgeConfig stretches legacy VLANs to the cluster through gateway nodes.
+// The VMI label netbridge.io/segment holds "<name>.<segment>", a label
+// value: at most 63 characters.
 // +kubebuilder:object:root=true
+// +kubebuilder:validation:XValidation:rule="self.spec.segments.all(s, size(self.metadata.name) + 1 + size(s.name) <= 63)",message="metadata.name and spec.segments[].name must fit the label netbridge.io/segment=<name>.<segment>: at most 63 characters together"
 // +kubebuilder:resource:scope=Cluster,shortName=bc
 // +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="Segments",type=string,JSONPath=`.spec.segments[*].name`

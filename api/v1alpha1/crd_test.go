@@ -88,6 +88,27 @@ func TestCRDs(t *testing.T) {
 		}
 	})
 
+	t.Run("BFDDefaultsAndSingleHop", func(t *testing.T) {
+		bc := loadExample(t)
+		bc.Name = "bfd-defaults"
+		bc.Spec.BGP.Peers[0].BFD = &nbv1.BFD{Enabled: true}
+		bc.Spec.BGP.Peers[0].EBGPMultihop = 1
+		bc.Spec.BGP.Peers[1].BFD = &nbv1.BFD{Enabled: true, MinReceiveMs: 100, MinTransmitMs: 10, Multiplier: 255}
+		if err := c.Create(ctx, bc); err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		var got nbv1.BridgeConfig
+		if err := c.Get(ctx, client.ObjectKey{Name: bc.Name}, &got); err != nil {
+			t.Fatal(err)
+		}
+		if b := got.Spec.BGP.Peers[0].BFD; b == nil || *b != (nbv1.BFD{Enabled: true, MinReceiveMs: 300, MinTransmitMs: 300, Multiplier: 3}) {
+			t.Fatalf("defaults: %+v, want 300 ms x 3", b)
+		}
+		if b := got.Spec.BGP.Peers[1].BFD; *b != (nbv1.BFD{Enabled: true, MinReceiveMs: 100, MinTransmitMs: 10, Multiplier: 255}) {
+			t.Fatalf("explicit values changed: %+v", b)
+		}
+	})
+
 	t.Run("InlinePasswordRefused", func(t *testing.T) {
 		// Passwords exist only as Secret references: an inline "password"
 		// field is refused under strict field validation.
@@ -206,5 +227,61 @@ func invalidCases() []invalidCase {
 		{"bad_phase", "phase", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].Phase = "Done" }},
 		{"empty_uplink", "uplink: set interface or address", func(b *nbv1.BridgeConfig) { b.Spec.Uplink = nbv1.UplinkSpec{} }},
 		{"no_segments", "spec.segments", func(b *nbv1.BridgeConfig) { b.Spec.Segments = nil }},
+		// Meaning, not only syntax: what a network engineer would refuse.
+		{"subnet_host_bits", "subnets must not have host bits set", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].Subnets = []string{"10.20.100.5/24"} }},
+		{"subnet_default_route", "must not be a default route", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].Subnets = []string{"0.0.0.0/0"} }},
+		{"subnet_default_route_v6", "must not be a default route", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].Subnets = []string{"::/0"} }},
+		{"subnets_overlap_in_segment", "subnets must not overlap", func(b *nbv1.BridgeConfig) {
+			b.Spec.Segments[0].Subnets = []string{"10.20.100.0/24", "10.20.100.128/25"}
+		}},
+		{"subnet_twice_in_segment", "subnets must not overlap", func(b *nbv1.BridgeConfig) {
+			b.Spec.Segments[0].Subnets = []string{"10.20.100.0/24", "10.20.100.0/24"}
+		}},
+		{"gateway_outside_subnet", "gatewayAddress must be an address inside one of segments[].subnets", func(b *nbv1.BridgeConfig) {
+			b.Spec.Segments[0].GatewayAddress = "10.99.0.1/24"
+		}},
+		{"gateway_wrong_prefix_length", "with that subnet's prefix length", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].GatewayAddress = "10.20.100.1/16" }},
+		{"community_out_of_range", "communities must be ASN:value with both parts between 0 and 65535", func(b *nbv1.BridgeConfig) {
+			b.Spec.Segments[0].Communities = []string{"65536:1"}
+		}},
+		{"advertise_community_out_of_range", "advertise.communities must be ASN:value", func(b *nbv1.BridgeConfig) { b.Spec.Advertise.Communities = []string{"1:99999"} }},
+		{"large_community_out_of_range", "largeCommunities must be global:local1:local2", func(b *nbv1.BridgeConfig) {
+			b.Spec.Advertise.LargeCommunities = []string{"65010:4294967296:1"}
+		}},
+		{"peer_unspecified", "must be a unicast address a router can have", func(b *nbv1.BridgeConfig) { b.Spec.BGP.Peers[0].Address = "0.0.0.0" }},
+		{"peer_loopback", "must be a unicast address a router can have", func(b *nbv1.BridgeConfig) { b.Spec.BGP.Peers[0].Address = "127.0.0.1" }},
+		{"peer_multicast", "must be a unicast address a router can have", func(b *nbv1.BridgeConfig) { b.Spec.BGP.Peers[0].Address = "224.0.0.5" }},
+		{"peer_broadcast", "must be a unicast address a router can have", func(b *nbv1.BridgeConfig) { b.Spec.BGP.Peers[0].Address = "255.255.255.255" }},
+		{"peer_link_local_v6", "must be a unicast address a router can have", func(b *nbv1.BridgeConfig) { b.Spec.BGP.Peers[0].Address = "fe80::1" }},
+		{"peer_v4_mapped", "address must be an IP", func(b *nbv1.BridgeConfig) { b.Spec.BGP.Peers[0].Address = "::ffff:192.0.2.9" }},
+		{"peer_same_address_two_spellings", "peers[].address must be unique", func(b *nbv1.BridgeConfig) {
+			b.Spec.BGP.Peers[0].Address, b.Spec.BGP.Peers[1].Address = "2001:db8::1", "2001:DB8:0::1"
+		}},
+		{"router_id_zero", "routerID must be a unicast address", func(b *nbv1.BridgeConfig) { b.Spec.BGP.RouterID = "0.0.0.0" }},
+		{"router_id_link_local", "routerID must be a unicast address", func(b *nbv1.BridgeConfig) { b.Spec.BGP.RouterID = "169.254.0.1" }},
+		{"router_id_multicast", "routerID must be a unicast address", func(b *nbv1.BridgeConfig) { b.Spec.BGP.RouterID = "239.0.0.1" }},
+		{"uplink_slash", "uplink.interface must be a Linux interface name", func(b *nbv1.BridgeConfig) { b.Spec.Uplink.Interface = "eth/1" }},
+		{"uplink_space", "uplink.interface must be a Linux interface name", func(b *nbv1.BridgeConfig) { b.Spec.Uplink.Interface = "eth 1" }},
+		{"uplink_dotdot", "uplink.interface must be a Linux interface name", func(b *nbv1.BridgeConfig) { b.Spec.Uplink.Interface = ".." }},
+		{"uplink_too_long", "spec.uplink.interface", func(b *nbv1.BridgeConfig) { b.Spec.Uplink.Interface = "eth0123456789012" }},
+		{"uplink_address_host_bits", "uplink.address must not have host bits set", func(b *nbv1.BridgeConfig) {
+			b.Spec.Uplink = nbv1.UplinkSpec{Address: "192.0.2.5/24"}
+		}},
+		{"segment_key_too_long", "must fit the label netbridge.io/segment", func(b *nbv1.BridgeConfig) {
+			b.Spec.Segments[0].Name = strings.Repeat("s", 60)
+		}},
+		{"bfd_interval_too_short", "bfd.minReceiveMs must be between 10 and 60000", func(b *nbv1.BridgeConfig) {
+			b.Spec.BGP.Peers[0].BFD = &nbv1.BFD{Enabled: true, MinReceiveMs: 5}
+		}},
+		{"bfd_interval_too_long", "bfd.minTransmitMs must be between 10 and 60000", func(b *nbv1.BridgeConfig) {
+			b.Spec.BGP.Peers[0].BFD = &nbv1.BFD{Enabled: true, MinTransmitMs: 60001}
+		}},
+		{"bfd_multiplier", "bfd.multiplier must be between 1 and 255", func(b *nbv1.BridgeConfig) {
+			b.Spec.BGP.Peers[0].BFD = &nbv1.BFD{Enabled: true, Multiplier: 256}
+		}},
+		{"bfd_multihop", "bfd is single-hop only", func(b *nbv1.BridgeConfig) {
+			b.Spec.BGP.Peers[0].BFD = &nbv1.BFD{Enabled: true}
+			b.Spec.BGP.Peers[0].EBGPMultihop = 2
+		}},
 	}
 }
