@@ -67,6 +67,7 @@ type Agent struct {
 	fenceErr   bool
 
 	mu         sync.Mutex // one reconcile at a time; guards what follows
+	validCfgs  map[string]nbv1.BridgeConfig
 	attached   map[SegmentKey]bool
 	advertised map[netip.Prefix]bool
 	last       Report
@@ -208,6 +209,10 @@ func (a *Agent) newPass(ctx context.Context) (*pass, error) {
 		return nil, fmt.Errorf("no local VTEP for node %s: set --vtep, the node annotation %s or an InternalIP",
 			a.opts.NodeName, nbv1.AnnotationVTEP)
 	}
+	// A bad edit of a BridgeConfig that works keeps the version in force.
+	var kept []string
+	in.Configs, a.validCfgs, kept = KeepLastValid(in.Configs, a.validCfgs)
+	in.Problems = append(in.Problems, kept...)
 	d, problems := Translate(in)
 	if a.opts.Role == RoleGateway && a.deps.Links != nil {
 		missingUplinks(&d, a.opts.NodeName, a.deps.Links.Exists)

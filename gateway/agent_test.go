@@ -329,7 +329,7 @@ func TestAgentSteps(t *testing.T) {
 			"announce arp=[] macs=[]",
 			"fence.Guard guarded=[] alive=[]",
 		})
-		r.election.set(SegmentKey{BridgeConfig: "dc1", Name: "app"}, true)
+		r.election.set(SegmentKey{BridgeConfig: "dc1", Segment: "app"}, true)
 		// Takeover: attach first, then the route without prepend, then
 		// the announcements, and the port is fenced with the lease.
 		wantCalls(t, "takeover", r.reconcile(t), []string{
@@ -346,7 +346,7 @@ func TestAgentSteps(t *testing.T) {
 	t.Run("loss of lease", func(t *testing.T) {
 		r := newRig(t, inputs(bridgeConfig(app), endpoint("vm1", "app", "10.20.100.50", vm1MAC)), fakeLinks{"uplink0": true}, true)
 		r.agent.deps.Gate.Adopt([]netip.Addr{netip.MustParseAddr("10.20.100.50")})
-		key := SegmentKey{BridgeConfig: "dc1", Name: "app"}
+		key := SegmentKey{BridgeConfig: "dc1", Segment: "app"}
 		r.election.set(key, true)
 		r.reconcile(t)
 		r.election.set(key, false)
@@ -377,6 +377,7 @@ func TestAgentSteps(t *testing.T) {
 	})
 	t.Run("bad segment beside a good one", func(t *testing.T) {
 		web := accessSegment("web", 10200, "10.20.200.0/24", nbv1.PhaseRouted)
+		web.VLANID = 200
 		web.Uplink = &nbv1.UplinkSpec{Interface: "missing0"}
 		r := newRig(t, inputs(bridgeConfig(app, web), endpoint("vm1", "app", "10.20.100.50", vm1MAC),
 			endpoint("vm2", "web", "10.20.200.50", vm2MAC)), fakeLinks{"uplink0": true}, false)
@@ -453,7 +454,7 @@ func TestAgentSteps(t *testing.T) {
 		bc.Spec.Advertise = &nbv1.AdvertiseSpec{HostRoutes: true, Aggregate: true}
 		r := newRig(t, inputs(bc, endpoint("vm1", "app", "10.20.100.50", vm1MAC)), fakeLinks{}, true)
 		r.agent.deps.Gate.Adopt([]netip.Addr{netip.MustParseAddr("10.20.100.50")})
-		r.election.set(SegmentKey{BridgeConfig: "dc1", Name: "app"}, true)
+		r.election.set(SegmentKey{BridgeConfig: "dc1", Segment: "app"}, true)
 		// The VLAN is released (no uplink needed), the bridge answers for
 		// the gateway address, only the aggregate is advertised, nothing
 		// is announced on a VLAN that is gone, no port is fenced.
@@ -468,7 +469,7 @@ func TestAgentSteps(t *testing.T) {
 	t.Run("drain", func(t *testing.T) {
 		r := newRig(t, inputs(bridgeConfig(app), endpoint("vm1", "app", "10.20.100.50", vm1MAC)), fakeLinks{"uplink0": true}, true)
 		r.agent.deps.Gate.Adopt([]netip.Addr{netip.MustParseAddr("10.20.100.50")})
-		r.election.set(SegmentKey{BridgeConfig: "dc1", Name: "app"}, true)
+		r.election.set(SegmentKey{BridgeConfig: "dc1", Segment: "app"}, true)
 		r.reconcile(t)
 		if err := r.agent.Drain(context.Background(), 0); err != nil {
 			t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/internal/config"
 )
 
 // FileConfig is the standalone configuration of an edge host with no
@@ -58,18 +59,10 @@ func ParseFileConfig(raw []byte) (*FileConfig, error) {
 		// the agent, not by an empty configuration.
 		return nil, fmt.Errorf("spec.segments: empty; refusing a configuration without segments")
 	}
-	seen := map[string]bool{}
-	for i, s := range fc.Spec.Segments {
-		if s.VLANID < 1 || s.VLANID > 4094 {
-			return nil, fmt.Errorf("spec.segments[%d].vlanID: %d is not in 1-4094", i, s.VLANID)
-		}
-		if s.VNI < 1 || s.VNI > 1<<24-1 {
-			return nil, fmt.Errorf("spec.segments[%d].vni: %d is not in 1-16777215", i, s.VNI)
-		}
-		if seen[s.Name] {
-			return nil, fmt.Errorf("spec.segments[%d].name: %q is used twice", i, s.Name)
-		}
-		seen[s.Name] = true
+	// The one validation path: every field is checked as the API server
+	// and the controller check it, and the errors name field and value.
+	if _, errs := config.Parse(fc.Name, fc.Spec); len(errs) > 0 {
+		return nil, errs.ToAggregate()
 	}
 	for i := range fc.Endpoints {
 		e := &fc.Endpoints[i]
@@ -84,6 +77,9 @@ func ParseFileConfig(raw []byte) (*FileConfig, error) {
 		}
 		if e.State == "" {
 			e.State = nbv1.StateActive
+		}
+		if _, errs := config.ParseEndpoint(e.Namespace, e.Name, e.BridgeEndpointSpec); len(errs) > 0 {
+			return nil, fmt.Errorf("endpoints[%d] (%s): %w", i, e.Name, errs.ToAggregate())
 		}
 	}
 	return &fc, nil
@@ -140,7 +136,7 @@ func (f *FileSource) Inputs(context.Context) (Inputs, error) {
 		in.Nodes = map[string]NodeInfo{gw: {VTEP: v}}
 		in.LeaseHolders = map[SegmentKey]string{}
 		for _, s := range cfg.Spec.Segments {
-			in.LeaseHolders[SegmentKey{BridgeConfig: cfg.Name, Name: s.Name}] = gw
+			in.LeaseHolders[SegmentKey{BridgeConfig: cfg.Name, Segment: s.Name}] = gw
 		}
 	}
 	for _, e := range cfg.Endpoints {

@@ -2,18 +2,17 @@ package gateway
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"sort"
-	"strconv"
-	"strings"
-	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/bgp"
+	"github.com/netbridge-io/netbridge/internal/config"
 )
 
 // Inputs are the objects the agent reads, from the API server's cache or
@@ -32,6 +31,9 @@ type Inputs struct {
 	LeaseHolders map[SegmentKey]string
 	// Password returns the BGP password behind a Secret reference.
 	Password func(ref nbv1.SecretKeyRef) (string, error)
+	// Problems found while reading the inputs (e.g. a node's unusable
+	// VTEP annotation).
+	Problems []string
 }
 
 // NodeInfo is what the agent needs of a Node.
@@ -40,10 +42,13 @@ type NodeInfo struct {
 	VTEP   netip.Addr
 }
 
-// Translate turns the inputs into this host's desired state. It never
-// fails as a whole: a bad segment carries its Error, a bad peer or
-// endpoint is dropped and reported in problems.
+// Translate turns the inputs into this host's desired state. Every
+// BridgeConfig goes through the one validation path (internal/config): a
+// config with any error is never programmed, and its errors, naming the
+// field and the value, become problems. A bad segment carries its Error,
+// a bad peer or endpoint is left out and reported in problems.
 func Translate(in Inputs) (d Desired, problems []string) {
+	problems = slices.Clone(in.Problems)
 	configs := slices.Clone(in.Configs)
 	// Earlier BridgeConfig wins a clash, as the controller decides.
 	sort.SliceStable(configs, func(i, j int) bool {
@@ -54,73 +59,53 @@ func Translate(in Inputs) (d Desired, problems []string) {
 		return configs[i].Name < configs[j].Name
 	})
 	vniOwner := map[uint32]SegmentKey{}
-	segs := map[SegmentKey]*Segment{}
+	segs := map[SegmentKey]*config.Segment{}
 	for i := range configs {
 		bc := &configs[i]
+		cfg, errs := config.Parse(bc.Name, bc.Spec)
+		if len(errs) > 0 {
+			problems = append(problems, fmt.Sprintf("bridgeconfig %s: refused: %v", bc.Name, errs.ToAggregate()))
+			continue
+		}
+		if msg, refused := controllerRefused(bc); refused {
+			problems = append(problems, fmt.Sprintf("bridgeconfig %s: refused by the controller: %s", bc.Name, msg))
+			continue
+		}
 		if in.Role == RoleGateway {
-			sel, err := metav1.LabelSelectorAsSelector(&bc.Spec.GatewaySelector)
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("bridgeconfig %s: spec.gatewaySelector: %v", bc.Name, err))
+			if !cfg.GatewaySelector.Matches(labels.Set(in.NodeLabels)) {
 				continue
 			}
-			if !sel.Matches(labels.Set(in.NodeLabels)) {
-				continue
-			}
-			if d.BGP == nil && bc.Spec.BGP != nil {
-				b, probs := translateBGP(bc, in)
+			if d.BGP == nil && cfg.BGP != nil {
+				b, probs := translateBGP(cfg, in)
 				problems = append(problems, probs...)
 				d.BGP = b
-			} else if bc.Spec.BGP != nil {
+			} else if cfg.BGP != nil {
 				problems = append(problems, fmt.Sprintf("bridgeconfig %s: bgp ignored on node %s, another BridgeConfig already configures BGP here", bc.Name, in.NodeName))
 			}
 		}
-		candidates := candidatesFor(bc, in)
-		for _, s := range bc.Spec.Segments {
-			k := SegmentKey{BridgeConfig: bc.Name, Name: s.Name}
-			seg := &Segment{Key: k, VLANID: uint16(s.VLANID), VNI: uint32(s.VNI), Access: s.Access,
-				MTU: int(s.MTU), Phase: Phase(s.Phase), Communities: s.Communities, Candidates: candidates}
-			if seg.Phase == "" {
-				seg.Phase = PhaseExtended
-			}
-			up := bc.Spec.Uplink
-			if s.Uplink != nil {
-				up = *s.Uplink
-			}
-			seg.Uplink = up.Interface
-			if seg.Uplink == "" && in.Role == RoleGateway {
-				seg.Error = fmt.Sprintf("segment %s: uplink selection by address (%s) is not supported by this agent yet; set uplink.interface", k, up.Address)
-			}
-			for _, c := range s.Subnets {
-				p, err := netip.ParsePrefix(c)
-				if err != nil {
-					seg.Error = fmt.Sprintf("segment %s: subnets: %q: %v", k, c, err)
-					continue
-				}
-				seg.Subnets = append(seg.Subnets, p.Masked())
-			}
-			if s.GatewayAddress != "" {
-				if p, err := netip.ParsePrefix(s.GatewayAddress); err == nil {
-					seg.GatewayAddress = p
-				}
-			}
+		candidates := candidatesFor(cfg, in)
+		for i := range cfg.Segments {
+			cs := &cfg.Segments[i]
+			seg := translateSegment(cs, in.Role, candidates)
 			if other, taken := vniOwner[seg.VNI]; taken {
-				seg.Error = fmt.Sprintf("segment %s: vni %d already used on this node by segment %s", k, seg.VNI, other)
+				seg.Error = fmt.Sprintf("segment %s: vni %d already used on this node by segment %s", cs.Key, seg.VNI, other)
 			} else {
-				vniOwner[seg.VNI] = k
+				vniOwner[seg.VNI] = cs.Key
 			}
-			if holder := in.LeaseHolders[k]; holder != "" {
+			if holder := in.LeaseHolders[cs.Key]; holder != "" {
 				seg.ActiveGatewayVTEP = in.Nodes[holder].VTEP
 			}
-			segs[k] = seg
-			d.Segments = append(d.Segments, *seg)
+			segs[cs.Key] = cs
+			d.Segments = append(d.Segments, seg)
 		}
 	}
 	for _, be := range in.Endpoints {
-		k := SegmentKey{BridgeConfig: be.Spec.BridgeConfig, Name: be.Spec.Segment}
-		if _, ok := segs[k]; !ok {
+		k := SegmentKey{BridgeConfig: be.Spec.BridgeConfig, Segment: be.Spec.Segment}
+		seg, ok := segs[k]
+		if !ok {
 			continue
 		}
-		ep, err := translateEndpoint(be)
+		ep, err := translateEndpoint(be, seg)
 		if err != nil {
 			problems = append(problems, err.Error())
 			continue
@@ -131,16 +116,68 @@ func Translate(in Inputs) (d Desired, problems []string) {
 	return d, problems
 }
 
+// controllerRefused: in Kubernetes mode the controller's verdict on the
+// current generation counts too (cross-object clashes, e.g. a VLAN another
+// BridgeConfig claims first). No verdict yet is no refusal.
+func controllerRefused(bc *nbv1.BridgeConfig) (string, bool) {
+	c := meta.FindStatusCondition(bc.Status.Conditions, nbv1.ConditionReady)
+	if c == nil || c.Status != metav1.ConditionFalse || c.ObservedGeneration != bc.Generation {
+		return "", false
+	}
+	return c.Reason + ": " + c.Message, true
+}
+
+// KeepLastValid replaces each BridgeConfig that is refused now (its spec
+// does not validate, or the controller refused this generation) by the
+// last version that was valid, so a bad edit never tears down what works;
+// it is reported instead. valid is the last valid version of each name;
+// the returned map replaces it.
+func KeepLastValid(configs []nbv1.BridgeConfig, valid map[string]nbv1.BridgeConfig) ([]nbv1.BridgeConfig, map[string]nbv1.BridgeConfig, []string) {
+	out := make([]nbv1.BridgeConfig, 0, len(configs))
+	next := map[string]nbv1.BridgeConfig{}
+	var problems []string
+	for _, bc := range configs {
+		_, errs := config.Parse(bc.Name, bc.Spec)
+		msg, refused := controllerRefused(&bc)
+		if len(errs) > 0 {
+			msg, refused = errs.ToAggregate().Error(), true
+		}
+		if !refused {
+			out = append(out, bc)
+			next[bc.Name] = bc
+			continue
+		}
+		last, ok := valid[bc.Name]
+		if !ok {
+			out = append(out, bc) // never valid: Translate refuses it
+			continue
+		}
+		problems = append(problems, fmt.Sprintf("bridgeconfig %s: generation %d refused (%s): keeping generation %d in force",
+			bc.Name, bc.Generation, msg, last.Generation))
+		out = append(out, last)
+		next[bc.Name] = last
+	}
+	return out, next, problems
+}
+
+func translateSegment(cs *config.Segment, role Role, candidates []string) Segment {
+	seg := Segment{Key: cs.Key, VLANID: cs.VLANID, VNI: cs.VNI, Access: cs.Access, MTU: cs.MTU, Phase: Phase(cs.Phase),
+		Subnets: slices.Clone(cs.Subnets), GatewayAddress: cs.GatewayAddress, Candidates: candidates, Uplink: cs.Uplink.Interface}
+	for _, c := range cs.Communities {
+		seg.Communities = append(seg.Communities, bgp.Community(c))
+	}
+	if seg.Uplink == "" && role == RoleGateway {
+		seg.Error = fmt.Sprintf("segment %s: uplink selection by address (%s) is not supported by this agent yet; set uplink.interface", cs.Key, cs.Uplink.Address)
+	}
+	return seg
+}
+
 // candidatesFor lists the gateway nodes selected by a BridgeConfig, this
 // node first when it is one.
-func candidatesFor(bc *nbv1.BridgeConfig, in Inputs) []string {
-	sel, err := metav1.LabelSelectorAsSelector(&bc.Spec.GatewaySelector)
-	if err != nil {
-		return nil
-	}
+func candidatesFor(cfg *config.BridgeConfig, in Inputs) []string {
 	var out []string
 	for name, n := range in.Nodes {
-		if sel.Matches(labels.Set(n.Labels)) {
+		if cfg.GatewaySelector.Matches(labels.Set(n.Labels)) {
 			out = append(out, name)
 		}
 	}
@@ -151,96 +188,51 @@ func candidatesFor(bc *nbv1.BridgeConfig, in Inputs) []string {
 	return out
 }
 
-func translateEndpoint(be nbv1.BridgeEndpoint) (Endpoint, error) {
-	ep := Endpoint{Namespace: be.Namespace, Name: be.Name,
-		Segment:  SegmentKey{BridgeConfig: be.Spec.BridgeConfig, Name: be.Spec.Segment},
-		NodeName: be.Spec.NodeName, State: EndpointState(be.Spec.State)}
-	if ep.State == "" {
-		ep.State = StateStaged
+// translateEndpoint validates an endpoint through the one path; whether
+// its IPs fit the segment is decided by the plan (config.CheckEndpointIP),
+// so that a refused IP is reported, not dropped.
+func translateEndpoint(be nbv1.BridgeEndpoint, _ *config.Segment) (Endpoint, error) {
+	ce, errs := config.ParseEndpoint(be.Namespace, be.Name, be.Spec)
+	if len(errs) > 0 {
+		return Endpoint{}, fmt.Errorf("endpoint %s/%s: %w", be.Namespace, be.Name, errs.ToAggregate())
 	}
-	id := be.Namespace + "/" + be.Name
-	if be.Spec.MAC != "" {
-		mac, err := net.ParseMAC(be.Spec.MAC)
-		if err != nil {
-			return ep, fmt.Errorf("endpoint %s: spec.mac %q: %v", id, be.Spec.MAC, err)
-		}
-		ep.MAC = mac
-	}
-	for _, s := range be.Spec.IPs {
-		ip, err := netip.ParseAddr(s)
-		if err != nil {
-			return ep, fmt.Errorf("endpoint %s: spec.ips %q: %v", id, s, err)
-		}
-		ep.IPs = append(ep.IPs, ip.Unmap())
-	}
-	if be.Spec.VTEP != "" {
-		v, err := netip.ParseAddr(be.Spec.VTEP)
-		if err != nil {
-			return ep, fmt.Errorf("endpoint %s: spec.vtep %q: %v", id, be.Spec.VTEP, err)
-		}
-		ep.VTEP = v.Unmap()
-	}
-	return ep, nil
+	return Endpoint{Namespace: ce.Namespace, Name: ce.Name, Segment: ce.Segment, IPs: ce.IPs, MAC: ce.MAC,
+		NodeName: ce.NodeName, VTEP: ce.VTEP, State: EndpointState(ce.State)}, nil
 }
 
-func translateBGP(bc *nbv1.BridgeConfig, in Inputs) (*BGP, []string) {
+func translateBGP(cfg *config.BridgeConfig, in Inputs) (*BGP, []string) {
 	var problems []string
-	spec := bc.Spec.BGP
-	b := &BGP{LocalASN: uint32(spec.LocalASN), StandbyPrepend: uint8(spec.StandbyPrepend), HostRoutes: true}
-	if spec.RouterID != "" {
-		if a, err := netip.ParseAddr(spec.RouterID); err == nil {
-			b.RouterID = a
-		}
-	} else if in.LocalVTEP.Is4() {
+	spec := cfg.BGP
+	b := &BGP{LocalASN: spec.LocalASN, RouterID: spec.RouterID, StandbyPrepend: spec.StandbyPrepend,
+		HostRoutes: cfg.Advertise.HostRoutes, Aggregate: cfg.Advertise.Aggregate, MED: cfg.Advertise.MED}
+	if !b.RouterID.IsValid() && in.LocalVTEP.Is4() {
 		b.RouterID = in.LocalVTEP
 	}
-	if adv := bc.Spec.Advertise; adv != nil {
-		b.HostRoutes = adv.HostRoutes
-		b.Aggregate = adv.Aggregate
-		b.Communities = adv.Communities
-		b.LargeCommunities = adv.LargeCommunities
-		if adv.MED != nil {
-			m := uint32(*adv.MED)
-			b.MED = &m
-		}
+	for _, c := range cfg.Advertise.Communities {
+		b.Communities = append(b.Communities, bgp.Community(c))
+	}
+	for _, c := range cfg.Advertise.LargeCommunities {
+		b.LargeCommunities = append(b.LargeCommunities, bgp.LargeCommunity{Global: c.Global, Local1: c.Local1, Local2: c.Local2})
 	}
 	for _, p := range spec.Peers {
-		if p.NodeSelector != nil {
-			sel, err := metav1.LabelSelectorAsSelector(p.NodeSelector)
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("bridgeconfig %s: peer %s: nodeSelector: %v", bc.Name, p.Address, err))
-				continue
-			}
-			if !sel.Matches(labels.Set(in.NodeLabels)) {
-				continue
-			}
-		}
-		addr, err := netip.ParseAddr(p.Address)
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("bridgeconfig %s: peers[].address %q: %v", bc.Name, p.Address, err))
+		if p.NodeSelector != nil && !p.NodeSelector.Matches(labels.Set(in.NodeLabels)) {
 			continue
 		}
-		peer := Peer{Address: addr, ASN: uint32(p.ASN), Port: uint16(p.Port), EBGPMultihop: uint8(p.EBGPMultihop), Description: p.Description}
-		if p.HoldTime != nil {
-			peer.HoldTime = time.Duration(*p.HoldTime) * time.Second
-		}
-		if p.Keepalive != nil {
-			peer.Keepalive = time.Duration(*p.Keepalive) * time.Second
-		}
-		if gr := p.GracefulRestart; gr != nil && gr.Enabled {
-			peer.GracefulRestart = true
-			peer.RestartTime = time.Duration(gr.RestartTime) * time.Second
+		peer := Peer{Address: p.Address, ASN: p.ASN, Port: p.Port, EBGPMultihop: p.EBGPMultihop, Description: p.Description,
+			HoldTime: p.HoldTime, Keepalive: p.Keepalive, GracefulRestart: p.GracefulRestart, RestartTime: p.RestartTime}
+		if p.BFD != nil {
+			peer.BFD = &bgp.BFD{MinRx: p.BFD.MinReceive, MinTx: p.BFD.MinTransmit, Multiplier: p.BFD.Multiplier}
 		}
 		if p.PasswordSecretRef != nil {
 			if in.Password == nil {
-				problems = append(problems, fmt.Sprintf("bridgeconfig %s: peer %s: passwordSecretRef set but no secrets available", bc.Name, p.Address))
+				problems = append(problems, fmt.Sprintf("bridgeconfig %s: peer %s: passwordSecretRef set but no secrets available", cfg.Name, p.Address))
 				continue
 			}
 			pw, err := in.Password(*p.PasswordSecretRef)
 			if err != nil {
 				// Without its password the session cannot come up: leave
 				// the peer out rather than flap it with a wrong one.
-				problems = append(problems, fmt.Sprintf("bridgeconfig %s: peer %s: password: %v", bc.Name, p.Address, err))
+				problems = append(problems, fmt.Sprintf("bridgeconfig %s: peer %s: password: %v", cfg.Name, p.Address, err))
 				continue
 			}
 			peer.Password = pw
@@ -248,21 +240,4 @@ func translateBGP(bc *nbv1.BridgeConfig, in Inputs) (*BGP, []string) {
 		b.Peers = append(b.Peers, peer)
 	}
 	return b, problems
-}
-
-// parseLargeCommunity parses "G:L1:L2".
-func parseLargeCommunity(s string) (g, l1, l2 uint32, err error) {
-	parts := strings.Split(s, ":")
-	if len(parts) != 3 {
-		return 0, 0, 0, fmt.Errorf("large community %q: want G:L1:L2", s)
-	}
-	var v [3]uint32
-	for i, p := range parts {
-		n, err := strconv.ParseUint(p, 10, 32)
-		if err != nil {
-			return 0, 0, 0, fmt.Errorf("large community %q: %w", s, err)
-		}
-		v[i] = uint32(n)
-	}
-	return v[0], v[1], v[2], nil
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/bgp"
 )
 
@@ -104,7 +105,7 @@ func (m *Metrics) observeReport(r Report) {
 	dups := map[string]bool{}
 	for _, f := range r.Refused {
 		key := f.IP.String() + "/" + f.MAC
-		if f.Reason == "DuplicateAddress" {
+		if f.Reason == string(nbv1.ReasonDuplicateAddress) {
 			dups[key] = true
 			if !m.seenDuplicates[key] {
 				m.duplicates.Inc()

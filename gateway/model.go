@@ -7,6 +7,8 @@
 package gateway
 
 import (
+	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/bgp"
 	"net"
 	"net/netip"
 	"time"
@@ -42,13 +44,9 @@ type Desired struct {
 	Endpoints []Endpoint
 }
 
-// SegmentKey names a segment across BridgeConfigs.
-type SegmentKey struct {
-	BridgeConfig string
-	Name         string
-}
-
-func (k SegmentKey) String() string { return k.BridgeConfig + "." + k.Name }
+// SegmentKey names a segment across BridgeConfigs (the contract is the
+// API's: one format, one parser, for every process).
+type SegmentKey = nbv1.SegmentKey
 
 // Segment is one legacy VLAN stretched to one VNI.
 type Segment struct {
@@ -63,7 +61,7 @@ type Segment struct {
 	// GatewayAddress is put on the bridge in the Completed phase.
 	GatewayAddress netip.Prefix
 	Phase          Phase
-	Communities    []string
+	Communities    []bgp.Community
 	// Candidates are the gateway nodes selected for this segment (this
 	// node included): with only one, losing the lease never detaches.
 	Candidates []string
@@ -83,8 +81,8 @@ type BGP struct {
 	StandbyPrepend   uint8
 	HostRoutes       bool
 	Aggregate        bool
-	Communities      []string
-	LargeCommunities []string
+	Communities      []bgp.Community
+	LargeCommunities []bgp.LargeCommunity
 	MED              *uint32
 }
 
@@ -99,7 +97,9 @@ type Peer struct {
 	EBGPMultihop    uint8
 	GracefulRestart bool
 	RestartTime     time.Duration
-	Description     string
+	// BFD is nil when BFD is off on the session.
+	BFD         *bgp.BFD
+	Description string
 }
 
 // EndpointState is the per-VM cutover state.

@@ -1,12 +1,13 @@
 package gateway
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
 
+	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/bgp"
+	"github.com/netbridge-io/netbridge/internal/config"
 	"github.com/netbridge-io/netbridge/vlan"
 )
 
@@ -104,6 +105,7 @@ func BuildPlan(d Desired, v View) Plan {
 				vs.GatewayAddress = s.GatewayAddress
 			}
 			vs.HostRoutes = true
+			rules := config.Segment{Key: s.Key, Subnets: s.Subnets, GatewayAddress: s.GatewayAddress}
 			prepend := uint8(0)
 			if !attached {
 				prepend = d.bgpPrepend()
@@ -117,9 +119,11 @@ func BuildPlan(d Desired, v View) Plan {
 				}
 				var cleared []netip.Addr
 				for _, ip := range e.IPs {
-					if !inAny(ip, s.Subnets) {
-						p.Refused = append(p.Refused, Refusal{Endpoint: e.ID(), IP: ip, Reason: "OutsideSubnet",
-							Message: fmt.Sprintf("%s is outside the subnets of segment %s", ip, s.Key)})
+					// The one rule set (internal/config): outside the
+					// subnets, a network or broadcast address, the
+					// segment's gateway address.
+					if r := config.CheckEndpointIP(&rules, ip); r != nil {
+						p.Refused = append(p.Refused, Refusal{Endpoint: e.ID(), IP: ip, Reason: string(r.Reason), Message: r.Message})
 						continue
 					}
 					switch {
@@ -130,7 +134,7 @@ func BuildPlan(d Desired, v View) Plan {
 					case v.Gate[ip] == VerdictClear:
 						cleared = append(cleared, ip)
 					case v.Gate[ip] == VerdictDuplicate:
-						p.Refused = append(p.Refused, Refusal{Endpoint: e.ID(), IP: ip, Reason: "DuplicateAddress"})
+						p.Refused = append(p.Refused, Refusal{Endpoint: e.ID(), IP: ip, Reason: string(nbv1.ReasonDuplicateAddress)})
 						p.Probes[s.Key] = append(p.Probes[s.Key], ip)
 					default:
 						p.Probes[s.Key] = append(p.Probes[s.Key], ip)
@@ -173,7 +177,8 @@ func BuildPlan(d Desired, v View) Plan {
 		for _, peer := range d.BGP.Peers {
 			p.BGP.Peers = append(p.BGP.Peers, bgp.Peer{Address: peer.Address, ASN: peer.ASN, Port: peer.Port,
 				Password: peer.Password, Description: peer.Description, HoldTime: peer.HoldTime, Keepalive: peer.Keepalive,
-				EBGPMultihopTTL: peer.EBGPMultihop, GracefulRestart: peer.GracefulRestart, RestartTime: peer.RestartTime})
+				EBGPMultihopTTL: peer.EBGPMultihop, GracefulRestart: peer.GracefulRestart, RestartTime: peer.RestartTime,
+				BFD: peer.BFD})
 		}
 	}
 	for k := range p.Probes {
@@ -190,18 +195,9 @@ func (d Desired) bgpPrepend() uint8 {
 }
 
 func (d Desired) route(s Segment, pfx netip.Prefix, aggregate bool, prepend uint8) bgp.Route {
-	r := bgp.Route{Prefix: pfx, Aggregate: aggregate, ASPathPrepend: prepend, MED: d.BGP.MED}
-	for _, c := range append(slices.Clone(d.BGP.Communities), s.Communities...) {
-		if com, err := bgp.ParseCommunity(c); err == nil {
-			r.Communities = append(r.Communities, com)
-		}
-	}
-	for _, c := range d.BGP.LargeCommunities {
-		if g, l1, l2, err := parseLargeCommunity(c); err == nil {
-			r.LargeCommunities = append(r.LargeCommunities, bgp.LargeCommunity{Global: g, Local1: l1, Local2: l2})
-		}
-	}
-	return r
+	return bgp.Route{Prefix: pfx, Aggregate: aggregate, ASPathPrepend: prepend, MED: d.BGP.MED,
+		Communities:      append(slices.Clone(d.BGP.Communities), s.Communities...),
+		LargeCommunities: slices.Clone(d.BGP.LargeCommunities)}
 }
 
 func inAny(ip netip.Addr, subnets []netip.Prefix) bool {

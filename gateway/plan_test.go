@@ -9,10 +9,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/bgp"
 )
 
 var (
-	app   = SegmentKey{BridgeConfig: "dc1", Name: "app"}
+	app   = SegmentKey{BridgeConfig: "dc1", Segment: "app"}
 	gwVT  = netip.MustParseAddr("172.30.0.11")
 	n1VT  = netip.MustParseAddr("172.30.0.21")
 	n2VT  = netip.MustParseAddr("172.30.0.22")
@@ -32,7 +33,7 @@ func desired(state EndpointState, ips ...netip.Addr) Desired {
 	return Desired{
 		Segments: []Segment{{Key: app, VLANID: 100, VNI: 10100, Subnets: []netip.Prefix{netip.MustParsePrefix("10.20.100.0/24")},
 			Uplink: "uplink0", Access: true, MTU: 1450, Phase: PhaseRouted, Candidates: []string{"gw1", "gw2"}, ActiveGatewayVTEP: gwVT}},
-		BGP: &BGP{LocalASN: 65010, RouterID: gwVT, StandbyPrepend: 3, HostRoutes: true, Communities: []string{"65010:1"},
+		BGP: &BGP{LocalASN: 65010, RouterID: gwVT, StandbyPrepend: 3, HostRoutes: true, Communities: []bgp.Community{65010<<16 | 1},
 			Peers: []Peer{{Address: netip.MustParseAddr("172.30.0.1"), ASN: 65000}}},
 		Endpoints: []Endpoint{{Namespace: "default", Name: "vm1-default", Segment: app, IPs: ips, MAC: vmMAC, VTEP: n1VT, State: state}},
 	}
@@ -160,9 +161,9 @@ func TestBuildPlanCompletedPhase(t *testing.T) {
 
 func TestBuildPlanSegmentError(t *testing.T) {
 	d := desired(StateActive, vmIP)
-	d.Segments = append(d.Segments, Segment{Key: SegmentKey{BridgeConfig: "dc1", Name: "bad"}, VNI: 7, Error: "vni clash"})
+	d.Segments = append(d.Segments, Segment{Key: SegmentKey{BridgeConfig: "dc1", Segment: "bad"}, VNI: 7, Error: "vni clash"})
 	p := BuildPlan(d, View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]Verdict{vmIP: VerdictClear}})
-	if len(p.Segments) != 1 || p.SegmentErrors[SegmentKey{BridgeConfig: "dc1", Name: "bad"}] != "vni clash" {
+	if len(p.Segments) != 1 || p.SegmentErrors[SegmentKey{BridgeConfig: "dc1", Segment: "bad"}] != "vni clash" {
 		t.Fatalf("bad segment must be kept out of the kernel and reported: %+v %+v", p.Segments, p.SegmentErrors)
 	}
 	if len(p.BGP.Routes) != 1 {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/bgp"
 )
 
@@ -69,11 +70,11 @@ func (a *Agent) buildReport(ctx context.Context, p *pass) Report {
 	}
 	r := Report{NodeName: a.opts.NodeName, Role: a.opts.Role, Problems: p.problems, At: time.Now()}
 	for _, s := range d.Segments {
-		sr := SegmentReport{Key: s.Key, Role: "Node"}
+		sr := SegmentReport{Key: s.Key, Role: string(nbv1.SegmentRoleNode)}
 		if a.opts.Role == RoleGateway {
-			sr.Role = "Standby"
+			sr.Role = string(nbv1.SegmentRoleStandby)
 			if attached[s.Key] {
-				sr.Role = "Active"
+				sr.Role = string(nbv1.SegmentRoleActive)
 			}
 		}
 		if msg, bad := segErr[s.Key]; bad {
@@ -133,7 +134,7 @@ func (a *Agent) buildReport(ctx context.Context, p *pass) Report {
 		for _, f := range plan.Refused {
 			ns, name := splitID(f.Endpoint)
 			rr := RefusedReport{Namespace: ns, Endpoint: name, IP: f.IP, Reason: f.Reason, Message: f.Message}
-			if f.Reason == "DuplicateAddress" {
+			if f.Reason == string(nbv1.ReasonDuplicateAddress) {
 				if mac, ok := a.deps.Gate.Duplicate(f.IP); ok {
 					rr.MAC = mac.String()
 					rr.Message = fmt.Sprintf("%s is answered on the VLAN side by %s: the source VM may still be running", f.IP, mac)

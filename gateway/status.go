@@ -17,7 +17,7 @@ import (
 func StatusFromReport(r Report) nbv1.BridgeGatewayStatus {
 	var st nbv1.BridgeGatewayStatus
 	for _, s := range r.Segments {
-		st.Segments = append(st.Segments, nbv1.GatewaySegmentStatus{BridgeConfig: s.Key.BridgeConfig, Name: s.Key.Name,
+		st.Segments = append(st.Segments, nbv1.GatewaySegmentStatus{BridgeConfig: s.Key.BridgeConfig, Name: s.Key.Segment,
 			Role: s.Role, Programmed: s.Programmed, Error: s.Error})
 	}
 	for _, p := range r.Peers {
@@ -34,7 +34,7 @@ func StatusFromReport(r Report) nbv1.BridgeGatewayStatus {
 	}
 	for _, e := range r.Endpoints {
 		es := nbv1.GatewayEndpointStatus{Namespace: e.Namespace, Name: e.Name, BridgeConfig: e.Segment.BridgeConfig,
-			Segment: e.Segment.Name, IPs: addrStrings(e.IPs), MAC: e.MAC, FDBProgrammed: e.FDBProgrammed,
+			Segment: e.Segment.Segment, IPs: addrStrings(e.IPs), MAC: e.MAC, FDBProgrammed: e.FDBProgrammed,
 			Advertised: e.Advertised, Reachable: e.Reachable, Message: e.Message}
 		if !e.LastProbe.IsZero() {
 			t := metav1.NewTime(e.LastProbe.Truncate(1e9))

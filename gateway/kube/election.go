@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	coordclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
 
+	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/gateway"
 )
 
@@ -37,8 +38,6 @@ func (t LeaseTimings) Validate() error {
 	return nil
 }
 
-// LeaseName is the Lease of one segment.
-func LeaseName(k gateway.SegmentKey) string { return "nb-" + k.BridgeConfig + "-" + k.Name }
 
 // Election runs one lease elector per segment. It holds leadership as
 // "renewed within RenewDeadline" on the local monotonic clock, checked by a
@@ -250,10 +249,10 @@ func (e *Election) run(ctx context.Context, el *elector) {
 		cctx, cancel := context.WithTimeout(ctx, t.RenewDeadline)
 		defer cancel()
 		now := time.Now()
-		lease, err := e.leases.Leases(e.namespace).Get(cctx, LeaseName(el.key), metav1.GetOptions{})
+		lease, err := e.leases.Leases(e.namespace).Get(cctx, nbv1.LeaseName(el.key), metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
-			lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: LeaseName(el.key), Namespace: e.namespace,
+			lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: nbv1.LeaseName(el.key), Namespace: e.namespace,
 				Labels: map[string]string{"app.kubernetes.io/managed-by": "netbridge-gateway"}}}
 			e.fill(lease, now, true)
 			created, err := e.leases.Leases(e.namespace).Create(cctx, lease, metav1.CreateOptions{})
@@ -396,7 +395,7 @@ func (e *Election) release(el *elector) {
 		}
 	}
 	// Our copy was stale (or missing): read, check we still hold it, write.
-	lease, err := e.leases.Leases(e.namespace).Get(ctx, LeaseName(el.key), metav1.GetOptions{})
+	lease, err := e.leases.Leases(e.namespace).Get(ctx, nbv1.LeaseName(el.key), metav1.GetOptions{})
 	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != e.identity {
 		return
 	}

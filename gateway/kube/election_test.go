@@ -31,7 +31,7 @@ func TestElectionKeepsValidity(t *testing.T) {
 		t.Fatal(err)
 	}
 	timings := kube.LeaseTimings{LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 100 * time.Millisecond}
-	key := gateway.SegmentKey{BridgeConfig: "lab", Name: "app"}
+	key := gateway.SegmentKey{BridgeConfig: "lab", Segment: "app"}
 	a := kube.NewElection(cs.CoordinationV1(), "netbridge-system", "gw1", timings, zaptest.NewLogger(t), func() {})
 	b := kube.NewElection(cs.CoordinationV1(), "netbridge-system", "gw2", timings, zaptest.NewLogger(t), func() {})
 	a.Sync(ctx, []gateway.SegmentKey{key})

@@ -3,7 +3,6 @@ package kube
 import (
 	"context"
 	"fmt"
-	"net/netip"
 
 	"go.uber.org/zap"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -105,10 +104,17 @@ func (k *Source) Inputs(ctx context.Context) (gateway.Inputs, error) {
 	}
 	in.Nodes = map[string]gateway.NodeInfo{}
 	for _, n := range nodes.Items {
-		in.Nodes[n.Name] = gateway.NodeInfo{Labels: n.Labels, VTEP: NodeVTEP(&n)}
+		// An unusable VTEP annotation is an error, not a fallback: the
+		// node gets no VTEP (its segments cannot be built) and the
+		// controller reports it on the node's endpoints.
+		vtep, err := nbv1.NodeVTEP(&n)
+		if err != nil {
+			in.Problems = append(in.Problems, fmt.Sprintf("node %s: %v", n.Name, err))
+		}
+		in.Nodes[n.Name] = gateway.NodeInfo{Labels: n.Labels, VTEP: vtep}
 		if n.Name == k.nodeName {
 			in.NodeLabels = n.Labels
-			in.LocalVTEP = NodeVTEP(&n)
+			in.LocalVTEP = vtep
 		}
 	}
 	var leases coordinationv1.LeaseList
@@ -124,8 +130,8 @@ func (k *Source) Inputs(ctx context.Context) (gateway.Inputs, error) {
 	in.LeaseHolders = map[gateway.SegmentKey]string{}
 	for _, bc := range bcs.Items {
 		for _, s := range bc.Spec.Segments {
-			key := gateway.SegmentKey{BridgeConfig: bc.Name, Name: s.Name}
-			if h := holders[LeaseName(key)]; h != "" {
+			key := gateway.SegmentKey{BridgeConfig: bc.Name, Segment: s.Name}
+			if h := holders[nbv1.LeaseName(key)]; h != "" {
 				in.LeaseHolders[key] = h
 			}
 		}
@@ -146,21 +152,4 @@ func (k *Source) Inputs(ctx context.Context) (gateway.Inputs, error) {
 		return string(v), nil
 	}
 	return in, nil
-}
-
-// NodeVTEP is the annotation netbridge.io/vtep, else the node's InternalIP.
-func NodeVTEP(n *corev1.Node) netip.Addr {
-	if v, ok := n.Annotations[nbv1.AnnotationVTEP]; ok {
-		if a, err := netip.ParseAddr(v); err == nil {
-			return a
-		}
-	}
-	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			if ip, err := netip.ParseAddr(a.Address); err == nil {
-				return ip
-			}
-		}
-	}
-	return netip.Addr{}
 }

@@ -118,11 +118,11 @@ func (k *StatusWriter) events(r gateway.Report) {
 		old, ok := prevRole[s.Key]
 		switch {
 		case !ok || old == s.Role:
-		case s.Role == "Active":
+		case s.Role == string(nbv1.SegmentRoleActive):
 			k.recorder.Eventf(gwRef, corev1.EventTypeNormal, "LeaseAcquired", "segment %s: %s is now the active gateway (VLAN attached)", s.Key, k.nodeName)
-		case old == "Active" && r.Degraded:
+		case old == string(nbv1.SegmentRoleActive) && r.Degraded:
 			k.recorder.Eventf(gwRef, corev1.EventTypeWarning, "Fenced", "segment %s: lease not renewed in time (%s): VLAN detached", s.Key, r.DegradedReason)
-		case old == "Active":
+		case old == string(nbv1.SegmentRoleActive):
 			k.recorder.Eventf(gwRef, corev1.EventTypeNormal, "LeaseReleased", "segment %s: %s is standby now (VLAN detached)", s.Key, k.nodeName)
 		}
 	}
