@@ -98,7 +98,7 @@ func ParseSegment(bridgeConfig string, s nbv1.Segment, defaultUplink Uplink, lim
 	lim = lim.orDefault()
 	var errs field.ErrorList
 	seg := Segment{Key: nbv1.SegmentKey{BridgeConfig: bridgeConfig, Segment: s.Name}, Access: s.Access,
-		AutoActivate: s.AutoActivate, Phase: s.Phase, Uplink: defaultUplink}
+		AutoActivate: s.AutoActivate, Uplink: defaultUplink}
 	if err := seg.Key.Validate(); err != nil {
 		errs = append(errs, field.Invalid(p.Child("name"), s.Name, err.Error()))
 	}
@@ -154,15 +154,22 @@ func ParseSegment(bridgeConfig string, s nbv1.Segment, defaultUplink Uplink, lim
 		}
 		seg.Communities = append(seg.Communities, v)
 	}
-	switch seg.Phase {
-	case "":
-		seg.Phase = nbv1.PhaseExtended
-	case nbv1.PhaseExtended, nbv1.PhaseRouted, nbv1.PhaseCompleted:
-	default:
-		errs = append(errs, field.NotSupported(p.Child("phase"), s.Phase,
-			[]nbv1.SegmentPhase{nbv1.PhaseExtended, nbv1.PhaseRouted, nbv1.PhaseCompleted}))
-	}
+	seg.Phase, errs = appendEnum(errs, s.Phase, p.Child("phase"), nbv1.PhaseExtended, nbv1.PhaseRouted, nbv1.PhaseCompleted)
 	return seg, errs
+}
+
+// appendEnum defaults an empty value to the first allowed one (the CRD's
+// default, which the standalone file does not get) and refuses the rest.
+func appendEnum[T ~string](errs field.ErrorList, v T, p *field.Path, allowed ...T) (T, field.ErrorList) {
+	if v == "" {
+		return allowed[0], errs
+	}
+	for _, a := range allowed {
+		if v == a {
+			return v, errs
+		}
+	}
+	return v, append(errs, field.NotSupported(p, v, allowed))
 }
 
 // appendSelector parses a label selector the way the API machinery does,
