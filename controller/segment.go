@@ -344,13 +344,16 @@ func (r *segmentReconciler) apply(ctx context.Context, log logr.Logger, plan Seg
 		return false, err
 	}
 
-	// Status after spec: a spec update bumped the resourceVersion.
-	g, gctx = errgroup.WithContext(ctx)
-	g.SetLimit(r.writeParallelism)
+	// Status after spec: a spec update bumped the resourceVersion. Read
+	// written before any status write starts: those record into it.
 	for _, ep := range plan.UpdateStatus {
 		if w, ok := written[ep.Namespace+"/"+ep.Name]; ok {
 			ep.ResourceVersion = w.ResourceVersion
 		}
+	}
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(r.writeParallelism)
+	for _, ep := range plan.UpdateStatus {
 		g.Go(func() error {
 			if err := r.client.Status().Update(gctx, ep); err != nil {
 				if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {

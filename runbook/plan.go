@@ -145,10 +145,10 @@ func planVM(s *Snapshot, vm types.NamespacedName) (PlanItem, *SegmentRef, []Chec
 	if len(eps) > 0 {
 		r := endpointSegment(&eps[0])
 		ref = &r
-	} else if r, ok := ParseSegmentRef(v.Segment); ok {
+	} else if r, err := nbv1.ParseSegmentKey(v.Segment); err == nil {
 		ref = &r
 	} else {
-		check(CheckVMI, Fail, fmt.Sprintf("label %s=%q is not <bridgeconfig>.<segment>", nbv1.LabelSegment, v.Segment))
+		check(CheckVMI, Fail, fmt.Sprintf("label %s=%q is not <bridgeconfig>.<segment>: %v", nbv1.LabelSegment, v.Segment, err))
 		return item, nil, checks
 	}
 	item.Segment = ref.String()

@@ -79,14 +79,7 @@ func ParseEndpoint(namespace, name string, spec nbv1.BridgeEndpointSpec) (Endpoi
 			ep.VTEP = v
 		}
 	}
-	switch ep.State {
-	case "":
-		ep.State = nbv1.StateStaged
-	case nbv1.StateStaged, nbv1.StateActive, nbv1.StateWithdrawn:
-	default:
-		errs = append(errs, field.NotSupported(p.Child("state"), spec.State,
-			[]nbv1.CutoverState{nbv1.StateStaged, nbv1.StateActive, nbv1.StateWithdrawn}))
-	}
+	ep.State, errs = appendEnum(errs, spec.State, p.Child("state"), nbv1.StateStaged, nbv1.StateActive, nbv1.StateWithdrawn)
 	return ep, errs
 }
 

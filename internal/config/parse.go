@@ -98,7 +98,7 @@ func ParseSegment(bridgeConfig string, s nbv1.Segment, defaultUplink Uplink, lim
 	lim = lim.orDefault()
 	var errs field.ErrorList
 	seg := Segment{Key: nbv1.SegmentKey{BridgeConfig: bridgeConfig, Segment: s.Name}, Access: s.Access,
-		AutoActivate: s.AutoActivate, Phase: s.Phase, Uplink: defaultUplink}
+		AutoActivate: s.AutoActivate, Uplink: defaultUplink}
 	if err := seg.Key.Validate(); err != nil {
 		errs = append(errs, field.Invalid(p.Child("name"), s.Name, err.Error()))
 	}
@@ -148,21 +148,28 @@ func ParseSegment(bridgeConfig string, s nbv1.Segment, defaultUplink Uplink, lim
 		seg.NamespaceSelector, errs = appendSelector(errs, s.NamespaceSelector, p.Child("namespaceSelector"))
 	}
 	for i, c := range s.Communities {
-		v, err := ParseCommunity(c)
+		v, err := parseCommunity(c)
 		if err != nil {
 			errs = append(errs, field.Invalid(p.Child("communities").Index(i), c, err.Error()))
 		}
 		seg.Communities = append(seg.Communities, v)
 	}
-	switch seg.Phase {
-	case "":
-		seg.Phase = nbv1.PhaseExtended
-	case nbv1.PhaseExtended, nbv1.PhaseRouted, nbv1.PhaseCompleted:
-	default:
-		errs = append(errs, field.NotSupported(p.Child("phase"), s.Phase,
-			[]nbv1.SegmentPhase{nbv1.PhaseExtended, nbv1.PhaseRouted, nbv1.PhaseCompleted}))
-	}
+	seg.Phase, errs = appendEnum(errs, s.Phase, p.Child("phase"), nbv1.PhaseExtended, nbv1.PhaseRouted, nbv1.PhaseCompleted)
 	return seg, errs
+}
+
+// appendEnum defaults an empty value to the first allowed one (the CRD's
+// default, which the standalone file does not get) and refuses the rest.
+func appendEnum[T ~string](errs field.ErrorList, v T, p *field.Path, allowed ...T) (T, field.ErrorList) {
+	if v == "" {
+		return allowed[0], errs
+	}
+	for _, a := range allowed {
+		if v == a {
+			return v, errs
+		}
+	}
+	return v, append(errs, field.NotSupported(p, v, allowed))
 }
 
 // appendSelector parses a label selector the way the API machinery does,
@@ -189,7 +196,7 @@ func parseUplink(u nbv1.UplinkSpec, p *field.Path) (Uplink, field.ErrorList) {
 		errs = append(errs, field.Invalid(p.Child("address"), u.Address, "set interface or address, not both"))
 	}
 	if u.Interface != "" {
-		if err := CheckInterfaceName(u.Interface); err != nil {
+		if err := checkInterfaceName(u.Interface); err != nil {
 			errs = append(errs, field.Invalid(p.Child("interface"), u.Interface, err.Error()))
 		}
 		out.Interface = u.Interface
@@ -204,10 +211,10 @@ func parseUplink(u nbv1.UplinkSpec, p *field.Path) (Uplink, field.ErrorList) {
 	return out, errs
 }
 
-// CheckInterfaceName refuses what Linux's dev_valid_name refuses: empty,
+// checkInterfaceName refuses what Linux's dev_valid_name refuses: empty,
 // longer than IFNAMSIZ-1 (15), "." or "..", or holding '/', ':' or
 // whitespace.
-func CheckInterfaceName(n string) error {
+func checkInterfaceName(n string) error {
 	switch {
 	case n == "":
 		return fmt.Errorf("empty interface name")
@@ -282,8 +289,8 @@ func parseGatewayAddress(s string, subnets []netip.Prefix) (netip.Prefix, error)
 	return netip.Prefix{}, fmt.Errorf("outside the segment's subnets %v", subnets)
 }
 
-// ParseCommunity parses "ASN:value" (each 0-65535) as ASN<<16 | value.
-func ParseCommunity(s string) (Community, error) {
+// parseCommunity parses "ASN:value" (each 0-65535) as ASN<<16 | value.
+func parseCommunity(s string) (Community, error) {
 	a, b, ok := strings.Cut(s, ":")
 	if !ok {
 		return 0, fmt.Errorf("want ASN:value, e.g. 65000:100")
@@ -299,8 +306,8 @@ func ParseCommunity(s string) (Community, error) {
 // String is the "ASN:value" form.
 func (c Community) String() string { return fmt.Sprintf("%d:%d", c>>16, c&0xffff) }
 
-// ParseLargeCommunity parses "global:local1:local2" (each 0-4294967295).
-func ParseLargeCommunity(s string) (LargeCommunity, error) {
+// parseLargeCommunity parses "global:local1:local2" (each 0-4294967295).
+func parseLargeCommunity(s string) (LargeCommunity, error) {
 	parts := strings.Split(s, ":")
 	if len(parts) != 3 {
 		return LargeCommunity{}, fmt.Errorf("want global:local1:local2, e.g. 65000:1:2")
@@ -481,14 +488,14 @@ func parseAdvertise(a *nbv1.AdvertiseSpec, p *field.Path) (Advertise, field.Erro
 	var errs field.ErrorList
 	out.HostRoutes, out.Aggregate = a.HostRoutes, a.Aggregate
 	for i, c := range a.Communities {
-		v, err := ParseCommunity(c)
+		v, err := parseCommunity(c)
 		if err != nil {
 			errs = append(errs, field.Invalid(p.Child("communities").Index(i), c, err.Error()))
 		}
 		out.Communities = append(out.Communities, v)
 	}
 	for i, c := range a.LargeCommunities {
-		v, err := ParseLargeCommunity(c)
+		v, err := parseLargeCommunity(c)
 		if err != nil {
 			errs = append(errs, field.Invalid(p.Child("largeCommunities").Index(i), c, err.Error()))
 		}
