@@ -507,7 +507,7 @@ func (e *Env) WaitBGPEstablished(timeout time.Duration) error {
 // ActiveGateway is the holder of the segment's Lease ("" when none).
 func (e *Env) ActiveGateway(ctx context.Context) (string, error) {
 	var l coordinationv1.Lease
-	if err := e.Client.Get(ctx, client.ObjectKey{Namespace: SystemNamespace, Name: "nb-" + ConfigName + "-" + SegmentName}, &l); err != nil {
+	if err := e.Client.Get(ctx, client.ObjectKey{Namespace: SystemNamespace, Name: nbv1.LeaseName(nbv1.SegmentKey{BridgeConfig: ConfigName, Segment: SegmentName})}, &l); err != nil {
 		return "", err
 	}
 	if l.Spec.HolderIdentity == nil {

@@ -355,7 +355,7 @@ func (k *kubeLab) endpoint(t *testing.T, name, ip, mac string, state nbv1.Cutove
 
 func (k *kubeLab) holder(t *testing.T) string {
 	var l coordinationv1.Lease
-	if err := k.c.Get(context.Background(), client.ObjectKey{Namespace: "netbridge-system", Name: "nb-lab-app"}, &l); err != nil || l.Spec.HolderIdentity == nil {
+	if err := k.c.Get(context.Background(), client.ObjectKey{Namespace: "netbridge-system", Name: nbv1.LeaseName(nbv1.SegmentKey{BridgeConfig: "lab", Segment: "app"})}, &l); err != nil || l.Spec.HolderIdentity == nil {
 		return ""
 	}
 	return *l.Spec.HolderIdentity

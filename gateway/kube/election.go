@@ -38,7 +38,6 @@ func (t LeaseTimings) Validate() error {
 	return nil
 }
 
-
 // Election runs one lease elector per segment. It holds leadership as
 // "renewed within RenewDeadline" on the local monotonic clock, checked by a
 // watchdog that does not wait on the API server: a gateway cut off from the
