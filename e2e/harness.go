@@ -323,6 +323,8 @@ func LabBridgeConfig() *nbv1.BridgeConfig {
 				Peers: []nbv1.BGPPeer{{
 					Address: labnet.DCFabricIP, ASN: labnet.DCASN, HoldTime: i32(3), Keepalive: i32(1),
 					GracefulRestart: &nbv1.GracefulRestart{Enabled: true, RestartTime: 30},
+					BFD: &nbv1.BFD{Enabled: true, MinReceiveMs: labnet.BFDIntervalMs, MinTransmitMs: labnet.BFDIntervalMs,
+						Multiplier: labnet.BFDMultiplier},
 				}},
 			},
 			Advertise: &nbv1.AdvertiseSpec{HostRoutes: true},

@@ -21,8 +21,14 @@ type Metrics struct {
 	leaseTransitions   *prometheus.CounterVec
 	duplicates         prometheus.Counter
 	degraded           prometheus.Gauge
+	bfdUp              *prometheus.GaugeVec
+	bfdFlaps           *prometheus.CounterVec
+	sessionResets      *prometheus.CounterVec
 	seenDuplicates     map[string]bool
 	peers              map[string]bool
+	// lastCounts: the speaker's cumulative counters per peer at the last
+	// report, so the Prometheus counters grow by the difference.
+	lastCounts map[string][2]uint64
 }
 
 // NewMetrics registers the metrics with reg.
@@ -46,11 +52,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Activations blocked because another MAC answered for the IP on the VLAN side."}),
 		degraded: prometheus.NewGauge(prometheus.GaugeOpts{Name: "netbridge_gateway_degraded",
 			Help: "1 while the agent is degraded: API server unreachable (fail static) or a change could not be applied."}),
+		bfdUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "netbridge_gateway_bfd_up",
+			Help: "1 while the BFD session with the peer is Up (absent when BFD is off)."}, []string{"peer"}),
+		bfdFlaps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "netbridge_gateway_bfd_flaps_total",
+			Help: "Times the BFD session with the peer left Up."}, []string{"peer"}),
+		sessionResets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "netbridge_gateway_bgp_session_resets_total",
+			Help: "Times the BGP session with the peer left Established."}, []string{"peer"}),
 		seenDuplicates: map[string]bool{},
+		lastCounts:     map[string][2]uint64{},
 	}
 	if reg != nil {
 		reg.MustRegister(m.segmentsProgrammed, m.endpoints, m.sessionUp, m.prefixes, m.reconcileDuration,
-			m.reconcileErrors, m.leaseTransitions, m.duplicates, m.degraded)
+			m.reconcileErrors, m.leaseTransitions, m.duplicates, m.degraded, m.bfdUp, m.bfdFlaps, m.sessionResets)
 	}
 	return m
 }
@@ -123,11 +136,26 @@ func (m *Metrics) observeReport(r Report) {
 		if !m.peers[a] {
 			m.sessionUp.WithLabelValues(a).Set(boolGauge(p.State == bgp.StateEstablished))
 		}
+		if p.BFDState != "" {
+			m.bfdUp.WithLabelValues(a).Set(boolGauge(p.BFDState == bgp.BFDUp))
+		} else {
+			m.bfdUp.DeleteLabelValues(a)
+		}
+		last := m.lastCounts[a]
+		if p.BFDDownTransitions > last[0] {
+			m.bfdFlaps.WithLabelValues(a).Add(float64(p.BFDDownTransitions - last[0]))
+		}
+		if p.SessionResets > last[1] {
+			m.sessionResets.WithLabelValues(a).Add(float64(p.SessionResets - last[1]))
+		}
+		m.lastCounts[a] = [2]uint64{p.BFDDownTransitions, p.SessionResets}
 	}
 	for a := range m.peers {
 		if !peers[a] {
 			m.sessionUp.DeleteLabelValues(a)
 			m.prefixes.DeleteLabelValues(a)
+			m.bfdUp.DeleteLabelValues(a)
+			delete(m.lastCounts, a)
 		}
 	}
 	m.peers = peers
@@ -136,6 +164,12 @@ func (m *Metrics) observeReport(r Report) {
 // PeerEvent follows a BGP session state change as it happens.
 func (m *Metrics) PeerEvent(ev bgp.PeerEvent) {
 	if m == nil {
+		return
+	}
+	if ev.BFD {
+		if ev.BFDState != "" {
+			m.bfdUp.WithLabelValues(ev.Address.String()).Set(boolGauge(ev.BFDState == bgp.BFDUp))
+		}
 		return
 	}
 	m.sessionUp.WithLabelValues(ev.Address.String()).Set(boolGauge(ev.State == bgp.StateEstablished))

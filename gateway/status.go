@@ -22,7 +22,8 @@ func StatusFromReport(r Report) nbv1.BridgeGatewayStatus {
 	}
 	for _, p := range r.Peers {
 		ps := nbv1.GatewayPeerStatus{Address: p.Address.String(), ASN: int64(p.ASN), State: string(p.State),
-			PrefixesSent: int64(p.RoutesSent), PrefixesReceived: int64(p.RoutesReceived), LastError: p.LastError}
+			PrefixesSent: int64(p.RoutesSent), PrefixesReceived: int64(p.RoutesReceived), LastError: p.LastError,
+			BFD: p.BFDState, BFDFlaps: int64(p.BFDDownTransitions)}
 		if !p.Since.IsZero() {
 			t := metav1.NewTime(p.Since.Truncate(1e9))
 			ps.Since = &t

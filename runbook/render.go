@@ -92,14 +92,14 @@ func writeStatus(w io.Writer, r StatusReport) {
 			s.Endpoints.Staged, s.Endpoints.Active, s.Endpoints.Withdrawn, s.Endpoints.Refused)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "GATEWAY\tREADY\tSEGMENTS\tPEER\tASN\tSTATE\tSENT\tADVERTISED")
+	fmt.Fprintln(w, "GATEWAY\tREADY\tSEGMENTS\tPEER\tASN\tSTATE\tBFD\tSENT\tADVERTISED")
 	for _, g := range r.Gateways {
 		adv := fmt.Sprintf("%d", len(g.Advertised))
 		if len(g.Advertised) > 0 && len(g.Advertised) <= 4 {
 			adv = strings.Join(g.Advertised, ",")
 		}
 		if len(g.Peers) == 0 {
-			fmt.Fprintf(w, "%s\t%s\t%s\t-\t-\t-\t-\t%s\n", g.Name, g.Ready, list(g.Segments), adv)
+			fmt.Fprintf(w, "%s\t%s\t%s\t-\t-\t-\t-\t-\t%s\n", g.Name, g.Ready, list(g.Segments), adv)
 			continue
 		}
 		for i, p := range g.Peers {
@@ -108,7 +108,7 @@ func writeStatus(w io.Writer, r StatusReport) {
 				// One row per BGP session; the gateway's columns once.
 				name, ready, segs, a = "", "", "", ""
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", name, ready, segs, p.Address, p.ASN, p.State, p.PrefixesSent, a)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", name, ready, segs, p.Address, p.ASN, p.State, dash(p.BFD), p.PrefixesSent, a)
 		}
 	}
 	fmt.Fprintln(w)

@@ -46,6 +46,13 @@ type GatewayPeerStatus struct {
 	PrefixesReceived int64 `json:"prefixesReceived,omitempty"`
 	// +optional
 	LastError string `json:"lastError,omitempty"`
+	// BFD is the BFD session state (Up, Down, Init, AdminDown); empty when
+	// BFD is off on this session.
+	// +optional
+	BFD string `json:"bfd,omitempty"`
+	// BFDFlaps counts BFD leaving Up since the gateway started.
+	// +optional
+	BFDFlaps int64 `json:"bfdFlaps,omitempty"`
 }
 
 // RefusedEndpoint is an IP this gateway will not advertise, and why.

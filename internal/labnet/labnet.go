@@ -27,9 +27,12 @@ import (
 const (
 	DCASN      = 65000
 	GatewayASN = 65010
-	VLANID     = 100
-	VNI        = 10100
-	Subnet     = "10.20.100.0/24"
+	// BFD on the gateway sessions: 100 ms x 3 = 300 ms detection.
+	BFDIntervalMs = 100
+	BFDMultiplier = 3
+	VLANID        = 100
+	VNI           = 10100
+	Subnet        = "10.20.100.0/24"
 	// LegacyRouterIP is the legacy default gateway of the subnet.
 	LegacyRouterIP = "10.20.100.1"
 	LegacyHostIP   = "10.20.100.11"
@@ -301,9 +304,18 @@ func (l *Lab) MoveVM(name, toNode, bridge string) error {
 func (l *Lab) FRRConfig() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "frr defaults datacenter\nhostname %s\nlog stdout informational\n!\n", l.FRRName)
+	// BFD on every gateway session (bfdd), at the lab's timers: a dead
+	// gateway leaves the FIB within BFDMultiplier x BFDIntervalMs. No
+	// `exit` lines: every daemon reads the whole file (TESTBED.md).
+	b.WriteString("bfd\n")
+	for _, g := range Gateways {
+		fmt.Fprintf(&b, " peer %s\n  receive-interval %d\n  transmit-interval %d\n  detect-multiplier %d\n !\n",
+			g.FabricIP, BFDIntervalMs, BFDIntervalMs, BFDMultiplier)
+	}
+	b.WriteString("!\n")
 	fmt.Fprintf(&b, "router bgp %d\n bgp router-id %s\n no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n timers bgp 1 3\n", DCASN, DCFabricIP)
 	for _, g := range Gateways {
-		fmt.Fprintf(&b, " neighbor %s remote-as %d\n neighbor %s timers connect 1\n", g.FabricIP, GatewayASN, g.FabricIP)
+		fmt.Fprintf(&b, " neighbor %s remote-as %d\n neighbor %s timers connect 1\n neighbor %s bfd\n", g.FabricIP, GatewayASN, g.FabricIP, g.FabricIP)
 	}
 	b.WriteString(" address-family ipv4 unicast\n")
 	for _, g := range Gateways {
@@ -333,9 +345,13 @@ func (l *Lab) startFRR() error {
 		return err
 	}
 	_ = exec.Command("chown", "frr:frr", cfg).Run()
-	for _, d := range []string{"zebra", "bgpd"} {
+	// bfdd before bgpd, which registers its BFD sessions with it.
+	for _, d := range []string{"zebra", "bfdd", "bgpd"} {
 		args := []string{"netns", "exec", l.NS("dc"), "/usr/lib/frr/" + d, "-d", "-N", l.FRRName, "-f", cfg,
 			"-i", filepath.Join(run, d+".pid"), "-P", "0", "--log", "file:" + filepath.Join(run, d+".log")}
+		if d == "bfdd" {
+			args = append(args, "--bfdctl", filepath.Join(run, "bfdd.sock"))
+		}
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			return fmt.Errorf("start %s: %v: %s", d, err, out)
 		}
@@ -365,7 +381,7 @@ func (l *Lab) Vtysh(cmds ...string) ([]byte, error) {
 func (l *Lab) Down() {
 	_ = l.StopAll()
 	_, run := l.frrDirs()
-	for _, d := range []string{"bgpd", "zebra"} {
+	for _, d := range []string{"bgpd", "bfdd", "zebra"} {
 		killPidFile(filepath.Join(run, d+".pid"))
 	}
 	for _, r := range l.roles() {
