@@ -133,61 +133,65 @@ func (g *Gate) Request(ctx context.Context, iface string, ips []netip.Addr, owne
 	g.busy[iface] = true
 	g.mu.Unlock()
 
-	go func() {
-		answers, err := g.prober.Probe(ctx, iface, due)
-		g.mu.Lock()
-		delete(g.busy, iface)
-		changed := false
-		retry := time.Duration(0)
-		for _, ip := range due {
-			e := g.state[ip]
-			if e == nil {
-				continue // forgotten meanwhile
-			}
-			if err != nil {
-				// Cannot probe: stay pending (never advertise unprobed),
-				// retry after the minimum backoff.
-				e.next = time.Now().Add(g.minBackoff)
-				retry = g.minBackoff
-				continue
-			}
-			mac, answered := answers[ip]
-			if answered && !sameMAC(mac, e.owner) {
-				if e.verdict != VerdictDuplicate || !sameMAC(e.seenMAC, mac) {
-					changed = true
-					g.log.Warn("duplicate address on the VLAN side: not advertising", zap.String("event", "duplicateAddress"), zap.String("ip", ip.String()),
-						zap.String("answeredBy", mac.String()), zap.String("iface", iface))
-				}
-				e.verdict, e.seenMAC = VerdictDuplicate, mac
-				if e.backoff == 0 {
-					e.backoff = g.minBackoff
-				} else if e.backoff *= 2; e.backoff > g.maxBackoff {
-					e.backoff = g.maxBackoff
-				}
-				e.next = time.Now().Add(e.backoff)
-				if retry == 0 || e.backoff < retry {
-					retry = e.backoff
-				}
-				continue
-			}
-			if e.verdict != VerdictClear {
-				changed = true
-				g.log.Info("address free on the VLAN side", zap.String("event", "addressFree"), zap.String("ip", ip.String()), zap.String("iface", iface))
-			}
-			e.verdict, e.seenMAC, e.backoff = VerdictClear, nil, 0
+	go g.probe(ctx, iface, due)
+}
+
+// probe runs one probe and records the verdicts: a duplicate backs off
+// (doubling up to maxBackoff), a failure stays pending and retries.
+func (g *Gate) probe(ctx context.Context, iface string, due []netip.Addr) {
+	answers, err := g.prober.Probe(ctx, iface, due)
+	g.mu.Lock()
+	delete(g.busy, iface)
+	changed := false
+	retry := time.Duration(0)
+	for _, ip := range due {
+		e := g.state[ip]
+		if e == nil {
+			continue // forgotten meanwhile
 		}
-		g.mu.Unlock()
 		if err != nil {
-			g.log.Warn("duplicate-address probe failed", zap.String("event", "probeFailed"), zap.String("iface", iface), zap.Error(err))
+			// Cannot probe: stay pending (never advertise unprobed),
+			// retry after the minimum backoff.
+			e.next = time.Now().Add(g.minBackoff)
+			retry = g.minBackoff
+			continue
 		}
-		if changed {
-			g.onChange()
+		mac, answered := answers[ip]
+		if answered && !sameMAC(mac, e.owner) {
+			if e.verdict != VerdictDuplicate || !sameMAC(e.seenMAC, mac) {
+				changed = true
+				g.log.Warn("duplicate address on the VLAN side: not advertising", zap.String("event", "duplicateAddress"), zap.String("ip", ip.String()),
+					zap.String("answeredBy", mac.String()), zap.String("iface", iface))
+			}
+			e.verdict, e.seenMAC = VerdictDuplicate, mac
+			if e.backoff == 0 {
+				e.backoff = g.minBackoff
+			} else if e.backoff *= 2; e.backoff > g.maxBackoff {
+				e.backoff = g.maxBackoff
+			}
+			e.next = time.Now().Add(e.backoff)
+			if retry == 0 || e.backoff < retry {
+				retry = e.backoff
+			}
+			continue
 		}
-		if retry > 0 {
-			// Wake the reconcile loop when the re-probe is due.
-			time.AfterFunc(retry, g.onChange)
+		if e.verdict != VerdictClear {
+			changed = true
+			g.log.Info("address free on the VLAN side", zap.String("event", "addressFree"), zap.String("ip", ip.String()), zap.String("iface", iface))
 		}
-	}()
+		e.verdict, e.seenMAC, e.backoff = VerdictClear, nil, 0
+	}
+	g.mu.Unlock()
+	if err != nil {
+		g.log.Warn("duplicate-address probe failed", zap.String("event", "probeFailed"), zap.String("iface", iface), zap.Error(err))
+	}
+	if changed {
+		g.onChange()
+	}
+	if retry > 0 {
+		// Wake the reconcile loop when the re-probe is due.
+		time.AfterFunc(retry, g.onChange)
+	}
 }
 
 func sameMAC(a, b net.HardwareAddr) bool {

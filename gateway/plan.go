@@ -75,116 +75,146 @@ func BuildPlan(d Desired, v View) Plan {
 			continue
 		}
 		allowed = append(allowed, s.Subnets...)
-		vs := vlan.Segment{Name: s.Key.String(), VNI: s.VNI, MTU: s.MTU, LocalVTEP: v.LocalVTEP}
-		flood := map[netip.Addr]bool{}
-		var eps []vlan.Endpoint
-		switch v.Role {
-		case RoleNode:
-			vs.Role = vlan.RoleNode
-			if s.ActiveGatewayVTEP.IsValid() && s.ActiveGatewayVTEP != v.LocalVTEP {
-				flood[s.ActiveGatewayVTEP] = true
-			}
-			for _, e := range bySeg[s.Key] {
-				if e.State == StateWithdrawn || e.MAC == nil || !e.VTEP.IsValid() {
-					continue
-				}
-				if e.VTEP != v.LocalVTEP {
-					flood[e.VTEP] = true
-				}
-				eps = append(eps, vlan.Endpoint{MAC: e.MAC, IPs: inSubnets(e.IPs, s.Subnets), VTEP: e.VTEP})
-			}
-		default:
-			vs.Role = vlan.RoleGateway
-			attached := v.Attached[s.Key]
-			// Completed: the VLAN is released; the bridge answers for the
-			// legacy gateway address instead.
-			if attached && s.Phase != PhaseCompleted {
-				vs.Uplink, vs.VLANID, vs.Access = s.Uplink, s.VLANID, s.Access
-			}
-			if attached && s.Phase == PhaseCompleted {
-				vs.GatewayAddress = s.GatewayAddress
-			}
-			vs.HostRoutes = true
-			rules := config.Segment{Key: s.Key, Subnets: s.Subnets, GatewayAddress: s.GatewayAddress}
-			prepend := uint8(0)
-			if !attached {
-				prepend = d.bgpPrepend()
-			}
-			for _, e := range bySeg[s.Key] {
-				if e.State != StateActive || e.MAC == nil || !e.VTEP.IsValid() {
-					continue
-				}
-				if e.VTEP != v.LocalVTEP {
-					flood[e.VTEP] = true
-				}
-				var cleared []netip.Addr
-				for _, ip := range e.IPs {
-					// The one rule set (internal/config): outside the
-					// subnets, a network or broadcast address, the
-					// segment's gateway address.
-					if r := config.CheckEndpointIP(&rules, ip); r != nil {
-						p.Refused = append(p.Refused, Refusal{Endpoint: e.ID(), IP: ip, Reason: string(r.Reason), Message: r.Message})
-						continue
-					}
-					switch {
-					case ip.Is6():
-						// No IPv6 duplicate-address probe yet: v6 addresses
-						// pass the gate (see the issue note).
-						cleared = append(cleared, ip)
-					case v.Gate[ip] == VerdictClear:
-						cleared = append(cleared, ip)
-					case v.Gate[ip] == VerdictDuplicate:
-						p.Refused = append(p.Refused, Refusal{Endpoint: e.ID(), IP: ip, Reason: string(nbv1.ReasonDuplicateAddress)})
-						p.Probes[s.Key] = append(p.Probes[s.Key], ip)
-					default:
-						p.Probes[s.Key] = append(p.Probes[s.Key], ip)
-					}
-				}
-				// Only cleared IPs get neighbour entries and host routes,
-				// so the kernel records what was activated: a restarted
-				// agent adopts them without probing again.
-				eps = append(eps, vlan.Endpoint{MAC: e.MAC, IPs: cleared, VTEP: e.VTEP})
-				if d.BGP != nil && d.BGP.HostRoutes && s.Phase != PhaseCompleted {
-					for _, ip := range cleared {
-						if ip.Is6() && !v.IPv6Peers {
-							continue
-						}
-						pfx := netip.PrefixFrom(ip, ip.BitLen())
-						routes = append(routes, d.route(s, pfx, false, prepend))
-						p.Advertised[e.ID()] = append(p.Advertised[e.ID()], pfx)
-					}
-				}
-			}
-			if d.BGP != nil && d.BGP.Aggregate && s.Phase == PhaseCompleted {
-				for _, sub := range s.Subnets {
-					if sub.Addr().Is6() && !v.IPv6Peers {
-						continue
-					}
-					routes = append(routes, d.route(s, sub, true, prepend))
-				}
-			}
+		var vs vlan.Segment
+		if v.Role == RoleNode {
+			vs = planNodeSegment(s, bySeg[s.Key], v)
+		} else {
+			var rs []bgp.Route
+			vs, rs = p.planGatewaySegment(d, s, bySeg[s.Key], v)
+			routes = append(routes, rs...)
 		}
-		vs.FloodVTEPs = sortedAddrs(flood)
-		vs.Endpoints = eps
 		p.Segments = append(p.Segments, vs)
 	}
 	if v.Role == RoleGateway && d.BGP != nil {
-		p.BGP = &bgp.Desired{
-			Global:          bgp.Global{ASN: d.BGP.LocalASN, RouterID: d.BGP.RouterID, ListenPort: -1},
-			AllowedPrefixes: allowed,
-			Routes:          routes,
-		}
-		for _, peer := range d.BGP.Peers {
-			p.BGP.Peers = append(p.BGP.Peers, bgp.Peer{Address: peer.Address, ASN: peer.ASN, Port: peer.Port,
-				Password: peer.Password, Description: peer.Description, HoldTime: peer.HoldTime, Keepalive: peer.Keepalive,
-				EBGPMultihopTTL: peer.EBGPMultihop, GracefulRestart: peer.GracefulRestart, RestartTime: peer.RestartTime,
-				BFD: peer.BFD})
-		}
+		p.BGP = d.speakerDesired(allowed, routes)
 	}
 	for k := range p.Probes {
 		slices.SortFunc(p.Probes[k], func(a, b netip.Addr) int { return a.Compare(b) })
 	}
 	return p
+}
+
+// planNodeSegment: a VM node floods to the active gateway and to the other
+// nodes with VMs on the segment, and knows every VM's MAC.
+func planNodeSegment(s Segment, eps []Endpoint, v View) vlan.Segment {
+	vs := vlan.Segment{Name: s.Key.String(), VNI: s.VNI, MTU: s.MTU, LocalVTEP: v.LocalVTEP, Role: vlan.RoleNode}
+	flood := map[netip.Addr]bool{}
+	if s.ActiveGatewayVTEP.IsValid() && s.ActiveGatewayVTEP != v.LocalVTEP {
+		flood[s.ActiveGatewayVTEP] = true
+	}
+	for _, e := range eps {
+		if e.State == StateWithdrawn || e.MAC == nil || !e.VTEP.IsValid() {
+			continue
+		}
+		if e.VTEP != v.LocalVTEP {
+			flood[e.VTEP] = true
+		}
+		vs.Endpoints = append(vs.Endpoints, vlan.Endpoint{MAC: e.MAC, IPs: inSubnets(e.IPs, s.Subnets), VTEP: e.VTEP})
+	}
+	vs.FloodVTEPs = sortedAddrs(flood)
+	return vs
+}
+
+// planGatewaySegment: the VLAN side only when attached (and not Completed),
+// the Active VMs whose IPs passed the gate, and their routes (prepended on
+// a standby). Refusals and probes are recorded in p.
+func (p *Plan) planGatewaySegment(d Desired, s Segment, eps []Endpoint, v View) (vlan.Segment, []bgp.Route) {
+	vs := vlan.Segment{Name: s.Key.String(), VNI: s.VNI, MTU: s.MTU, LocalVTEP: v.LocalVTEP, Role: vlan.RoleGateway, HostRoutes: true}
+	attached := v.Attached[s.Key]
+	// Completed: the VLAN is released; the bridge answers for the legacy
+	// gateway address instead.
+	if attached && s.Phase != PhaseCompleted {
+		vs.Uplink, vs.VLANID, vs.Access = s.Uplink, s.VLANID, s.Access
+	}
+	if attached && s.Phase == PhaseCompleted {
+		vs.GatewayAddress = s.GatewayAddress
+	}
+	prepend := uint8(0)
+	if !attached {
+		prepend = d.bgpPrepend()
+	}
+	var routes []bgp.Route
+	flood := map[netip.Addr]bool{}
+	for _, e := range eps {
+		if e.State != StateActive || e.MAC == nil || !e.VTEP.IsValid() {
+			continue
+		}
+		if e.VTEP != v.LocalVTEP {
+			flood[e.VTEP] = true
+		}
+		cleared := p.gateIPs(s, e, v)
+		// Only cleared IPs get neighbour entries and host routes, so the
+		// kernel records what was activated: a restarted agent adopts
+		// them without probing again.
+		vs.Endpoints = append(vs.Endpoints, vlan.Endpoint{MAC: e.MAC, IPs: cleared, VTEP: e.VTEP})
+		if d.BGP != nil && d.BGP.HostRoutes && s.Phase != PhaseCompleted {
+			for _, ip := range cleared {
+				if ip.Is6() && !v.IPv6Peers {
+					continue
+				}
+				pfx := netip.PrefixFrom(ip, ip.BitLen())
+				routes = append(routes, d.route(s, pfx, false, prepend))
+				p.Advertised[e.ID()] = append(p.Advertised[e.ID()], pfx)
+			}
+		}
+	}
+	if d.BGP != nil && d.BGP.Aggregate && s.Phase == PhaseCompleted {
+		for _, sub := range s.Subnets {
+			if sub.Addr().Is6() && !v.IPv6Peers {
+				continue
+			}
+			routes = append(routes, d.route(s, sub, true, prepend))
+		}
+	}
+	vs.FloodVTEPs = sortedAddrs(flood)
+	return vs, routes
+}
+
+// gateIPs returns the endpoint's IPs that may be activated: those the
+// address rules accept and the duplicate-address probe cleared. The others
+// are refused or probed (recorded in p).
+func (p *Plan) gateIPs(s Segment, e Endpoint, v View) []netip.Addr {
+	rules := config.Segment{Key: s.Key, Subnets: s.Subnets, GatewayAddress: s.GatewayAddress}
+	var cleared []netip.Addr
+	for _, ip := range e.IPs {
+		// The one rule set (internal/config): outside the subnets, a
+		// network or broadcast address, the segment's gateway address.
+		if r := config.CheckEndpointIP(&rules, ip); r != nil {
+			p.Refused = append(p.Refused, Refusal{Endpoint: e.ID(), IP: ip, Reason: string(r.Reason), Message: r.Message})
+			continue
+		}
+		switch {
+		case ip.Is6():
+			// No IPv6 duplicate-address probe yet: v6 addresses pass the
+			// gate (see the issue note).
+			cleared = append(cleared, ip)
+		case v.Gate[ip] == VerdictClear:
+			cleared = append(cleared, ip)
+		case v.Gate[ip] == VerdictDuplicate:
+			p.Refused = append(p.Refused, Refusal{Endpoint: e.ID(), IP: ip, Reason: string(nbv1.ReasonDuplicateAddress)})
+			p.Probes[s.Key] = append(p.Probes[s.Key], ip)
+		default:
+			p.Probes[s.Key] = append(p.Probes[s.Key], ip)
+		}
+	}
+	return cleared
+}
+
+// speakerDesired is the speaker's desired state: outbound sessions only
+// (never listening on 179), the export guard's allowed prefixes, routes.
+func (d Desired) speakerDesired(allowed []netip.Prefix, routes []bgp.Route) *bgp.Desired {
+	out := &bgp.Desired{
+		Global:          bgp.Global{ASN: d.BGP.LocalASN, RouterID: d.BGP.RouterID, ListenPort: -1},
+		AllowedPrefixes: allowed,
+		Routes:          routes,
+	}
+	for _, peer := range d.BGP.Peers {
+		out.Peers = append(out.Peers, bgp.Peer{Address: peer.Address, ASN: peer.ASN, Port: peer.Port,
+			Password: peer.Password, Description: peer.Description, HoldTime: peer.HoldTime, Keepalive: peer.Keepalive,
+			EBGPMultihopTTL: peer.EBGPMultihop, GracefulRestart: peer.GracefulRestart, RestartTime: peer.RestartTime,
+			BFD: peer.BFD})
+	}
+	return out
 }
 
 func (d Desired) bgpPrepend() uint8 {

@@ -63,28 +63,12 @@ type RefusedReport struct {
 // buildReport renders what the pass found and did; the BGP peers are read
 // from the speaker, probe results from the gate and the reachability checker.
 func (a *Agent) buildReport(ctx context.Context, p *pass) Report {
-	d, plan, attached, segErr := p.d, p.plan, p.attached, p.segErr
 	advertised := a.advertised
 	if p.advertised != nil {
 		advertised = p.advertised
 	}
-	r := Report{NodeName: a.opts.NodeName, Role: a.opts.Role, Problems: p.problems, At: time.Now()}
-	for _, s := range d.Segments {
-		sr := SegmentReport{Key: s.Key, Role: string(nbv1.SegmentRoleNode)}
-		if a.opts.Role == RoleGateway {
-			sr.Role = string(nbv1.SegmentRoleStandby)
-			if attached[s.Key] {
-				sr.Role = string(nbv1.SegmentRoleActive)
-			}
-		}
-		if msg, bad := segErr[s.Key]; bad {
-			sr.Error = msg
-		} else {
-			sr.Programmed = true
-		}
-		r.Segments = append(r.Segments, sr)
-	}
-	r.Advertised = sortedPrefixes(advertised)
+	r := Report{NodeName: a.opts.NodeName, Role: a.opts.Role, Problems: p.problems, At: time.Now(),
+		Segments: segmentReports(a.opts.Role, p), Advertised: sortedPrefixes(advertised)}
 	if a.deps.Speaker != nil {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if st, err := a.deps.Speaker.Status(sctx); err == nil {
@@ -92,77 +76,117 @@ func (a *Agent) buildReport(ctx context.Context, p *pass) Report {
 		}
 		cancel()
 	}
+	if a.opts.Role == RoleGateway {
+		r.Endpoints = a.endpointReports(p, r.Segments, advertised)
+		r.Refused = a.refusedReports(p.plan)
+	}
+	r.Degraded, r.DegradedReason = a.degraded(p)
+	return r
+}
+
+func segmentReports(role Role, p *pass) []SegmentReport {
+	var out []SegmentReport
+	for _, s := range p.d.Segments {
+		sr := SegmentReport{Key: s.Key, Role: string(nbv1.SegmentRoleNode)}
+		if role == RoleGateway {
+			sr.Role = string(nbv1.SegmentRoleStandby)
+			if p.attached[s.Key] {
+				sr.Role = string(nbv1.SegmentRoleActive)
+			}
+		}
+		if msg, bad := p.segErr[s.Key]; bad {
+			sr.Error = msg
+		} else {
+			sr.Programmed = true
+		}
+		out = append(out, sr)
+	}
+	return out
+}
+
+// endpointReports: per Active endpoint, whether its FDB entry and routes
+// are in place and whether it answered the last reachability check.
+func (a *Agent) endpointReports(p *pass, segs []SegmentReport, advertised map[netip.Prefix]bool) []EndpointReport {
 	programmed := map[SegmentKey]bool{}
-	for _, s := range r.Segments {
+	for _, s := range segs {
 		programmed[s.Key] = s.Programmed
 	}
-	if a.opts.Role == RoleGateway {
-		for _, e := range d.Endpoints {
-			if e.State != StateActive {
+	var out []EndpointReport
+	for _, e := range p.d.Endpoints {
+		if e.State != StateActive {
+			continue
+		}
+		er := EndpointReport{Namespace: e.Namespace, Name: e.Name, Segment: e.Segment, IPs: e.IPs,
+			FDBProgrammed: programmed[e.Segment] && e.MAC != nil}
+		if e.MAC != nil {
+			er.MAC = e.MAC.String()
+		}
+		adv := p.plan.Advertised[e.ID()]
+		er.Advertised = len(adv) > 0
+		for _, pfx := range adv {
+			if !advertised[pfx] {
+				er.Advertised = false
+			}
+		}
+		er.Reachable = len(e.IPs) > 0
+		for _, ip := range e.IPs {
+			if !ip.Is4() {
 				continue
 			}
-			er := EndpointReport{Namespace: e.Namespace, Name: e.Name, Segment: e.Segment, IPs: e.IPs,
-				FDBProgrammed: programmed[e.Segment] && e.MAC != nil}
-			if e.MAC != nil {
-				er.MAC = e.MAC.String()
-			}
-			adv := plan.Advertised[e.ID()]
-			er.Advertised = len(adv) > 0
-			for _, pfx := range adv {
-				if !advertised[pfx] {
-					er.Advertised = false
+			res, ok := a.reachResult(ip)
+			if !ok || !res.Reachable {
+				er.Reachable = false
+				if ok && res.AnsweredBy != nil {
+					er.Message = fmt.Sprintf("%s answered by %s, not the VM", ip, res.AnsweredBy)
 				}
 			}
-			er.Reachable = len(e.IPs) > 0
-			for _, ip := range e.IPs {
-				if !ip.Is4() {
-					continue
-				}
-				res, ok := a.reachResult(ip)
-				if !ok || !res.Reachable {
-					er.Reachable = false
-					if ok && res.AnsweredBy != nil {
-						er.Message = fmt.Sprintf("%s answered by %s, not the VM", ip, res.AnsweredBy)
-					}
-				}
-				if ok && res.At.After(er.LastProbe) {
-					er.LastProbe = res.At
-				}
+			if ok && res.At.After(er.LastProbe) {
+				er.LastProbe = res.At
 			}
-			r.Endpoints = append(r.Endpoints, er)
 		}
-		for _, f := range plan.Refused {
-			ns, name := splitID(f.Endpoint)
-			rr := RefusedReport{Namespace: ns, Endpoint: name, IP: f.IP, Reason: f.Reason, Message: f.Message}
-			if f.Reason == string(nbv1.ReasonDuplicateAddress) {
-				if mac, ok := a.deps.Gate.Duplicate(f.IP); ok {
-					rr.MAC = mac.String()
-					rr.Message = fmt.Sprintf("%s is answered on the VLAN side by %s: the source VM may still be running", f.IP, mac)
-				}
-			}
-			r.Refused = append(r.Refused, rr)
-		}
+		out = append(out, er)
 	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Namespace+"/"+out[i].Name < out[j].Namespace+"/"+out[j].Name
+	})
+	return out
+}
+
+func (a *Agent) refusedReports(plan Plan) []RefusedReport {
+	var out []RefusedReport
+	for _, f := range plan.Refused {
+		ns, name := splitID(f.Endpoint)
+		rr := RefusedReport{Namespace: ns, Endpoint: name, IP: f.IP, Reason: f.Reason, Message: f.Message}
+		if f.Reason == string(nbv1.ReasonDuplicateAddress) {
+			if mac, ok := a.deps.Gate.Duplicate(f.IP); ok {
+				rr.MAC = mac.String()
+				rr.Message = fmt.Sprintf("%s is answered on the VLAN side by %s: the source VM may still be running", f.IP, mac)
+			}
+		}
+		out = append(out, rr)
+	}
+	return out
+}
+
+// degraded says why the agent is degraded, the most important reason first.
+func (a *Agent) degraded(p *pass) (bool, string) {
 	switch {
 	case a.deps.Election != nil && !a.deps.Election.APIReachable():
-		r.Degraded, r.DegradedReason = true, "API server unreachable: keeping the last applied state"
+		return true, "API server unreachable: keeping the last applied state"
 	case p.dpErr != nil:
-		r.Degraded, r.DegradedReason = true, p.dpErr.Error()
+		return true, p.dpErr.Error()
 	case p.bgpErr != nil:
-		r.Degraded, r.DegradedReason = true, p.bgpErr.Error()
+		return true, p.bgpErr.Error()
 	case len(p.segWarn) > 0:
 		var ws []string
-		for _, s := range d.Segments {
+		for _, s := range p.d.Segments {
 			if w, ok := p.segWarn[s.Key]; ok {
 				ws = append(ws, w)
 			}
 		}
-		r.Degraded, r.DegradedReason = true, strings.Join(ws, "; ")
+		return true, strings.Join(ws, "; ")
 	}
-	sort.Slice(r.Endpoints, func(i, j int) bool {
-		return r.Endpoints[i].Namespace+"/"+r.Endpoints[i].Name < r.Endpoints[j].Namespace+"/"+r.Endpoints[j].Name
-	})
-	return r
+	return false, ""
 }
 
 func (a *Agent) reachResult(ip netip.Addr) (ReachResult, bool) {
