@@ -509,6 +509,7 @@ func TestRenderTables(t *testing.T) {
 	s := healthy()
 	activate(s, true, false)
 	s.Gateways[0].Status.Peers[1].State = "Idle"
+	s.Gateways[0].Status.Peers[0].BFD = "Up"
 	cases := []struct {
 		name   string
 		report interface{}
@@ -520,8 +521,8 @@ func TestRenderTables(t *testing.T) {
 			lines: []string{
 				"SEGMENT  VLAN  VNI    PHASE     ACTIVE  STANDBY  STAGED/ACTIVE/WITHDRAWN/REFUSED",
 				"dc1.app  100   10100  Extended  gw-a    gw-b     0/0/0/0",
-				"gw-a     Unknown  dc1.app:Active   192.0.2.1  65000  Established  0     10.20.100.10/32",
-				"                                   192.0.2.2  65000  Idle         0",
+				"gw-a     Unknown  dc1.app:Active   192.0.2.1  65000  Established  Up   0     10.20.100.10/32",
+				"                                   192.0.2.2  65000  Idle         -    0",
 				"wave1      web1  web1-eth0  dc1.app  10.20.100.10  -     Active  Unknown     -",
 			},
 		},
