@@ -47,22 +47,7 @@ func OpenPort(iface string) (*Port, error) {
 	return p, nil
 }
 
-func (p *Port) ignoreOutgoing() error {
-	rc, err := p.conn.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("PACKET_IGNORE_OUTGOING (Linux 4.20+): %w", serr)
-	}
-	return nil
-}
+func (p *Port) ignoreOutgoing() error { return ignoreOutgoing(p.conn) }
 
 // Close closes the socket.
 func (p *Port) Close() error { return p.conn.Close() }
