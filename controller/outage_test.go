@@ -66,12 +66,16 @@ func TestAPIServerOutage(t *testing.T) {
 		name    string
 		hang    bool
 		atStart bool
-		vlan    int
+		// noElection runs without --leader-elect: the manager itself
+		// lives through the outage and its informers must resume.
+		noElection bool
+		vlan       int
 	}{
 		{name: "stopped", vlan: 301},
 		{name: "hung", hang: true, vlan: 302},
 		{name: "stoppedAtStart", atStart: true, vlan: 303},
 		{name: "hungAtStart", hang: true, atStart: true, vlan: 304},
+		{name: "stoppedWithoutElection", noElection: true, vlan: 305},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -93,13 +97,15 @@ func TestAPIServerOutage(t *testing.T) {
 			var detect time.Duration
 			if tc.atStart {
 				o.fault()
-				p = startController(t, bin, e.Kubeconfig, "netbridge-controller-"+name)
+				p = startController(t, bin, e.Kubeconfig, "netbridge-controller-"+name, !tc.noElection)
 				time.Sleep(startOutageLength)
 				o.checkWaiting(p)
 			} else {
-				p = startController(t, bin, e.Kubeconfig, "netbridge-controller-"+name)
+				p = startController(t, bin, e.Kubeconfig, "netbridge-controller-"+name, !tc.noElection)
 				o.eventually(30*time.Second, "initial endpoints", func() error { return o.endpointsExactly(ns, before) })
-				p.waitEvent(t, 10*time.Second, "leaderElected")
+				if !tc.noElection {
+					p.waitEvent(t, 10*time.Second, "leaderElected")
+				}
 				o.fault()
 				// From the moment the server is gone (or hung).
 				detect = p.waitReady(t, false, 20*time.Second, o.gone)
@@ -319,14 +325,14 @@ func freePort(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startController runs the binary with the shipped leader-election
-// timings (lease 15 s, renew deadline 10 s, retry 2 s).
-func startController(t *testing.T, bin, kubeconfig, leaseID string) *controllerProc {
+// startController runs the binary with the shipped flags (leader election
+// lease 15 s, renew deadline 10 s, retry 2 s).
+func startController(t *testing.T, bin, kubeconfig, leaseID string, leaderElect bool) *controllerProc {
 	t.Helper()
 	p := &controllerProc{health: freePort(t), exited: make(chan struct{}), events: map[string]int{}}
 	p.cmd = exec.Command(bin,
 		"--kubeconfig", kubeconfig,
-		"--leader-elect",
+		fmt.Sprintf("--leader-elect=%v", leaderElect),
 		"--leader-election-id", leaseID,
 		"--metrics-bind-address", freePort(t),
 		"--health-probe-bind-address", p.health,

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,8 +41,10 @@ type ReachabilityOptions struct {
 	// the server unreachable (default 2): one slow answer is not an outage.
 	FailureThreshold int
 	// GateMaxWait bounds how long an informer's list or watch waits for
-	// the server (default 30s, client-go's back-off cap), so that a wrong
-	// verdict can never stop an informer for good.
+	// the server (default 5m), so that a wrong verdict can never stop an
+	// informer for good. It is long on purpose: every call that goes
+	// through to a dead server adds a step to the reflector's back-off,
+	// and a sleeping reflector does not see the server come back.
 	GateMaxWait time.Duration
 	// ReminderInterval repeats the apiUnreachable line while the outage
 	// lasts (default 10s).
@@ -73,7 +76,7 @@ func (o *ReachabilityOptions) defaults() {
 		o.FailureThreshold = 2
 	}
 	if o.GateMaxWait <= 0 {
-		o.GateMaxWait = 30 * time.Second
+		o.GateMaxWait = 5 * time.Minute
 	}
 	if o.ReminderInterval <= 0 {
 		o.ReminderInterval = 10 * time.Second
@@ -117,7 +120,7 @@ func NewReachability(cfg *rest.Config, o ReachabilityOptions) (*Reachability, er
 	}
 	return &Reachability{
 		probe:   cs.Discovery().RESTClient(),
-		host:    cfg.Host,
+		host:    strings.TrimSuffix(cfg.Host, "/"),
 		o:       o,
 		kick:    make(chan struct{}, 1),
 		changed: make(chan struct{}),
