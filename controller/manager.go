@@ -498,14 +498,16 @@ func Run(ctx context.Context, cfg *rest.Config, c Config) error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		api.Run(ctx)
 	}()
-	defer func() { <-done }()
-	defer servers.shutdown()
+	defer func() {
+		cancel()
+		<-done
+		servers.shutdown()
+	}()
 
 	// The manager's own servers would be bound and unbound with each
 	// manager; ours live as long as the process.

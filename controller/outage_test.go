@@ -120,6 +120,9 @@ func TestAPIServerOutage(t *testing.T) {
 			catchup := time.Since(back)
 			p.checkSame(t)
 			p.waitReady(t, true, 5*time.Second, time.Now())
+			if v, err := p.apiReachable(); err != nil || v != "1" {
+				t.Errorf("netbridge_controller_api_reachable = %q (%v) after the outage, want 1", v, err)
+			}
 			if n := p.count("apiReachable"); n == 0 {
 				t.Errorf("no apiReachable log line after the outage")
 			}
@@ -190,6 +193,9 @@ func (o *outage) checkWaiting(p *controllerProc) {
 	}
 	if code, err := p.get("/healthz"); err != nil || code != http.StatusOK {
 		o.t.Fatalf("/healthz = %d (%v) during the outage, want 200 (the kubelet must not kill it)", code, err)
+	}
+	if v, err := p.apiReachable(); err != nil || v != "0" {
+		o.t.Fatalf("netbridge_controller_api_reachable = %q (%v) during the outage, want 0", v, err)
 	}
 }
 
@@ -305,10 +311,11 @@ func buildController(t *testing.T) string {
 
 // controllerProc is a netbridge-controller child process and its log.
 type controllerProc struct {
-	cmd    *exec.Cmd
-	pid    int
-	health string
-	exited chan struct{}
+	cmd     *exec.Cmd
+	pid     int
+	health  string
+	metrics string
+	exited  chan struct{}
 
 	mu     sync.Mutex
 	lines  []string
@@ -329,12 +336,12 @@ func freePort(t *testing.T) string {
 // lease 15 s, renew deadline 10 s, retry 2 s).
 func startController(t *testing.T, bin, kubeconfig, leaseID string, leaderElect bool) *controllerProc {
 	t.Helper()
-	p := &controllerProc{health: freePort(t), exited: make(chan struct{}), events: map[string]int{}}
+	p := &controllerProc{health: freePort(t), metrics: freePort(t), exited: make(chan struct{}), events: map[string]int{}}
 	p.cmd = exec.Command(bin,
 		"--kubeconfig", kubeconfig,
 		fmt.Sprintf("--leader-elect=%v", leaderElect),
 		"--leader-election-id", leaseID,
-		"--metrics-bind-address", freePort(t),
+		"--metrics-bind-address", p.metrics,
 		"--health-probe-bind-address", p.health,
 	)
 	r, w := io.Pipe()
@@ -426,6 +433,26 @@ func (p *controllerProc) get(path string) (int, error) {
 	}
 	_ = resp.Body.Close()
 	return resp.StatusCode, nil
+}
+
+// apiReachable reads the netbridge_controller_api_reachable sample.
+func (p *controllerProc) apiReachable() (string, error) {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + p.metrics + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "netbridge_controller_api_reachable "); ok {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("no netbridge_controller_api_reachable sample")
 }
 
 // waitReady waits until /readyz says ready (or not) and returns the time
