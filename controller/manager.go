@@ -586,17 +586,25 @@ func listenHTTP(c Config, api *kubeclient.Reachability) (*httpServers, error) {
 	}
 	if c.HealthProbeBindAddress != "" {
 		mux := http.NewServeMux()
-		live := &healthz.Handler{Checks: map[string]healthz.Checker{"ping": healthz.Ping}}
-		ready := &healthz.Handler{Checks: map[string]healthz.Checker{"api": api.Check}}
-		mux.Handle("/healthz", http.StripPrefix("/healthz", live))
-		mux.Handle("/healthz/", http.StripPrefix("/healthz", live))
-		mux.Handle("/readyz", http.StripPrefix("/readyz", ready))
-		mux.Handle("/readyz/", http.StripPrefix("/readyz", ready))
+		// Liveness: the process and its loop run; readiness: and the API
+		// server answers. The reason is in the body (kubectl describe).
+		mux.Handle("/healthz", probeHandler(func() error { return nil }))
+		mux.Handle("/readyz", probeHandler(func() error { return api.Check(nil) }))
 		if err := serve(c.HealthProbeBindAddress, mux); err != nil {
 			return nil, err
 		}
 	}
 	return s, nil
+}
+
+func probeHandler(check func() error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if err := check(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
 }
 
 func (s *httpServers) shutdown() {

@@ -115,5 +115,8 @@ func newLogger(level string) (*zap.Logger, error) {
 	zc.Level = zap.NewAtomicLevelAt(lvl)
 	zc.EncoderConfig.TimeKey = "ts"
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	// Errors here are conditions (an unreachable API server, a refused
+	// write) with their cause in "error": a Go stack adds nothing.
+	zc.DisableStacktrace = true
 	return zc.Build()
 }

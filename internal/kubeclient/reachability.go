@@ -211,8 +211,8 @@ func (r *Reachability) Run(ctx context.Context) {
 					r.mu.Lock()
 					down := time.Since(r.since)
 					r.mu.Unlock()
-					r.o.Logger.Info("API server still unreachable", "event", "apiUnreachable", "host", r.host,
-						"for", down.Round(time.Millisecond).String(), "error", err.Error())
+					r.o.Logger.Error(err, "API server still unreachable", "event", "apiUnreachable", "host", r.host,
+						"for", down.Round(time.Millisecond).String())
 				}
 			}
 			wait = retry
@@ -266,7 +266,7 @@ func (r *Reachability) set(up bool, err error) bool {
 		r.o.Logger.Info("API server reachable", "event", "apiReachable", "host", r.host,
 			"after", prev.Round(time.Millisecond).String())
 	} else {
-		r.o.Logger.Info("API server unreachable", "event", "apiUnreachable", "host", r.host, "error", err.Error())
+		r.o.Logger.Error(err, "API server unreachable", "event", "apiUnreachable", "host", r.host)
 	}
 	r.o.OnChange(up)
 	return true
