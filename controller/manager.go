@@ -383,24 +383,13 @@ func retryLimiter[R comparable](c Config) workqueue.TypedRateLimiter[R] {
 // and requeues due during it (lease expiries) were lost.
 func onAPIReturn[R comparable](api *kubeclient.Reachability, log logr.Logger, name string, all func(context.Context) []R) source.TypedSource[R] {
 	return source.TypedFunc[R](func(ctx context.Context, q workqueue.TypedRateLimitingInterface[R]) error {
-		go func() {
-			for {
-				ch := api.Changed()
-				select {
-				case <-ctx.Done():
-					return
-				case <-ch:
-				}
-				if !api.Reachable() {
-					continue
-				}
-				keys := all(ctx)
-				for _, k := range keys {
-					q.Add(k)
-				}
-				log.Info("API server back: requeued everything", "event", "requeueAll", "controller", name, "keys", len(keys))
+		api.OnReturn(ctx, func() {
+			keys := all(ctx)
+			for _, k := range keys {
+				q.Add(k)
 			}
-		}()
+			log.Info("API server back: requeued everything", "event", "requeueAll", "controller", name, "keys", len(keys))
+		})
 		return nil
 	})
 }

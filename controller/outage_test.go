@@ -126,6 +126,10 @@ func TestAPIServerOutage(t *testing.T) {
 			if n := p.count("apiReachable"); n == 0 {
 				t.Errorf("no apiReachable log line after the outage")
 			}
+			// A manager that lived through the outage re-runs everything.
+			if tc.noElection && p.count("requeueAll") < 2 {
+				t.Errorf("requeueAll logged %d times after the outage, want once per controller (2)", p.count("requeueAll"))
+			}
 			t.Logf("case=%s outage_ms=%d stop_ms=%d detect_ms=%d catchup_ms=%d pid=%d manager_restarts=%d",
 				tc.name, o.length.Milliseconds(), o.gone.Sub(o.began).Milliseconds(), detect.Milliseconds(), catchup.Milliseconds(), p.pid, p.count("managerRestart"))
 			if catchup > catchupGoal {

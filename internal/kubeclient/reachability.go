@@ -160,6 +160,25 @@ func (r *Reachability) WaitReachable(ctx context.Context) error {
 	}
 }
 
+// OnReturn calls fn, on a goroutine of its own, each time the server
+// answers again after it was unreachable, until ctx ends: the place to
+// re-run everything that failed or was due during the outage.
+func (r *Reachability) OnReturn(ctx context.Context, fn func()) {
+	go func() {
+		for {
+			ch := r.Changed()
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch:
+			}
+			if r.Reachable() {
+				fn()
+			}
+		}
+	}()
+}
+
 // Check is a healthz checker (readiness): an error while the server does
 // not answer.
 func (r *Reachability) Check(*http.Request) error {
