@@ -10,16 +10,25 @@ package controller
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"os"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -29,6 +38,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -36,12 +46,13 @@ import (
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/controller/kubevirt"
+	"github.com/netbridge-io/netbridge/internal/kubeclient"
 )
 
 // DefaultNamespace of the netbridge system components.
 const DefaultNamespace = "netbridge-system"
 
-// Config configures NewManager. Zero values take the defaults noted.
+// Config configures NewManager and Run. Zero values take the defaults noted.
 type Config struct {
 	// Namespace holds the segment Leases and the controller's own lease
 	// (default netbridge-system).
@@ -49,9 +60,14 @@ type Config struct {
 	// LeaderElect enables leader election on a Lease named LeaderElectionID.
 	LeaderElect      bool
 	LeaderElectionID string // default netbridge-controller
-	LeaseDuration    time.Duration
-	RenewDeadline    time.Duration
-	RetryPeriod      time.Duration
+	// LeaderIdentity is this process's name in the Lease (default
+	// hostname_uuid). Run keeps it across the managers it builds, so that
+	// a manager that lost leadership in an outage is followed by one that
+	// renews its own lease at once instead of waiting for it to expire.
+	LeaderIdentity string
+	LeaseDuration  time.Duration
+	RenewDeadline  time.Duration
+	RetryPeriod    time.Duration
 	// MetricsBindAddress, e.g. ":8080"; "" or "0" disables the server.
 	MetricsBindAddress string
 	// HealthProbeBindAddress, e.g. ":8081"; "" or "0" disables it.
@@ -62,6 +78,24 @@ type Config struct {
 	SegmentWorkers int
 	// WriteParallelism bounds concurrent writes within a segment (default 4).
 	WriteParallelism int
+	// EchoDelay coalesces the echoes of our own endpoint writes into one
+	// segment reconcile (default 200ms).
+	EchoDelay time.Duration
+	// StatusDelay coalesces endpoint churn into one BridgeConfig status
+	// refresh (default 500ms).
+	StatusDelay time.Duration
+	// CacheWait bounds how long a segment reconcile waits for the cache to
+	// show its own writes (default 2s).
+	CacheWait time.Duration
+	// RetryBaseDelay and RetryMaxDelay bound the per-key back-off after a
+	// failed reconcile (defaults 5ms and 1000s, controller-runtime's); the
+	// API server's return re-queues everything whatever the back-off.
+	RetryBaseDelay time.Duration
+	RetryMaxDelay  time.Duration
+	// APIProbeInterval and APIProbeTimeout tune Run's API reachability
+	// probe (defaults 1s and 2s, see kubeclient.ReachabilityOptions).
+	APIProbeInterval time.Duration
+	APIProbeTimeout  time.Duration
 	// Registerer receives the netbridge metrics; nil: a private registry
 	// (tests running several managers in one process).
 	Registerer prometheus.Registerer
@@ -77,12 +111,22 @@ func (c *Config) defaults() {
 	if c.LeaderElectionID == "" {
 		c.LeaderElectionID = "netbridge-controller"
 	}
+	if c.LeaderIdentity == "" {
+		host, _ := os.Hostname()
+		c.LeaderIdentity = host + "_" + string(uuid.NewUUID())
+	}
 	if c.SegmentWorkers <= 0 {
 		c.SegmentWorkers = 8
 	}
 	if c.WriteParallelism <= 0 {
 		c.WriteParallelism = 4
 	}
+	setDefault(&c.EchoDelay, 200*time.Millisecond)
+	setDefault(&c.StatusDelay, 500*time.Millisecond)
+	setDefault(&c.CacheWait, 2*time.Second)
+	setDefault(&c.RetryBaseDelay, 5*time.Millisecond)
+	setDefault(&c.RetryMaxDelay, 1000*time.Second)
+	setDefault(&c.RenewDeadline, 10*time.Second)
 	if c.Registerer == nil {
 		c.Registerer = prometheus.NewRegistry()
 	}
@@ -94,6 +138,12 @@ func (c *Config) defaults() {
 	}
 	if c.HealthProbeBindAddress == "0" {
 		c.HealthProbeBindAddress = ""
+	}
+}
+
+func setDefault(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
 	}
 }
 
@@ -110,9 +160,30 @@ func NewScheme() (*runtime.Scheme, error) {
 }
 
 // NewManager builds a controller-runtime manager running the segment and
-// BridgeConfig reconcilers. Start it with mgr.Start(ctx).
+// BridgeConfig reconcilers. Start it with mgr.Start(ctx). A manager ends
+// for good when it loses leadership; Run builds fresh ones instead.
 func NewManager(cfg *rest.Config, c Config) (manager.Manager, error) {
 	c.defaults()
+	m, err := newMetrics(c.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	mgr, err := newManager(cfg, c, m, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("add healthz: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("add readyz: %w", err)
+	}
+	return mgr, nil
+}
+
+// newManager builds one manager; api, when set, gates the informers on the
+// server's reachability and re-queues everything when it comes back.
+func newManager(cfg *rest.Config, c Config, m *metrics, api *kubeclient.Reachability) (manager.Manager, error) {
 	scheme, err := NewScheme()
 	if err != nil {
 		return nil, err
@@ -142,34 +213,66 @@ func NewManager(cfg *rest.Config, c Config) (manager.Manager, error) {
 		LeaderElectionNamespace:       c.Namespace,
 		LeaderElectionReleaseOnCancel: true,
 	}
+	if api != nil {
+		opts.Cache.NewInformer = api.NewInformer
+	}
 	if c.LeaseDuration > 0 {
 		opts.LeaseDuration = ptr.To(c.LeaseDuration)
 	}
-	if c.RenewDeadline > 0 {
-		opts.RenewDeadline = ptr.To(c.RenewDeadline)
-	}
+	opts.RenewDeadline = ptr.To(c.RenewDeadline)
 	if c.RetryPeriod > 0 {
 		opts.RetryPeriod = ptr.To(c.RetryPeriod)
+	}
+	if c.LeaderElect {
+		lock, err := leaderLock(cfg, c)
+		if err != nil {
+			return nil, err
+		}
+		opts.LeaderElectionResourceLockInterface = lock
 	}
 	mgr, err := manager.New(cfg, opts)
 	if err != nil {
 		return nil, fmt.Errorf("new manager: %w", err)
 	}
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return nil, fmt.Errorf("add healthz: %w", err)
-	}
-	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
-		return nil, fmt.Errorf("add readyz: %w", err)
-	}
-	if err := Setup(mgr, c); err != nil {
+	if err := setup(mgr, c, m, api); err != nil {
 		return nil, err
 	}
 	return mgr, nil
 }
 
+// leaderLock is controller-runtime's Lease lock with our identity, so that
+// it can stay the same across managers.
+func leaderLock(cfg *rest.Config, c Config) (resourcelock.Interface, error) {
+	lc := rest.AddUserAgent(rest.CopyConfig(cfg), "leader-election")
+	// As controller-runtime: one hung request must not cost the lease.
+	lc.Timeout = max(c.RenewDeadline/2, time.Second)
+	coord, err := coordinationv1client.NewForConfig(lc)
+	if err != nil {
+		return nil, fmt.Errorf("leader election client: %w", err)
+	}
+	core, err := corev1client.NewForConfig(lc)
+	if err != nil {
+		return nil, fmt.Errorf("leader election client: %w", err)
+	}
+	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, c.Namespace, c.LeaderElectionID, core, coord,
+		resourcelock.ResourceLockConfig{Identity: c.LeaderIdentity})
+	if err != nil {
+		return nil, fmt.Errorf("leader election lock %s/%s: %w", c.Namespace, c.LeaderElectionID, err)
+	}
+	return lock, nil
+}
+
 // Setup adds the indexes and both controllers to mgr.
 func Setup(mgr manager.Manager, c Config) error {
 	c.defaults()
+	m, err := newMetrics(c.Registerer)
+	if err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	return setup(mgr, c, m, nil)
+}
+
+func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachability) error {
 	ctx := context.Background()
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, kubevirt.NewObject(), indexVMISegment, vmiSegment); err != nil {
@@ -180,10 +283,6 @@ func Setup(mgr manager.Manager, c Config) error {
 	}
 	if err := idx.IndexField(ctx, &nbv1.BridgeEndpoint{}, indexEndpointSegment, endpointSegment); err != nil {
 		return fmt.Errorf("index endpoints by segment: %w", err)
-	}
-	m, err := newMetrics(c.Registerer)
-	if err != nil {
-		return fmt.Errorf("register metrics: %w", err)
 	}
 	log := c.Logger
 	if log.GetSink() == nil {
@@ -197,12 +296,13 @@ func Setup(mgr manager.Manager, c Config) error {
 		metrics:          m,
 		log:              log.WithName("segment"),
 		writeParallelism: c.WriteParallelism,
-		cacheWait:        2 * time.Second,
+		cacheWait:        c.CacheWait,
 		now:              c.Now,
 	}
 	sc, err := ctrlcontroller.NewTyped("netbridge-segment", mgr, ctrlcontroller.TypedOptions[SegmentKey]{
 		Reconciler:              seg,
 		MaxConcurrentReconciles: c.SegmentWorkers,
+		RateLimiter:             retryLimiter[SegmentKey](c),
 		// Several managers run in one test process.
 		SkipNameValidation: ptr.To(true),
 		LogConstructor: func(k *SegmentKey) logr.Logger {
@@ -217,18 +317,20 @@ func Setup(mgr manager.Manager, c Config) error {
 		return fmt.Errorf("new segment controller: %w", err)
 	}
 	cch := mgr.GetCache()
-	const echoDelay = 200 * time.Millisecond
 	m2s := &segmentMapper{cache: cch, namespace: c.Namespace}
 	watches := []source.TypedSource[SegmentKey]{
 		source.TypedKind[client.Object](cch, kubevirt.NewObject(), mapHandler(m2s.vmi, 0)),
 		// Endpoint events are mostly the echo of our own writes: coalesce.
-		source.TypedKind[client.Object](cch, &nbv1.BridgeEndpoint{}, mapHandler(m2s.endpoint, echoDelay)),
+		source.TypedKind[client.Object](cch, &nbv1.BridgeEndpoint{}, mapHandler(m2s.endpoint, c.EchoDelay)),
 		// Status writes do not change what segments plan from.
 		source.TypedKind[client.Object](cch, &nbv1.BridgeConfig{}, mapHandler(m2s.config, 0), predicate.GenerationChangedPredicate{}),
 		source.TypedKind[client.Object](cch, &corev1.Node{}, mapHandler(m2s.node, 0), nodeChanged()),
 		source.TypedKind[client.Object](cch, &corev1.Namespace{}, mapHandler(m2s.ns, 0), labelsChanged()),
 		source.TypedKind[client.Object](cch, &coordinationv1.Lease{}, mapHandler(m2s.lease, 0)),
 		source.TypedKind[client.Object](cch, &nbv1.BridgeGateway{}, mapHandler(m2s.gateway, 0)),
+	}
+	if api != nil {
+		watches = append(watches, onAPIReturn(api, log, "segment", func(ctx context.Context) []SegmentKey { return m2s.all(ctx, nil) }))
 	}
 	for _, w := range watches {
 		if err := sc.Watch(w); err != nil {
@@ -240,6 +342,7 @@ func Setup(mgr manager.Manager, c Config) error {
 	cc, err := ctrlcontroller.New("netbridge-bridgeconfig", mgr, ctrlcontroller.Options{
 		Reconciler:              cfgr,
 		MaxConcurrentReconciles: 2,
+		RateLimiter:             retryLimiter[reconcile.Request](c),
 		SkipNameValidation:      ptr.To(true),
 	})
 	if err != nil {
@@ -247,14 +350,16 @@ func Setup(mgr manager.Manager, c Config) error {
 	}
 	m2c := &configMapper{segments: m2s}
 	// Endpoint churn (bulk creates) refreshes counts at most every
-	// configDelay per BridgeConfig instead of once per endpoint.
-	const configDelay = 500 * time.Millisecond
+	// StatusDelay per BridgeConfig instead of once per endpoint.
 	cwatches := []source.TypedSource[reconcile.Request]{
 		source.TypedKind[client.Object](cch, &nbv1.BridgeConfig{}, mapHandler(m2c.config, 0), predicate.GenerationChangedPredicate{}),
-		source.TypedKind[client.Object](cch, &nbv1.BridgeEndpoint{}, mapHandler(m2c.endpoint, configDelay)),
+		source.TypedKind[client.Object](cch, &nbv1.BridgeEndpoint{}, mapHandler(m2c.endpoint, c.StatusDelay)),
 		source.TypedKind[client.Object](cch, &corev1.Node{}, mapHandler(m2c.allConfigs, 0), nodeLabelsChanged()),
 		source.TypedKind[client.Object](cch, &coordinationv1.Lease{}, mapHandler(m2c.lease, 0)),
 		source.TypedKind[client.Object](cch, &nbv1.BridgeGateway{}, mapHandler(m2c.gateway, 0)),
+	}
+	if api != nil {
+		cwatches = append(cwatches, onAPIReturn(api, log, "bridgeconfig", func(ctx context.Context) []reconcile.Request { return m2c.allConfigs(ctx, nil) }))
 	}
 	for _, w := range cwatches {
 		if err := cc.Watch(w); err != nil {
@@ -262,6 +367,31 @@ func Setup(mgr manager.Manager, c Config) error {
 		}
 	}
 	return nil
+}
+
+// retryLimiter is controller-runtime's default limiter with the per-key
+// back-off bounds of c.
+func retryLimiter[R comparable](c Config) workqueue.TypedRateLimiter[R] {
+	return workqueue.NewTypedMaxOfRateLimiter(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[R](c.RetryBaseDelay, c.RetryMaxDelay),
+		&workqueue.TypedBucketRateLimiter[R]{Limiter: rate.NewLimiter(rate.Limit(10), 100)},
+	)
+}
+
+// onAPIReturn queues every key when the API server answers again: writes
+// that failed during the outage sit in a back-off that may be long by then,
+// and requeues due during it (lease expiries) were lost.
+func onAPIReturn[R comparable](api *kubeclient.Reachability, log logr.Logger, name string, all func(context.Context) []R) source.TypedSource[R] {
+	return source.TypedFunc[R](func(ctx context.Context, q workqueue.TypedRateLimitingInterface[R]) error {
+		api.OnReturn(ctx, func() {
+			keys := all(ctx)
+			for _, k := range keys {
+				q.Add(k)
+			}
+			log.Info("API server back: requeued everything", "event", "requeueAll", "controller", name, "keys", len(keys))
+		})
+		return nil
+	})
 }
 
 // mapHandler enqueues what fn maps an object to; updates map both the old
@@ -324,3 +454,152 @@ func nodeLabelsChanged() updatePredicate {
 }
 
 func labelsChanged() updatePredicate { return nodeLabelsChanged() }
+
+// Run runs the controller until ctx ends, through API server outages: it
+// waits for the server at start-up instead of failing, and when a manager
+// ends (leadership lost while the server was unreachable, caches that
+// could not sync) it builds a fresh one in this process, with the same
+// leader identity. Readiness (/readyz) is the server's reachability;
+// liveness (/healthz) stays true. It returns an error only for what no
+// retry can fix (a port that cannot be bound).
+func Run(ctx context.Context, cfg *rest.Config, c Config) error {
+	c.defaults()
+	log := c.Logger
+	m, err := newMetrics(c.Registerer)
+	if err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	reachable, err := newAPIReachableGauge(c.Registerer)
+	if err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	api, err := kubeclient.NewReachability(cfg, kubeclient.ReachabilityOptions{
+		Interval: c.APIProbeInterval,
+		Timeout:  c.APIProbeTimeout,
+		Logger:   log.WithName("api"),
+		OnChange: func(up bool) { reachable.Set(map[bool]float64{true: 1}[up]) },
+	})
+	if err != nil {
+		return err
+	}
+	servers, err := listenHTTP(c, api)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		api.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+		servers.shutdown()
+	}()
+
+	// The manager's own servers would be bound and unbound with each
+	// manager; ours live as long as the process.
+	c.MetricsBindAddress, c.HealthProbeBindAddress = "0", ""
+	const firstPause, maxPause = 250 * time.Millisecond, 4 * time.Second
+	pause := firstPause
+	for {
+		if api.WaitReachable(ctx) != nil {
+			return nil
+		}
+		started := time.Now()
+		err := runManager(ctx, cfg, c, m, api)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(started) > time.Minute {
+			pause = firstPause
+		}
+		log.Info("manager ended: starting a fresh one", "event", "managerRestart", "error", fmt.Sprint(err),
+			"ranFor", time.Since(started).Round(time.Millisecond).String(), "pause", pause.String())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, maxPause)
+	}
+}
+
+func runManager(ctx context.Context, cfg *rest.Config, c Config, m *metrics, api *kubeclient.Reachability) error {
+	mgr, err := newManager(cfg, c, m, api)
+	if err != nil {
+		return err
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-mctx.Done():
+		case <-mgr.Elected():
+			if c.LeaderElect {
+				c.Logger.Info("leading", "event", "leaderElected", "lease", c.Namespace+"/"+c.LeaderElectionID, "identity", c.LeaderIdentity)
+			}
+		}
+	}()
+	c.Logger.Info("manager starting", "event", "managerStart", "leaderElect", c.LeaderElect, "identity", c.LeaderIdentity)
+	return mgr.Start(mctx)
+}
+
+// httpServers are the process's metrics and health servers.
+type httpServers struct{ servers []*http.Server }
+
+func listenHTTP(c Config, api *kubeclient.Reachability) (*httpServers, error) {
+	s := &httpServers{}
+	serve := func(addr string, h http.Handler) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			s.shutdown()
+			return fmt.Errorf("listen %s: %w", addr, err)
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+		s.servers = append(s.servers, srv)
+		go func() { _ = srv.Serve(ln) }()
+		return nil
+	}
+	if c.MetricsBindAddress != "" && c.MetricsBindAddress != "0" {
+		g, ok := c.Registerer.(prometheus.Gatherer)
+		if !ok {
+			g = ctrlmetrics.Registry
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}))
+		if err := serve(c.MetricsBindAddress, mux); err != nil {
+			return nil, err
+		}
+	}
+	if c.HealthProbeBindAddress != "" {
+		mux := http.NewServeMux()
+		// Liveness: the process and its loop run; readiness: and the API
+		// server answers. The reason is in the body (kubectl describe).
+		mux.Handle("/healthz", probeHandler(func() error { return nil }))
+		mux.Handle("/readyz", probeHandler(func() error { return api.Check(nil) }))
+		if err := serve(c.HealthProbeBindAddress, mux); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func probeHandler(check func() error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if err := check(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+}
+
+func (s *httpServers) shutdown() {
+	for _, srv := range s.servers {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = srv.Shutdown(ctx)
+		cancel()
+	}
+}

@@ -61,3 +61,16 @@ func (m *metrics) deleteSegment(k SegmentKey) {
 	}
 	m.conflicts.DeleteLabelValues(k.BridgeConfig, k.Segment)
 }
+
+// newAPIReachableGauge is Run's view of the API server: 1 while it
+// answers, 0 while it is unreachable (down or hung) or not yet reached.
+func newAPIReachableGauge(reg prometheus.Registerer) (prometheus.Gauge, error) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "netbridge_controller_api_reachable",
+		Help: "1 while the API server answers the controller's /readyz probe, else 0.",
+	})
+	if err := reg.Register(g); err != nil {
+		return nil, err
+	}
+	return g, nil
+}

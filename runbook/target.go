@@ -1,11 +1,36 @@
 package runbook
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+
+	"github.com/netbridge-io/netbridge/internal/kubeclient"
 )
+
+// Bounds of netbridgectl's talk with the API server: a down or hung server
+// fails a command with an error naming it instead of hanging it.
+const (
+	// ConnectTimeout bounds the first contact (CheckServer).
+	ConnectTimeout = 10 * time.Second
+	// RequestTimeout bounds every later request (rest.Config.Timeout);
+	// netbridgectl sends no watches, which it would cut.
+	RequestTimeout = 30 * time.Second
+)
+
+// BoundServer sets RequestTimeout on cfg and checks, within
+// ConnectTimeout, that its server answers; the error names the server and
+// says whether it refused, did not answer or is not ready.
+func BoundServer(ctx context.Context, cfg *rest.Config) error {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = RequestTimeout
+	}
+	return kubeclient.Ping(ctx, cfg, ConnectTimeout)
+}
 
 // Target is one command argument: a segment or a VM.
 type Target struct {

@@ -56,18 +56,14 @@ func newCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// 0: no client-side limit, the API server's priority and
-			// fairness protects it (one write per VM in a migration wave).
+			// client-go's meaning: 0 takes its defaults (5 QPS, burst 10),
+			// a negative QPS lifts the client-side limit (the default: the
+			// API server's priority and fairness protects it, and a
+			// migration wave writes one object per VM).
 			cfg.QPS, cfg.Burst = qps, burst
-			if qps == 0 {
-				cfg.QPS = -1
-			}
-			mgr, err := controller.NewManager(cfg, c)
-			if err != nil {
-				return err
-			}
-			logger.Info("starting", "event", "start", "namespace", c.Namespace, "leaderElect", c.LeaderElect)
-			return mgr.Start(ctrl.SetupSignalHandler())
+			logger.Info("starting", "event", "start", "namespace", c.Namespace, "leaderElect", c.LeaderElect,
+				"server", cfg.Host, "pid", os.Getpid())
+			return controller.Run(ctrl.SetupSignalHandler(), cfg, c)
 		},
 	}
 	f := cmd.Flags()
@@ -83,8 +79,15 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&c.SyncPeriod, "sync-period", 10*time.Hour, "informer resync period")
 	f.IntVar(&c.SegmentWorkers, "segment-workers", 8, "segments reconciled in parallel")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	f.Float32Var(&qps, "kube-api-qps", 0, "client-side API rate limit (0: none)")
-	f.IntVar(&burst, "kube-api-burst", 0, "client-side API burst")
+	f.Float32Var(&qps, "kube-api-qps", -1, "client-side API rate limit in requests per second (negative: none; 0: client-go's default, 5)")
+	f.IntVar(&burst, "kube-api-burst", 0, "client-side API burst (0: client-go's default, 10)")
+	f.DurationVar(&c.EchoDelay, "echo-delay", 200*time.Millisecond, "coalesce the echoes of the controller's own endpoint writes for this long")
+	f.DurationVar(&c.StatusDelay, "status-delay", 500*time.Millisecond, "refresh a BridgeConfig's status at most this often under endpoint churn")
+	f.DurationVar(&c.CacheWait, "cache-wait", 2*time.Second, "how long a reconcile waits for the cache to show its own writes")
+	f.DurationVar(&c.RetryBaseDelay, "retry-base-delay", 5*time.Millisecond, "first back-off after a failed reconcile (doubles per failure)")
+	f.DurationVar(&c.RetryMaxDelay, "retry-max-delay", 1000*time.Second, "longest back-off after failed reconciles (the API server's return re-queues everything anyway)")
+	f.DurationVar(&c.APIProbeInterval, "api-probe-interval", time.Second, "how often the API server's /readyz is probed (readiness, apiReachable/apiUnreachable logs)")
+	f.DurationVar(&c.APIProbeTimeout, "api-probe-timeout", 2*time.Second, "timeout of one /readyz probe (a hung API server fails it)")
 	return cmd
 }
 
@@ -112,5 +115,8 @@ func newLogger(level string) (*zap.Logger, error) {
 	zc.Level = zap.NewAtomicLevelAt(lvl)
 	zc.EncoderConfig.TimeKey = "ts"
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	// Errors here are conditions (an unreachable API server, a refused
+	// write) with their cause in "error": a Go stack adds nothing.
+	zc.DisableStacktrace = true
 	return zc.Build()
 }

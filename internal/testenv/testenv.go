@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,6 +40,9 @@ type Env struct {
 	Kubeconfig string
 
 	env *envtest.Environment
+
+	apiMu sync.Mutex
+	api   *APIServer // once APIServer was called
 }
 
 // Options tune Start.
@@ -138,6 +142,11 @@ func StartEnv(opts Options) (*Env, error) {
 
 // Stop stops the API server and etcd and removes the kubeconfig.
 func (e *Env) Stop() error {
+	e.apiMu.Lock()
+	if e.api != nil {
+		e.api.release()
+	}
+	e.apiMu.Unlock()
 	if e.Kubeconfig != "" {
 		_ = os.RemoveAll(filepath.Dir(e.Kubeconfig))
 	}
