@@ -70,7 +70,7 @@ func checkOutput(format string) error {
 }
 
 // client loads the kubeconfig with kubectl's rules.
-func (o *cliOptions) client() (client.Client, error) {
+func (o *cliOptions) client(ctx context.Context) (client.Client, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = o.kubeconfig
 	overrides := &clientcmd.ConfigOverrides{CurrentContext: o.context}
@@ -81,6 +81,10 @@ func (o *cliOptions) client() (client.Client, error) {
 	// A cutover polls several lists per second; client-go's default (5
 	// QPS) would throttle it. kubectl raises it too.
 	cfg.QPS, cfg.Burst = 50, 100
+	// Bounded: a hung API server is an error naming it, not a hung CLI.
+	if err := BoundServer(ctx, cfg); err != nil {
+		return nil, err
+	}
 	// VMIs go through unstructured (kubevirt.io/api is not a dependency).
 	c, err := client.New(cfg, client.Options{Scheme: scheme.New()})
 	if err != nil {
@@ -91,7 +95,7 @@ func (o *cliOptions) client() (client.Client, error) {
 
 // snapshot connects, collects and resolves the arguments.
 func (o *cliOptions) snapshot(ctx context.Context, args []string, allowSegments bool) (client.Client, *Snapshot, []Target, error) {
-	c, err := o.client()
+	c, err := o.client(ctx)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/netbridge-io/netbridge/gateway"
 	"github.com/netbridge-io/netbridge/gateway/kube"
+	"github.com/netbridge-io/netbridge/internal/kubeclient"
 	"github.com/netbridge-io/netbridge/internal/scheme"
 	"github.com/netbridge-io/netbridge/vlan"
 )
@@ -36,7 +37,12 @@ func startKube(ctx context.Context, o Options, deps *gateway.Deps, log *zap.Logg
 	}
 	cfg.QPS, cfg.Burst = o.KubeQPS, o.KubeBurst
 	sch := scheme.New()
-	src, err := kube.NewSource(cfg, sch, o.Namespace, o.NodeName)
+	api, err := kubeclient.NewReachability(cfg, kubeclient.ReachabilityOptions{Logger: zapr.NewLogger(log.Named("api"))})
+	if err != nil {
+		return nil, fmt.Errorf("api reachability: %w", err)
+	}
+	go api.Run(ctx)
+	src, err := kube.NewSource(cfg, sch, o.Namespace, o.NodeName, api)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/internal/kubeclient"
 	"github.com/netbridge-io/netbridge/gateway"
 )
 
@@ -21,6 +22,7 @@ import (
 // away the caches keep their last content: the agent keeps its state
 // (fail static) and catches up when the watches resume.
 type Source struct {
+	api       *kubeclient.Reachability
 	cache     cache.Cache
 	namespace string
 	nodeName  string
@@ -29,9 +31,14 @@ type Source struct {
 // NewSource builds the caches: cluster-wide BridgeConfigs,
 // BridgeEndpoints and Nodes; Leases and Secrets only in the netbridge
 // namespace (the gateway may read Secrets nowhere else).
-func NewSource(cfg *rest.Config, scheme *runtime.Scheme, namespace, nodeName string) (*Source, error) {
+//
+// api gates the informers on the API server's reachability: a watch that
+// fails while the server is away waits for it instead of growing client-go's
+// back-off (30-60 s), so the caches catch up within a second of its return.
+func NewSource(cfg *rest.Config, scheme *runtime.Scheme, namespace, nodeName string, api *kubeclient.Reachability) (*Source, error) {
 	c, err := cache.New(cfg, cache.Options{
-		Scheme: scheme,
+		Scheme:      scheme,
+		NewInformer: api.NewInformer,
 		ByObject: map[client.Object]cache.ByObject{
 			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{namespace: {}}},
 			&corev1.Secret{}:        {Namespaces: map[string]cache.Config{namespace: {}}},
@@ -40,7 +47,7 @@ func NewSource(cfg *rest.Config, scheme *runtime.Scheme, namespace, nodeName str
 	if err != nil {
 		return nil, fmt.Errorf("informer cache: %w", err)
 	}
-	return &Source{cache: c, namespace: namespace, nodeName: nodeName}, nil
+	return &Source{cache: c, namespace: namespace, nodeName: nodeName, api: api}, nil
 }
 
 // Start runs the informers and waits for their first sync; every change
@@ -61,6 +68,14 @@ func (k *Source) Start(ctx context.Context, onChange, onLeaseChange func(), log 
 			DeleteFunc: func(any) { fire() },
 		}
 	}
+	// GetInformer needs discovery: wait for the API server rather than
+	// fail at start-up while it is away.
+	if err := k.api.WaitReachable(ctx); err != nil {
+		return fmt.Errorf("api server %s: %w", k.api.Host(), err)
+	}
+	// When the API server comes back, reconcile everything once: what
+	// changed meanwhile is in the caches by then.
+	k.api.OnReturn(ctx, onChange)
 	for _, obj := range []client.Object{&nbv1.BridgeConfig{}, &nbv1.BridgeEndpoint{}, &corev1.Node{}, &coordinationv1.Lease{}, &corev1.Secret{}} {
 		inf, err := k.cache.GetInformer(ctx, obj)
 		if err != nil {
