@@ -581,6 +581,40 @@ func TestKubernetesMode(t *testing.T) {
 		}
 	})
 
+	t.Run("CatchUpAfterHungAPI", func(t *testing.T) {
+		// The API server hangs (SIGSTOP: requests hang, nothing refused)
+		// for 30 s, long enough for client-go's watch back-off to grow.
+		// A change made right after it resumes must reach the routers
+		// within 5 s (asserted at twice that), not after the back-off.
+		api, err := k.env.APIServer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := api.Hang(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(30 * time.Second)
+		if err := api.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		resumed := time.Now()
+		v2 := labnet.VMs[1]
+		k.endpoint(t, "vm2-default", v2.IP, v2.MAC, nbv1.StateActive)
+		eventually(t, 10*time.Second, "vm2's /32 at dc after the API server resumed", routeVia(lab, v2.IP+"/32", ""))
+		took := time.Since(resumed)
+		t.Logf("catchup_ms=%d (change made right after the API server resumed, until its /32 is in FRR)", took.Milliseconds())
+		k.endpoint(t, "vm2-default", v2.IP, v2.MAC, nbv1.StateWithdrawn)
+		eventually(t, 10*time.Second, "vm2 withdrawn", noRoute(lab, v2.IP+"/32"))
+		eventually(t, 20*time.Second, "a gateway holds the lease and attaches", func() error {
+			h := k.holder(t)
+			if h == "" || !attached(lab, h) {
+				return fmt.Errorf("holder %q not attached", h)
+			}
+			active = h
+			return nil
+		})
+	})
+
 	t.Run("SelfFencing", func(t *testing.T) {
 		stop := make(chan struct{})
 		wg := sampleAttachment(t, lab, stop)

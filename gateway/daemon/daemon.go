@@ -105,6 +105,14 @@ func Run(ctx context.Context, o Options, signals <-chan os.Signal, log *zap.Logg
 
 	var speaker *bgp.Speaker
 	if o.Role == gateway.RoleGateway {
+		// RFC 5881: single-hop BFD only with TTL 255, which GoBGP does not
+		// check; the kernel drops the rest before the BFD listener.
+		if guard, err := vlan.NewBFDGuard(); err != nil {
+			log.Error("BFD TTL guard unavailable: BFD packets from off the link are accepted",
+				zap.String("event", "bfdGuardUnavailable"), zap.Error(err))
+		} else {
+			defer guard.Close()
+		}
 		speaker = bgp.New(log.Named("bgp"))
 		// Session state comes from BGP's own events: the metrics and the
 		// status follow a session at once, not at the next resync.
