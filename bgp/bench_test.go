@@ -127,6 +127,19 @@ func benchSpeaker10k(b *testing.B) {
 	b.ReportMetric(bareDel.Seconds(), "bare-withdraw-s")
 	b.ReportMetric(addDur.Seconds()/bareAdd.Seconds(), "add-ratio")
 	b.ReportMetric(delDur.Seconds()/bareDel.Seconds(), "withdraw-ratio")
+	// The limit: the speaker (guards, policies, reconciliation) may cost
+	// at most twice what a bare GoBGP server needs for the same routes.
+	const maxRatio = 2.0
+	for _, c := range []struct {
+		what      string
+		got, bare time.Duration
+	}{{"add", addDur, bareAdd}, {"withdraw", delDur, bareDel}} {
+		limit := time.Duration(maxRatio * float64(c.bare))
+		b.Logf("%s: figure=%s limit=%s ratio=%.2f", c.what, c.got.Round(time.Millisecond), limit.Round(time.Millisecond), c.got.Seconds()/c.bare.Seconds())
+		if c.got > limit {
+			b.Errorf("%s of 10k routes took %s, over the limit %s (%.0f× the bare GoBGP %s)", c.what, c.got, limit, maxRatio, c.bare)
+		}
+	}
 	b.Logf("10k /32: speaker add→FIB %s (Apply returned after %s, %d UPDATEs), withdraw %s; bare GoBGP add %s, withdraw %s; ratio add %.2f withdraw %.2f; re-apply %s with %d UPDATEs; heap with 10k routes %.1f MiB",
 		addDur.Round(time.Millisecond), applyDur.Round(time.Millisecond), addUpdates, delDur.Round(time.Millisecond),
 		bareAdd.Round(time.Millisecond), bareDel.Round(time.Millisecond),

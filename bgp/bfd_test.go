@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -13,6 +14,9 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	bgppkt "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/vishvananda/netns"
 
 	"github.com/netbridge-io/netbridge/internal/frrtest"
@@ -599,17 +603,27 @@ func TestBFDSoak(t *testing.T) {
 			t.Fatalf("NETBRIDGE_BFD_SOAK=%q: want a positive duration like 10m (%v)", v, err)
 		}
 	}
-	l, s, _, _, route := bfdLab(t, frrOpts{}, false)
+	l, s, evs, _, route := bfdLab(t, frrOpts{}, false)
 	before := peerStatus(t, s, l.dcV4)
 	frrBefore := bfdCounters(t, l)
 	t0 := time.Now()
 	misses := 0
+	// The machine's load, for context: BFD at 300 ms detection runs in the
+	// agent's process and competes for CPU with everything else.
+	var loadMax float64
 	for time.Since(t0) < d {
 		time.Sleep(time.Second)
 		if ok, err := l.frr.HasKernelRoute(route.Prefix); err != nil || !ok {
 			misses++
 		}
+		loadMax = max(loadMax, load1())
 	}
+	for _, e := range evs.all(t0) {
+		if e.BFD && e.BFDState == BFDDown {
+			t.Logf("soak: BFD down at +%s", e.Time.Sub(t0).Round(time.Millisecond))
+		}
+	}
+	t.Logf("soak: load1_max=%.2f on %d CPUs", loadMax, runtime.NumCPU())
 	after := peerStatus(t, s, l.dcV4)
 	frrAfter := bfdCounters(t, l)
 	resets, downs := after.SessionResets-before.SessionResets, after.BFDDownTransitions-before.BFDDownTransitions
@@ -620,6 +634,29 @@ func TestBFDSoak(t *testing.T) {
 		t.Errorf("soak not clean: resets %d, BFD downs %d (FRR %d), route misses %d, state %s, last %q",
 			resets, downs, frrDowns, misses, after.State, after.LastDisconnect)
 	}
+}
+
+// load1 is the 1-minute load average.
+func load1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var v float64
+	_, _ = fmt.Sscan(string(b), &v)
+	return v
+}
+
+func (e *eventLog) all(t time.Time) []PeerEvent {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []PeerEvent
+	for _, ev := range e.evs {
+		if !ev.Time.Before(t) {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 func bfdCounters(t testing.TB, l *lab) frrtest.BFDCounters {
@@ -634,4 +671,57 @@ func bfdCounters(t testing.TB, l *lab) frrtest.BFDCounters {
 		t.Fatalf("FRR has no BFD counters for %s: %s", l.hostV4, b)
 	}
 	return got
+}
+
+// TestBFDCheckControlPlaneFailure shows why the router snippet leaves out
+// `bfd check-control-plane-failure`: GoBGP sends C=0, and with graceful
+// restart negotiated FRR then ignores BFD-down, keeping a dead gateway's
+// route until the hold time.
+func TestBFDCheckControlPlaneFailure(t *testing.T) {
+	l, _, _, _, route := bfdLab(t, frrOpts{extra: " neighbor GATEWAY bfd check-control-plane-failure\n"}, true)
+	t0 := time.Now()
+	l.blackhole(t)
+	time.Sleep(2 * time.Second)
+	ok, err := l.frr.HasKernelRoute(route.Prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ok {
+		t.Fatalf("route left the FIB within 2 s: FRR did act on BFD-down with check-control-plane-failure")
+	}
+	fib := l.fibGone(t, route.Prefix, t0, 30*time.Second)
+	t.Logf("with check-control-plane-failure and GR: fib_removed_ms=%d (BFD ignored; hold time)", fib.Milliseconds())
+}
+
+func TestObserverBFDAndResets(t *testing.T) {
+	o := newObserver()
+	var got []PeerEvent
+	o.subscribe(func(e PeerEvent) { got = append(got, e) })
+	a := netip.MustParseAddr("192.0.2.1")
+	state := func(s bgppkt.FSMState, msg string) {
+		o.onWatch(&apiutil.WatchEventMessage_PeerEvent{Type: apiutil.PEER_EVENT_STATE,
+			Peer: apiutil.Peer{State: apiutil.PeerState{NeighborAddress: a, SessionState: s, DisconnectMessage: msg}}}, time.Now())
+	}
+	o.onBFD(a, BFDDown)
+	o.onBFD(a, BFDDown) // no change, no event
+	o.onBFD(a, BFDUp)
+	state(bgppkt.BGP_FSM_ESTABLISHED, "")
+	o.onBFD(a, BFDDown)
+	state(bgppkt.BGP_FSM_IDLE, "notification-sent code 6(cease) subcode 4(administrative reset)")
+	p := o.peers[a]
+	if p.bfdDowns != 1 || p.resets != 1 || p.lastDisconnect != "notification-sent code 6(cease) subcode 4(administrative reset)" {
+		t.Errorf("counters: BFD downs %d, resets %d, last %q", p.bfdDowns, p.resets, p.lastDisconnect)
+	}
+	if len(got) != 5 {
+		t.Fatalf("events = %+v, want 5", got)
+	}
+	if e := got[3]; !e.BFD || e.BFDState != BFDDown || e.State != StateEstablished {
+		t.Errorf("BFD down event = %+v", e)
+	}
+	if e := got[4]; e.BFD || e.State != StateIdle || e.BFDState != BFDDown || e.Reason == "" {
+		t.Errorf("session down event = %+v", e)
+	}
+	if r := disconnectReason(api.PeerState_DISCONNECT_REASON_HOLD_TIMER_EXPIRED, ""); r != "hold_timer_expired" {
+		t.Errorf("reason without message = %q", r)
+	}
 }

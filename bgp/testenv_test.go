@@ -125,7 +125,8 @@ func newLab(t testing.TB, o frrOpts) *lab {
 	if o.password != "" {
 		fmt.Fprintf(&c, " neighbor %s password %s\n", l.hostV4, o.password)
 	}
-	c.WriteString(o.extra)
+	// "GATEWAY" in extra lines stands for the gateway's IPv4 address.
+	c.WriteString(strings.ReplaceAll(o.extra, "GATEWAY", l.hostV4.String()))
 	fmt.Fprintf(&c, " address-family ipv4 unicast\n%s exit-address-family\n", o.extraAF4)
 	fmt.Fprintf(&c, " address-family ipv6 unicast\n  neighbor %s activate\n", l.hostV4)
 	if o.v6 {
