@@ -14,8 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
-	"github.com/netbridge-io/netbridge/internal/kubeclient"
 	"github.com/netbridge-io/netbridge/gateway"
+	"github.com/netbridge-io/netbridge/internal/kubeclient"
 )
 
 // Source serves Inputs from informer caches. When the API server goes
