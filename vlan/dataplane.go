@@ -158,11 +158,11 @@ func (d *DataPlane) Reconcile(ctx context.Context, desired []Segment) (Result, e
 		d.log.Log(lvl, "data plane changed", zap.String("event", "applied"),
 			zap.Uint32("vni", a.vni), zap.String("segment", names[a.vni]), zap.Stringer("action", a))
 	}
-	if err := ctx.Err(); err != nil {
-		res.Reads, res.Writes = ops.reads, ops.writes
-		return res, errors.Join(joinSegmentErrors(res.Segments), fmt.Errorf("reconcile interrupted: %w", err))
-	}
 	for _, chunk := range chunkRemovals(removals, removalChunk) {
+		if err := ctx.Err(); err != nil {
+			res.Reads, res.Writes = ops.reads, ops.writes
+			return res, errors.Join(joinSegmentErrors(res.Segments), fmt.Errorf("reconcile interrupted: %w", err))
+		}
 		done, errs := d.removeSegments(chunk, links, &ops)
 		res.Changes += done
 		for vni, err := range errs {
