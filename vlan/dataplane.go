@@ -102,7 +102,35 @@ type Result struct {
 // underlay MTU or needs a kernel feature the host lacks is reported in
 // Result.Segments and left as it was; the other segments are still
 // programmed. The returned error joins every segment's error.
+//
+// A link that vanishes between the observation and a change (deleted
+// behind our back while we run) fails that change with "not found": the
+// pass is then run once more on a fresh observation, so a race with a
+// deletion repairs at once instead of failing the segment for a pass.
 func (d *DataPlane) Reconcile(ctx context.Context, desired []Segment) (Result, error) {
+	res, err := d.reconcileOnce(ctx, desired)
+	if err == nil || ctx.Err() != nil || !vanished(res) {
+		return res, err
+	}
+	d.log.Info("a link vanished during the reconcile: observing again", zap.String("event", "reconcileRetried"), zap.Error(err))
+	again, err := d.reconcileOnce(ctx, desired)
+	again.Reads += res.Reads
+	again.Writes += res.Writes
+	again.Changes += res.Changes
+	return again, err
+}
+
+// vanished: some segment failed only because a link was not found.
+func vanished(res Result) bool {
+	for _, err := range res.Segments {
+		if err != nil && isNotFound(err) {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *DataPlane) reconcileOnce(ctx context.Context, desired []Segment) (Result, error) {
 	res := Result{Segments: map[uint32]error{}}
 	var ops opCount
 	snap, err := d.observe(&ops)
