@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -261,13 +262,18 @@ func (a *Agent) keepAlive() {
 	a.fenceMu.Lock()
 	defer a.fenceMu.Unlock()
 	validFor := a.deps.Election.ValidFor
+	var fencedOff []SegmentKey
 	if a.ha != nil {
 		validFor = func(k SegmentKey) time.Duration {
 			g, ok := a.haGuards[k]
 			if !ok {
 				return 0
 			}
-			return a.ha.grantLeft(k, g, a.Trigger)
+			left, higher := a.ha.grantLeft(k, g, a.Trigger)
+			if higher && !slices.Contains(fencedOff, k) {
+				fencedOff = append(fencedOff, k)
+			}
+			return left
 		}
 	}
 	start := time.Now()
@@ -278,6 +284,9 @@ func (a *Agent) keepAlive() {
 		// a stop would extend the grant by the stop. Write again at once.
 		guarded, alive = fenceState(a.fencePorts, validFor)
 		err = a.deps.Fence.Guard(guarded, alive)
+	}
+	if a.ha != nil && err == nil {
+		a.ha.yieldFenced(fencedOff)
 	}
 	if ce := a.log.Check(zap.DebugLevel, "fence refreshed"); ce != nil {
 		ce.Write(zap.Strings("guarded", guarded), zap.Any("alive", alive), zap.Error(err))

@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/netip"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/netbridge-io/netbridge/gateway/peerlink"
@@ -25,7 +26,8 @@ type HAOptions struct {
 	// rate (default one heartbeat).
 	Margin time.Duration
 	// LeaseAloneGrace is how long a successful renewal lets the holder
-	// bridge without the peer rule (default two heartbeats).
+	// bridge without the peer rule (default four heartbeats: one renewal
+	// slower than Grace − Grace/3 would otherwise end L on a loaded host).
 	LeaseAloneGrace time.Duration
 	// PeerPort is the peer channel port on every gateway's VTEP.
 	PeerPort uint16
@@ -38,7 +40,7 @@ func (o HAOptions) withDefaults() HAOptions {
 		o.Margin = o.Heartbeat
 	}
 	if o.LeaseAloneGrace <= 0 {
-		o.LeaseAloneGrace = 2 * o.Heartbeat
+		o.LeaseAloneGrace = 4 * o.Heartbeat
 	}
 	if o.DeadAfter <= 0 {
 		o.DeadAfter = peerlink.DefaultDeadAfterBeats * o.Heartbeat
@@ -226,7 +228,14 @@ func decideHA(prev haSegment, v haView) haDecision {
 		if d.Reason != "" {
 			// Detach now; the claim goes false once detached (the
 			// agent sends it after the data plane step).
-			seg.state, seg.yielded, seg.yieldedEpoch = haStandby, true, prev.epoch
+			seg.state = haStandby
+			if strings.HasPrefix(d.Reason, "higherEpochClaim") {
+				// The Lease still says ours until the winner's write
+				// lands: do not claim that epoch again. (After
+				// grantExpired the same epoch may be claimed again: the
+				// attach condition is checked afresh.)
+				seg.yielded, seg.yieldedEpoch = true, prev.epoch
+			}
 			if prev.state == haActive {
 				seg.state = haYielding
 			}

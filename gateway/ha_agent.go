@@ -3,6 +3,7 @@ package gateway
 import (
 	"maps"
 	"net/netip"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -25,7 +26,15 @@ type haRunner struct {
 	// Under the agent's mu (reconcile passes).
 	segs      map[SegmentKey]haSegment
 	lastPeers map[string]netip.AddrPort
-	sent      map[string]peerlink.Claim
+
+	// cmu guards the claims: the fence refresh also sends them.
+	cmu  sync.Mutex
+	sent map[string]peerlink.Claim
+	// fencedOff: segments whose fence element the refresh removed for a
+	// higher claim; claimed free at once (the kernel no longer bridges
+	// them), so the winner need not wait for a pass that may hang on
+	// the API server.
+	fencedOff map[string]bool
 }
 
 // haGuard is what the fence refresh needs to recompute G of an attached
@@ -116,14 +125,22 @@ func (h *haRunner) waiting(now time.Time) bool {
 // publish sends the claims. Before the data plane (pre) a segment still
 // attached keeps holding=true: holding is cleared only after the detach.
 func (h *haRunner) publish(p *pass, pre bool) {
+	h.cmu.Lock()
+	defer h.cmu.Unlock()
 	claims := map[string]peerlink.Claim{}
 	for k, d := range p.ha {
 		holding := d.Holding || (pre && p.prevAttached[k])
+		if h.fencedOff[k.String()] && !d.Holding {
+			holding = false
+		}
 		if holding {
 			claims[k.String()] = peerlink.Claim{Holding: true, Epoch: d.Seg.epoch}
 		} else {
 			claims[k.String()] = peerlink.Claim{}
 		}
+	}
+	if !pre {
+		h.fencedOff = nil
 	}
 	if maps.Equal(claims, h.sent) {
 		return
@@ -151,21 +168,54 @@ func (h *haRunner) guards(p *pass, ports map[SegmentKey]fencedPort) map[SegmentK
 // grantLeft is G − now for an attached segment, fresh from the peer view
 // and the Lease; when it has run out (or a higher epoch claims the
 // segment) the agent is asked for a pass, which yields.
-func (h *haRunner) grantLeft(k SegmentKey, g haGuard, trigger func()) time.Duration {
+func (h *haRunner) grantLeft(k SegmentKey, g haGuard, trigger func()) (left time.Duration, higher bool) {
 	now := time.Now()
 	v := h.view(k, g.others, now)
 	h.lease.FastRenew(k, !v.KOK)
 	_, hi := higherClaim(v, g.epoch)
-	left := haGrant(v, g.epoch).Sub(now)
+	left = haGrant(v, g.epoch).Sub(now)
 	if left <= 0 || hi || !v.Lease.Held || v.Lease.Epoch != g.epoch {
 		trigger()
-		return 0
+		return 0, hi
 	}
-	return left
+	return left, false
+}
+
+// yieldFenced claims the segments free whose fence element was just
+// removed for a higher claim.
+func (h *haRunner) yieldFenced(keys []SegmentKey) {
+	if len(keys) == 0 {
+		return
+	}
+	h.cmu.Lock()
+	defer h.cmu.Unlock()
+	claims := maps.Clone(h.sent)
+	if claims == nil {
+		claims = map[string]peerlink.Claim{}
+	}
+	if h.fencedOff == nil {
+		h.fencedOff = map[string]bool{}
+	}
+	for _, k := range keys {
+		claims[k.String()] = peerlink.Claim{}
+		h.fencedOff[k.String()] = true
+	}
+	if maps.Equal(claims, h.sent) {
+		return
+	}
+	if err := h.peers.SetClaims(claims); err != nil {
+		h.log.Error("peer channel: claims refused", zap.String("event", "claimsRefused"), zap.Error(err))
+		return
+	}
+	h.log.Info("fenced off for a higher claim: claimed free before the detach", zap.String("event", "haFencedOff"),
+		zap.Int("segments", len(keys)))
+	h.sent = claims
 }
 
 // dropAll forgets every segment (drain: all detached) and claims nothing.
 func (h *haRunner) dropAll() {
+	h.cmu.Lock()
+	defer h.cmu.Unlock()
 	h.segs = map[SegmentKey]haSegment{}
 	if err := h.peers.SetClaims(map[string]peerlink.Claim{}); err == nil {
 		h.sent = map[string]peerlink.Claim{}

@@ -174,18 +174,20 @@ func TestAgentHA(t *testing.T) {
 		t.Fatalf("api hung pass detached: %q", got)
 	}
 
-	// gw2 claims epoch 3: detach, fence forgets the port, then free.
+	// gw2 claims epoch 3: fenced and claimed free by the refresh, then the
+	// pass detaches and the fence forgets the port.
 	peers.set(peerlink.PeerView{Alive: true, LastHeard: time.Now(), AcksMe: true, DeadAfter: 150 * time.Millisecond, Claims: claiming(3)},
 		time.Now().Add(time.Minute), true)
 	r.agent.keepAlive()
-	wantCalls(t, "higher claim refresh", r.calls.take(), []string{"fence.Guard guarded=[uplink0] alive=[]"})
+	// The refresh cuts the port and claims it free at once: the winner
+	// does not wait for a pass (which may hang on the API server).
+	wantCalls(t, "higher claim refresh", r.calls.take(), []string{"fence.Guard guarded=[uplink0] alive=[]", "peers.SetClaims [dc1.app=free]"})
 	wantCalls(t, "yield", r.reconcile(t), []string{
 		"election.Sync [dc1.app]",
 		"dp.Reconcile 10100 vxlan-only eps=[52:54:00:00:01:50[10.20.100.50]] gw=false",
 		"bgp.Apply routes=[10.20.100.50/32+3]",
 		"announce arp=[] macs=[]",
 		"fence.Guard guarded=[] alive=[]",
-		"peers.SetClaims [dc1.app=free]",
 	})
 	// The Lease still says ours at epoch 2: no new claim on it.
 	wantCalls(t, "after yield", r.reconcile(t), []string{

@@ -13,7 +13,7 @@ import (
 func TestDecideHA(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
-	opt := HAOptions{Heartbeat: 50 * time.Millisecond}.withDefaults()
+	opt := HAOptions{Heartbeat: 50 * time.Millisecond, LeaseAloneGrace: 100 * time.Millisecond}.withDefaults()
 	const key = "dc1.app"
 	claim := func(holding bool, epoch uint64) map[string]peerlink.Claim {
 		return map[string]peerlink.Claim{key: {Holding: holding, Epoch: epoch}}
@@ -74,6 +74,9 @@ func TestDecideHA(t *testing.T) {
 			lease: held(2, 1000, 1000), peers: peer(4990, true, claim(true, 2)), k: 5100, want: haActive, attach: true, hold: true, grant: 5100},
 		{name: "yielded, the lease still says ours at that epoch: no new claim", prev: haSegment{state: haYielding, epoch: 2, yielded: true, yieldedEpoch: 2},
 			now: 5050, lease: held(2, 1000, 1000), peers: peer(5040, true, claim(true, 3)), k: 5150, want: haStandby, grant: -1},
+		{name: "yielded on an expired grant, the lease still ours: claim the same epoch again", prev: haSegment{state: haYielding, epoch: 2},
+			now: 5050, lease: held(2, 1000, 5040), peers: peer(3000, false, claim(true, 1)), k: -1, want: haActive, attach: true, hold: true,
+			grant: 5140, fast: true, reason: "attach"},
 		{name: "claiming, higher epoch claims: back to standby, nothing to detach", prev: haSegment{state: haClaiming, epoch: 2}, now: 1020,
 			lease: held(2, 1000, 1000), peers: peer(1010, true, claim(true, 3)), k: 1150, want: haStandby, grant: -1, reason: "higherEpochClaim:gw2"},
 	}

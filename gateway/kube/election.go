@@ -406,7 +406,14 @@ func (e *Election) run(ctx context.Context, el *elector) {
 				attempt()
 			}
 		case <-el.poke:
-			attempt()
+			// Our own renewals change the Lease and come back as pokes:
+			// a holder that renewed just now has nothing to do.
+			el.mu.Lock()
+			recent := el.state.Held && el.earlyAgainst == "" && time.Since(el.state.RenewedAt) < t.RetryPeriod/2
+			el.mu.Unlock()
+			if !recent {
+				attempt()
+			}
 		}
 	}
 }
@@ -457,6 +464,9 @@ func (e *Election) renewed(el *elector, at time.Time, lease *coordinationv1.Leas
 	}
 	el.state = gateway.LeaseState{Held: true, Epoch: epoch, AcquiredAt: el.state.AcquiredAt, RenewedAt: at, Holder: e.identity}
 	el.mu.Unlock()
+	if ce := e.log.Check(zap.DebugLevel, "lease renewed"); ce != nil {
+		ce.Write(zap.String("segment", el.key.String()), zap.Uint64("epoch", epoch), zap.Duration("took", time.Since(at)))
+	}
 	e.setLeading(el, true)
 }
 
