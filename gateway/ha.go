@@ -26,7 +26,7 @@ type HAOptions struct {
 	// rate (default one heartbeat).
 	Margin time.Duration
 	// LeaseAloneGrace is how long a successful renewal lets the holder
-	// bridge without the peer rule (default four heartbeats: one renewal
+	// bridge without the peer rule (default six heartbeats: one renewal
 	// slower than Grace − Grace/3 would otherwise end L on a loaded host).
 	LeaseAloneGrace time.Duration
 	// PeerPort is the peer channel port on every gateway's VTEP.
@@ -40,7 +40,7 @@ func (o HAOptions) withDefaults() HAOptions {
 		o.Margin = o.Heartbeat
 	}
 	if o.LeaseAloneGrace <= 0 {
-		o.LeaseAloneGrace = 4 * o.Heartbeat
+		o.LeaseAloneGrace = 6 * o.Heartbeat
 	}
 	if o.DeadAfter <= 0 {
 		o.DeadAfter = peerlink.DefaultDeadAfterBeats * o.Heartbeat
@@ -73,6 +73,11 @@ type LeaseState struct {
 	RenewedAt time.Time
 	// Holder is the holder of the last read (for early acquisition).
 	Holder string
+	// PrevSeenAt, after a takeover: when this gateway first saw the
+	// previous holder's last write, its reads succeeding throughout (zero
+	// otherwise). That write started before, so the previous holder's
+	// lease-alone grant ends by PrevSeenAt + LeaseAloneGrace.
+	PrevSeenAt time.Time
 }
 
 // LeaseControl is the part of the election the HA state machine drives
@@ -200,12 +205,22 @@ func canAttach(v haView) bool {
 		if p.AcksMe && !p.Claims[v.Key].Holding {
 			continue
 		}
-		if silent(v, q) && !v.Now.Before(v.Lease.AcquiredAt.Add(v.Opt.LeaseAloneGrace+v.Opt.Margin)) {
+		if silent(v, q) && !v.Now.Before(leaseAloneOver(v.Lease).Add(v.Opt.LeaseAloneGrace+v.Opt.Margin)) {
 			continue
 		}
 		return false
 	}
 	return true
+}
+
+// leaseAloneOver is the instant from which the previous holder's
+// renewals are known to have stopped: T, or earlier when the Lease reads
+// showed its last write before T.
+func leaseAloneOver(l LeaseState) time.Time {
+	if !l.PrevSeenAt.IsZero() && l.PrevSeenAt.Before(l.AcquiredAt) {
+		return l.PrevSeenAt
+	}
+	return l.AcquiredAt
 }
 
 // decideHA is one step of the state machine of a guarded segment.

@@ -19,7 +19,7 @@ func haOptions(p PeerOptions) gateway.HAOptions {
 		dead = peerlink.DefaultDeadAfterBeats * p.Heartbeat
 	}
 	return gateway.HAOptions{Heartbeat: p.Heartbeat, DeadAfter: dead, Margin: p.Heartbeat,
-		LeaseAloneGrace: 4 * p.Heartbeat, PeerPort: uint16(p.Port)}
+		LeaseAloneGrace: 6 * p.Heartbeat, PeerPort: uint16(p.Port)}
 }
 
 // startPeerLink opens the peer channel on this gateway's VTEP (the flag,

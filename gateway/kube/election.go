@@ -348,6 +348,7 @@ func (e *Election) run(ctx context.Context, el *elector) {
 		observedAt := el.observedAt
 		early := el.earlyAgainst
 		el.earlyAgainst = ""
+		prevSeen := el.observedAt
 		el.state.Holder = holder
 		if holder != e.identity {
 			el.state.Held = false
@@ -387,6 +388,11 @@ func (e *Election) run(ctx context.Context, el *elector) {
 				zap.String("previousHolder", holder), zap.Bool("early", earlyOK))
 		}
 		e.renewed(el, now, updated)
+		if takeover {
+			el.mu.Lock()
+			el.state.PrevSeenAt = prevSeen
+			el.mu.Unlock()
+		}
 	}
 
 	attempt()
@@ -462,7 +468,11 @@ func (e *Election) renewed(el *elector, at time.Time, lease *coordinationv1.Leas
 	if !el.state.Held || el.state.Epoch != epoch {
 		el.state.AcquiredAt = time.Now()
 	}
-	el.state = gateway.LeaseState{Held: true, Epoch: epoch, AcquiredAt: el.state.AcquiredAt, RenewedAt: at, Holder: e.identity}
+	prev := el.state.PrevSeenAt
+	if !el.state.Held || el.state.Epoch != epoch {
+		prev = time.Time{}
+	}
+	el.state = gateway.LeaseState{Held: true, Epoch: epoch, AcquiredAt: el.state.AcquiredAt, RenewedAt: at, Holder: e.identity, PrevSeenAt: prev}
 	el.mu.Unlock()
 	if ce := e.log.Check(zap.DebugLevel, "lease renewed"); ce != nil {
 		ce.Write(zap.String("segment", el.key.String()), zap.Uint64("epoch", epoch), zap.Duration("took", time.Since(at)))

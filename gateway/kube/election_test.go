@@ -105,8 +105,8 @@ func TestElectionEarlyAcquireAndFastRenew(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Logf("early_acquire_ms=%d", time.Since(start).Milliseconds())
-	if lb := b.Lease(key); lb.Epoch != 1 {
-		t.Fatalf("epoch after early acquisition: %+v, want 1", lb)
+	if lb := b.Lease(key); lb.Epoch != 1 || lb.PrevSeenAt.IsZero() || lb.PrevSeenAt.After(lb.AcquiredAt) {
+		t.Fatalf("after early acquisition: %+v, want epoch 1 and the previous holder's last write seen before T", lb)
 	}
 	b.FastRenew(key, true)
 	var maxAge time.Duration
