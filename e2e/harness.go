@@ -151,6 +151,9 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 	if err := e.StartController(); err != nil {
 		return e, err
 	}
+	if err := e.writePeerKey(); err != nil {
+		return e, fmt.Errorf("peer key: %w", err)
+	}
 	for _, g := range labnet.Gateways {
 		if err := e.StartAgent(g.Name, "gateway"); err != nil {
 			return e, err
@@ -436,9 +439,27 @@ func (e *Env) AgentArgs(host, role string) []string {
 		"--metrics-bind-address=", "--health-probe-bind-address=", "--reachability-interval=2s"}
 	if role == "gateway" {
 		args = append(args, "--lease-duration=1s", "--renew-deadline=500ms", "--retry-period=100ms",
-			"--graceful-shutdown-wait="+drainWait.String(), "--duplicate-backoff-max=2s")
+			"--graceful-shutdown-wait="+drainWait.String(), "--duplicate-backoff-max=2s",
+			"--peer-key-file="+e.PeerKeyFile(), "--peer-heartbeat="+PeerHeartbeat.String())
+		if lvl := os.Getenv("NETBRIDGE_E2E_GATEWAY_LOG_LEVEL"); lvl != "" {
+			args = append(args, "--log-level="+lvl)
+		}
 	}
 	return args
+}
+
+// PeerHeartbeat is the gateways' --peer-heartbeat (DeadAfter: 3 of them).
+const PeerHeartbeat = 50 * time.Millisecond
+
+// PeerKeyFile is the gateways' shared peer channel key, written at Up.
+func (e *Env) PeerKeyFile() string { return filepath.Join(e.StateDir, "peer.key") }
+
+func (e *Env) writePeerKey() error {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	return os.WriteFile(e.PeerKeyFile(), key, 0o600)
 }
 
 // StartAgent runs netbridge-gateway in a lab namespace (gw1, node1, ...).

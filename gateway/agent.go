@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,6 +21,9 @@ type Options struct {
 	LocalVTEP netip.Addr
 	// Resync re-runs the reconcile with nothing changed (drift, retries).
 	Resync time.Duration
+	// HA enables the peer rule (docs/ha.md); needs Deps.Peers and an
+	// Election that is a LeaseControl.
+	HA HAOptions
 }
 
 // Deps are the agent's collaborators. Speaker, Election, Fence, Reach,
@@ -38,6 +42,8 @@ type Deps struct {
 	Metrics   *Metrics
 	Trigger   *Trigger
 	Log       *zap.Logger
+	// Peers is the peer channel (nil: the Lease alone decides).
+	Peers PeerChannel
 }
 
 // Trigger asks the agent for a reconcile soon. It exists before the agent
@@ -65,6 +71,10 @@ type Agent struct {
 	fenceMu    sync.Mutex
 	fencePorts map[SegmentKey]fencedPort
 	fenceErr   bool
+	// haGuards are the guarded segments the fence refresh grants G to.
+	haGuards map[SegmentKey]haGuard
+
+	ha *haRunner // nil: HA off
 
 	mu         sync.Mutex // one reconcile at a time; guards what follows
 	validCfgs  map[string]nbv1.BridgeConfig
@@ -87,14 +97,19 @@ func NewAgent(o Options, deps Deps) *Agent {
 	}
 	a := &Agent{opts: o, deps: deps, log: deps.Log,
 		attached: map[SegmentKey]bool{}, advertised: map[netip.Prefix]bool{}}
+	if lc, ok := deps.Election.(LeaseControl); ok && o.HA.enabled() && deps.Peers != nil && o.Role == RoleGateway {
+		a.ha = &haRunner{opt: o.HA.withDefaults(), self: o.NodeName, peers: deps.Peers, lease: lc,
+			log: deps.Log, segs: map[SegmentKey]haSegment{}, trigger: deps.Trigger.Fire}
+	}
 	a.steps = []step{
-		electionStep{role: o.Role, election: deps.Election},
+		electionStep{role: o.Role, election: deps.Election, ha: a.ha},
 		planStep{role: o.Role, gate: deps.Gate},
 		dataPlaneStep{dp: deps.DataPlane},
 		gateStep{gate: deps.Gate},
 		bgpStep{speaker: deps.Speaker, log: deps.Log},
 		announceStep{role: o.Role, announcer: deps.Announcer},
 		fenceStep{a: a},
+		claimStep{ha: a.ha},
 		reportStep{a: a},
 	}
 	return a
@@ -142,7 +157,12 @@ func (a *Agent) Run(ctx context.Context) {
 // refreshFence keeps the fence's alive elements fresh between passes: a
 // reconcile may take longer than the fence's TTL.
 func (a *Agent) refreshFence(ctx context.Context) {
-	tick := time.NewTicker(a.deps.Fence.TTL() / 4)
+	every := a.deps.Fence.TTL() / 4
+	if a.ha != nil {
+		// G moves with every ack: refresh every heartbeat.
+		every = a.ha.opt.Heartbeat
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		select {
@@ -217,16 +237,22 @@ func (a *Agent) newPass(ctx context.Context) (*pass, error) {
 	if a.opts.Role == RoleGateway && a.deps.Links != nil {
 		missingUplinks(&d, a.opts.NodeName, a.deps.Links.Exists)
 	}
-	return &pass{d: d, problems: problems, vtep: in.LocalVTEP, prevAttached: a.attached, prevAdv: a.advertised}, nil
+	p := &pass{d: d, problems: problems, vtep: in.LocalVTEP, prevAttached: a.attached, prevAdv: a.advertised}
+	if a.ha != nil {
+		p.peerAddrs = peerAddrs(in, d, a.opts.NodeName, a.ha.opt.PeerPort)
+	}
+	return p, nil
 }
 
-// setFencePorts records the ports the fence must know and refreshes it.
-func (a *Agent) setFencePorts(ports map[SegmentKey]fencedPort) {
+// setFencePorts records the ports the fence must know (and, with HA, the
+// segments granted by G) and refreshes it.
+func (a *Agent) setFencePorts(ports map[SegmentKey]fencedPort, guards map[SegmentKey]haGuard) {
 	if a.deps.Fence == nil {
 		return
 	}
 	a.fenceMu.Lock()
 	a.fencePorts = ports
+	a.haGuards = guards
 	a.fenceMu.Unlock()
 	a.keepAlive()
 }
@@ -240,8 +266,33 @@ func (a *Agent) keepAlive() {
 	}
 	a.fenceMu.Lock()
 	defer a.fenceMu.Unlock()
-	guarded, alive := fenceState(a.fencePorts, a.deps.Election.ValidFor)
+	validFor := a.deps.Election.ValidFor
+	var fencedOff []SegmentKey
+	if a.ha != nil {
+		validFor = func(k SegmentKey) time.Duration {
+			g, ok := a.haGuards[k]
+			if !ok {
+				return 0
+			}
+			left, higher := a.ha.grantLeft(k, g, a.Trigger)
+			if higher && !slices.Contains(fencedOff, k) {
+				fencedOff = append(fencedOff, k)
+			}
+			return left
+		}
+	}
+	start := time.Now()
+	guarded, alive := fenceState(a.fencePorts, validFor)
 	err := a.deps.Fence.Guard(guarded, alive)
+	if a.ha != nil && err == nil && time.Since(start) > a.ha.opt.Margin/2 {
+		// nftables timeouts count from the insertion: a write delayed by
+		// a stop would extend the grant by the stop. Write again at once.
+		guarded, alive = fenceState(a.fencePorts, validFor)
+		err = a.deps.Fence.Guard(guarded, alive)
+	}
+	if a.ha != nil && err == nil {
+		a.ha.yieldFenced(fencedOff)
+	}
 	if ce := a.log.Check(zap.DebugLevel, "fence refreshed"); ce != nil {
 		ce.Write(zap.Strings("guarded", guarded), zap.Any("alive", alive), zap.Error(err))
 	}
@@ -297,6 +348,9 @@ func (a *Agent) detachAllLocked(ctx context.Context) error {
 		a.deps.Announcer.Set(Announcements{})
 	}
 	a.attached = p.attached
-	a.setFencePorts(nil)
+	a.setFencePorts(nil, nil)
+	if a.ha != nil {
+		a.ha.dropAll()
+	}
 	return nil
 }

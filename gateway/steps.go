@@ -15,7 +15,7 @@ import (
 // same shape: read what earlier steps decided, plan with a pure function
 // (decide.go), apply the minimum, record its outcome in the pass.
 //
-//	election → plan → data plane → activation gate → BGP → announcer → kernel fence → status report
+//	election → plan → data plane → activation gate → BGP → announcer → kernel fence → peer claims → status report
 //
 // The order is the safety argument: a lost lease detaches the VLAN before
 // anything is withdrawn, a won lease attaches before anything is
@@ -43,6 +43,11 @@ type pass struct {
 	// that dropped under them); reported, never torn down.
 	segWarn map[SegmentKey]string
 
+	// peerAddrs are the peer channel's peers (HA only).
+	peerAddrs map[string]netip.AddrPort
+	// ha are the HA decisions of the guarded segments (HA only).
+	ha map[SegmentKey]haDecision
+
 	bgpErr error
 	// advertised after this pass; nil when the host speaks no BGP.
 	advertised map[netip.Prefix]bool
@@ -68,6 +73,7 @@ func (p *pass) err() error {
 type electionStep struct {
 	role     Role
 	election Leadership // nil: standalone, every segment attached
+	ha       *haRunner  // nil: the Lease alone decides
 }
 
 func (electionStep) name() string { return "election" }
@@ -82,6 +88,11 @@ func (s electionStep) run(ctx context.Context, p *pass) {
 		}
 	}
 	p.attached = attachments(s.role, p.d, s.election != nil, leading, p.prevAttached)
+	if s.ha != nil && s.election != nil {
+		// Guarded segments: the state machine decides, and claims holding
+		// before the data plane attaches.
+		s.ha.elect(p)
+	}
 }
 
 // planStep computes the data-plane and BGP plan (pure).
@@ -170,7 +181,26 @@ type fenceStep struct{ a *Agent }
 func (fenceStep) name() string { return "kernelFence" }
 
 func (s fenceStep) run(_ context.Context, p *pass) {
-	s.a.setFencePorts(fencedPorts(p.d, p.attached, p.segErr))
+	ports := fencedPorts(p.d, p.attached, p.segErr)
+	var guards map[SegmentKey]haGuard
+	if s.a.ha != nil {
+		guards = s.a.ha.guards(p, ports)
+	}
+	s.a.setFencePorts(ports, guards)
+}
+
+// claimStep tells the peers what this gateway holds once the data plane
+// and the fence are done: a yielded segment is claimed !holding only
+// after its VLAN is detached and its fence element gone.
+type claimStep struct{ ha *haRunner }
+
+func (claimStep) name() string { return "peerClaims" }
+
+func (s claimStep) run(_ context.Context, p *pass) {
+	if s.ha == nil {
+		return
+	}
+	s.ha.publish(p, false)
 }
 
 // reportStep asks for reachability checks, logs role changes, and

@@ -64,6 +64,10 @@ func parseFlags(args []string) (daemon.Options, string, error) {
 	fs.DurationVar(&o.DuplicateBackoffMax, "duplicate-backoff-max", 30*time.Second, "longest re-probe delay")
 	fs.DurationVar(&o.ProbeWait, "probe-wait", 500*time.Millisecond, "how long a duplicate-address probe listens for answers")
 	fs.Float64Var(&o.Announce.Rate, "announce-rate", 1000, "gratuitous ARP / RARP frames per second at most (a failover of many VMs must not storm the VLAN)")
+	fs.StringVar(&o.Peer.KeyFile, "peer-key-file", "", "file with the peer channel's shared key (16, 24 or 32 raw bytes, the same on every gateway); empty: no peer channel, the Lease alone decides")
+	fs.IntVar(&o.Peer.Port, "peer-port", 7946, "UDP (and TCP) port of the peer channel on the VTEP address")
+	fs.DurationVar(&o.Peer.Heartbeat, "peer-heartbeat", 100*time.Millisecond, "peer channel heartbeat interval; the kernel fence is refreshed this often")
+	fs.DurationVar(&o.Peer.DeadAfter, "peer-dead-after", 0, "a peer silent this long is dead (default 3 heartbeats)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return o, "", err

@@ -49,6 +49,17 @@ type Options struct {
 	DuplicateBackoffMax     time.Duration
 	ProbeWait               time.Duration
 	Announce                gateway.AnnouncerOptions
+	Peer                    PeerOptions
+}
+
+// PeerOptions configure the peer channel (docs/ha.md). Without KeyFile
+// the Lease alone decides who bridges.
+type PeerOptions struct {
+	// KeyFile holds the shared key: 16, 24 or 32 bytes.
+	KeyFile   string
+	Port      int
+	Heartbeat time.Duration
+	DeadAfter time.Duration
 }
 
 // Validate refuses options that cannot work, naming the flag.
@@ -67,6 +78,20 @@ func (o *Options) Validate() error {
 	}
 	if o.KubeQPS < 0 || o.KubeBurst < 0 {
 		return fmt.Errorf("--kube-api-qps %v / --kube-api-burst %d: must not be negative", o.KubeQPS, o.KubeBurst)
+	}
+	if o.Peer.KeyFile != "" {
+		if o.Peer.Port < 1 || o.Peer.Port > 65535 {
+			return fmt.Errorf("--peer-port: %d is outside 1-65535", o.Peer.Port)
+		}
+		if o.Peer.Heartbeat <= 0 {
+			return fmt.Errorf("--peer-heartbeat: %s must be positive", o.Peer.Heartbeat)
+		}
+		if o.Peer.DeadAfter != 0 && o.Peer.DeadAfter <= o.Peer.Heartbeat {
+			return fmt.Errorf("--peer-dead-after: %s must be longer than --peer-heartbeat %s", o.Peer.DeadAfter, o.Peer.Heartbeat)
+		}
+		if o.ConfigFile != "" {
+			return errors.New("--peer-key-file: the peer channel needs the Lease (Kubernetes mode), not --config")
+		}
 	}
 	return o.Lease.Validate()
 }
@@ -139,14 +164,18 @@ func Run(ctx context.Context, o Options, signals <-chan os.Signal, log *zap.Logg
 		deps.Sink = &gateway.LogStatus{Log: log.Named("status")}
 		go watchFile(ctx, src, trigger, log)
 	} else {
-		cleanup, err := startKube(ctx, o, &deps, log)
+		cleanup, err := startKube(ctx, o, &deps, reg, log)
 		if err != nil {
 			return err
 		}
 		defer cleanup()
 	}
 
-	agent := gateway.NewAgent(gateway.Options{NodeName: o.NodeName, Role: o.Role, LocalVTEP: o.VTEP, Resync: o.Resync}, deps)
+	gwOpts := gateway.Options{NodeName: o.NodeName, Role: o.Role, LocalVTEP: o.VTEP, Resync: o.Resync}
+	if deps.Peers != nil {
+		gwOpts.HA = haOptions(o.Peer)
+	}
+	agent := gateway.NewAgent(gwOpts, deps)
 	if err := agent.Adopt(); err != nil {
 		log.Warn("adopt", zap.String("event", "adoptFailed"), zap.Error(err))
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/go-logr/zapr"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/netbridge-io/netbridge/gateway"
 	"github.com/netbridge-io/netbridge/gateway/kube"
+	"github.com/netbridge-io/netbridge/gateway/peerlink"
 	"github.com/netbridge-io/netbridge/internal/kubeclient"
 	"github.com/netbridge-io/netbridge/internal/scheme"
 	"github.com/netbridge-io/netbridge/vlan"
@@ -28,7 +30,7 @@ import (
 // the kernel fence — and fills them into deps. Everything that calls back
 // into the agent holds deps.Trigger, which exists already: no callback is
 // wired through a variable assigned later.
-func startKube(ctx context.Context, o Options, deps *gateway.Deps, log *zap.Logger) (cleanup func(), err error) {
+func startKube(ctx context.Context, o Options, deps *gateway.Deps, reg *prometheus.Registry, log *zap.Logger) (cleanup func(), err error) {
 	// client-go and controller-runtime log through logr: the same zap core.
 	ctrllog.SetLogger(zapr.NewLogger(log.Named("k8s")))
 	cfg, err := restConfig(o.Kubeconfig)
@@ -79,6 +81,21 @@ func startKube(ctx context.Context, o Options, deps *gateway.Deps, log *zap.Logg
 		return nil, err
 	}
 	deps.Source = src
+	if election != nil {
+		if o.Peer.KeyFile == "" {
+			log.Warn("no --peer-key-file: the peer channel is off and the Lease alone decides; an API server outage detaches the VLANs of segments with a standby",
+				zap.String("event", "peerlinkOff"))
+		} else {
+			link, err := startPeerLink(ctx, o, src, log)
+			if err != nil {
+				return nil, err
+			}
+			election.SetFastRenewPeriod(haOptions(o.Peer).LeaseAloneGrace / 3)
+			link.OnChange(deps.Trigger.Fire)
+			reg.MustRegister(peerlink.Collector(link))
+			deps.Peers = link
+		}
+	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("clientset: %w", err)

@@ -50,8 +50,60 @@ type Election struct {
 	log       *zap.Logger
 	onChange  func()
 
+	// fastPeriod is the renewal period while FastRenew is on (0: never).
+	fastPeriod time.Duration
+
 	mu      sync.Mutex
 	running map[gateway.SegmentKey]*elector
+}
+
+// SetFastRenewPeriod sets the renewal period used while FastRenew is on
+// (LeaseAloneGrace/3); call before Sync.
+func (e *Election) SetFastRenewPeriod(d time.Duration) { e.fastPeriod = d }
+
+func (e *Election) elector(k gateway.SegmentKey) *elector {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.running[k]
+}
+
+// Lease is what the last successful Lease call said about k.
+func (e *Election) Lease(k gateway.SegmentKey) gateway.LeaseState {
+	el := e.elector(k)
+	if el == nil {
+		return gateway.LeaseState{}
+	}
+	el.mu.Lock()
+	defer el.mu.Unlock()
+	return el.state
+}
+
+// AcquireNow makes k's elector take the Lease at once if its holder is
+// still against on the resourceVersion it reads (the API server picks one
+// winner among several standbys). Never blocks.
+func (e *Election) AcquireNow(k gateway.SegmentKey, against string) {
+	el := e.elector(k)
+	if el == nil || against == "" || against == e.identity {
+		return
+	}
+	el.mu.Lock()
+	el.earlyAgainst = against
+	el.mu.Unlock()
+	select {
+	case el.poke <- struct{}{}:
+	default:
+	}
+}
+
+// FastRenew switches k's renewals to the fast period and back.
+func (e *Election) FastRenew(k gateway.SegmentKey, on bool) {
+	el := e.elector(k)
+	if el == nil {
+		return
+	}
+	el.mu.Lock()
+	el.fast = on
+	el.mu.Unlock()
 }
 
 // NewElection returns an Election for identity (the node name). onChange is
@@ -78,6 +130,19 @@ type elector struct {
 	// it directly, one round trip instead of two.
 	lease *coordinationv1.Lease
 	apiOK bool
+
+	// state is what the last successful call said (gateway.LeaseControl).
+	state gateway.LeaseState
+	// earlyAgainst: take the Lease at the next attempt if its holder is
+	// still this one (a silent claiming holder, docs/ha.md).
+	earlyAgainst string
+	// fast: renew every fastPeriod (the peer rule does not carry).
+	fast bool
+	// observedRV/observedAt: when the lease record last changed, on our
+	// clock; reset by our own API failures, so the expiry clock restarts
+	// after an outage instead of firing at its end.
+	observedRV string
+	observedAt time.Time
 }
 
 // Sync starts electors for new segments and stops (releasing the lease)
@@ -213,11 +278,16 @@ func (e *Election) setLeading(el *elector, leading bool) {
 func (e *Election) run(ctx context.Context, el *elector) {
 	defer close(el.done)
 	t := e.timings
-	// observedRV/observedAt: when the lease record last changed, on our clock.
-	var observedRV string
-	var observedAt time.Time
 	tick := time.NewTicker(t.RetryPeriod)
 	defer tick.Stop()
+	// fastC ticks only when a fast period is set; attempts on it run only
+	// while FastRenew is on and we hold the Lease.
+	var fastC <-chan time.Time
+	if e.fastPeriod > 0 {
+		ft := time.NewTicker(e.fastPeriod)
+		defer ft.Stop()
+		fastC = ft.C
+	}
 	el.apiOK = true
 	// The watchdog runs on its own goroutine: an attempt blocked on a slow
 	// or silent API server must not delay the fencing decision.
@@ -269,9 +339,19 @@ func (e *Election) run(ctx context.Context, el *elector) {
 		if lease.Spec.HolderIdentity != nil {
 			holder = *lease.Spec.HolderIdentity
 		}
-		if lease.ResourceVersion != observedRV {
-			observedRV, observedAt = lease.ResourceVersion, now
+		el.mu.Lock()
+		if lease.ResourceVersion != el.observedRV {
+			el.observedRV, el.observedAt = lease.ResourceVersion, now
 		}
+		observedAt := el.observedAt
+		early := el.earlyAgainst
+		el.earlyAgainst = ""
+		prevSeen := el.observedAt
+		el.state.Holder = holder
+		if holder != e.identity {
+			el.state.Held = false
+		}
+		el.mu.Unlock()
 		dur := t.LeaseDuration
 		if lease.Spec.LeaseDurationSeconds != nil && holder != e.identity {
 			// Honour the holder's own duration (it may run other settings),
@@ -280,7 +360,11 @@ func (e *Election) run(ctx context.Context, el *elector) {
 				dur = d
 			}
 		}
-		free := holder == "" || holder == e.identity || now.After(observedAt.Add(dur))
+		// Early: the holder was heard claiming and is silent past its
+		// grants; the write is on the resourceVersion just read, so it
+		// fails if anyone (the holder, another standby) wrote since.
+		earlyOK := early != "" && holder == early
+		free := holder == "" || holder == e.identity || now.After(observedAt.Add(dur)) || earlyOK
 		if !free {
 			e.apiResult(el, nil)
 			if el.isLeading() {
@@ -298,9 +382,15 @@ func (e *Election) run(ctx context.Context, el *elector) {
 			return
 		}
 		if takeover {
-			e.log.Info("segment lease acquired", zap.String("event", "leaseAcquired"), zap.String("segment", el.key.String()), zap.String("previousHolder", holder))
+			e.log.Info("segment lease acquired", zap.String("event", "leaseAcquired"), zap.String("segment", el.key.String()),
+				zap.String("previousHolder", holder), zap.Bool("early", earlyOK))
 		}
 		e.renewed(el, now, updated)
+		if takeover {
+			el.mu.Lock()
+			el.state.PrevSeenAt = prevSeen
+			el.mu.Unlock()
+		}
 	}
 
 	attempt()
@@ -312,8 +402,22 @@ func (e *Election) run(ctx context.Context, el *elector) {
 			return
 		case <-tick.C:
 			attempt()
+		case <-fastC:
+			el.mu.Lock()
+			fast := el.fast && el.state.Held
+			el.mu.Unlock()
+			if fast {
+				attempt()
+			}
 		case <-el.poke:
-			attempt()
+			// Our own renewals change the Lease and come back as pokes:
+			// a holder that renewed just now has nothing to do.
+			el.mu.Lock()
+			recent := el.state.Held && el.earlyAgainst == "" && time.Since(el.state.RenewedAt) < t.RetryPeriod/2
+			el.mu.Unlock()
+			if !recent {
+				attempt()
+			}
 		}
 	}
 }
@@ -355,7 +459,22 @@ func (e *Election) renewed(el *elector, at time.Time, lease *coordinationv1.Leas
 	el.lastRenew = at
 	el.lease = lease
 	el.apiOK = true
+	epoch := uint64(0)
+	if lease.Spec.LeaseTransitions != nil && *lease.Spec.LeaseTransitions > 0 {
+		epoch = uint64(*lease.Spec.LeaseTransitions)
+	}
+	if !el.state.Held || el.state.Epoch != epoch {
+		el.state.AcquiredAt = time.Now()
+	}
+	prev := el.state.PrevSeenAt
+	if !el.state.Held || el.state.Epoch != epoch {
+		prev = time.Time{}
+	}
+	el.state = gateway.LeaseState{Held: true, Epoch: epoch, AcquiredAt: el.state.AcquiredAt, RenewedAt: at, Holder: e.identity, PrevSeenAt: prev}
 	el.mu.Unlock()
+	if ce := e.log.Check(zap.DebugLevel, "lease renewed"); ce != nil {
+		ce.Write(zap.String("segment", el.key.String()), zap.Uint64("epoch", epoch), zap.Duration("took", time.Since(at)))
+	}
 	e.setLeading(el, true)
 }
 
@@ -363,6 +482,10 @@ func (e *Election) apiResult(el *elector, err error) {
 	el.mu.Lock()
 	was := el.apiOK
 	el.apiOK = err == nil
+	if err != nil {
+		// Our own failure: the holder's renewals may have gone unseen.
+		el.observedRV = ""
+	}
 	el.mu.Unlock()
 	if err != nil && was {
 		e.log.Warn("segment lease call failed", zap.String("event", "leaseCallFailed"), zap.String("segment", el.key.String()), zap.Error(err))
@@ -376,6 +499,9 @@ func (e *Election) apiResult(el *elector, err error) {
 // release hands the lease over: holder cleared so a standby acquires at
 // its next retry instead of after expiry. Best effort, bounded.
 func (e *Election) release(el *elector) {
+	el.mu.Lock()
+	el.state.Held = false
+	el.mu.Unlock()
 	if !el.isLeading() {
 		return
 	}

@@ -66,3 +66,66 @@ func TestElectionKeepsValidity(t *testing.T) {
 	}
 	t.Logf("released lease taken over in %s", time.Since(start).Round(time.Millisecond))
 }
+
+// TestElectionEarlyAcquireAndFastRenew: AcquireNow takes the Lease at once
+// from the named holder (epoch = leaseTransitions, +1), the old holder's
+// next read shows it lost, and FastRenew keeps the renewals (L of
+// docs/ha.md) fresher than LeaseAloneGrace.
+func TestElectionEarlyAcquireAndFastRenew(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "netbridge-system"}}); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	timings := kube.LeaseTimings{LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second}
+	key := gateway.SegmentKey{BridgeConfig: "lab", Segment: "app"}
+	a := kube.NewElection(cs.CoordinationV1(), "netbridge-system", "gw1", timings, zaptest.NewLogger(t), func() {})
+	b := kube.NewElection(cs.CoordinationV1(), "netbridge-system", "gw2", timings, zaptest.NewLogger(t), func() {})
+	b.SetFastRenewPeriod(30 * time.Millisecond)
+	a.Sync(ctx, []gateway.SegmentKey{key})
+	b.Sync(ctx, []gateway.SegmentKey{key})
+	if la := a.Lease(key); !la.Held || la.Epoch != 0 {
+		t.Fatalf("first holder: %+v", la)
+	}
+	if lb := b.Lease(key); lb.Held || lb.Holder != "gw1" {
+		t.Fatalf("standby: %+v", lb)
+	}
+	b.AcquireNow(key, "gw3") // not the holder: nothing happens
+	b.AcquireNow(key, "gw1")
+	start := time.Now()
+	for !b.Lease(key).Held {
+		if time.Since(start) > 2*time.Second {
+			t.Fatal("AcquireNow did not take the lease")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("early_acquire_ms=%d", time.Since(start).Milliseconds())
+	if lb := b.Lease(key); lb.Epoch != 1 || lb.PrevSeenAt.IsZero() || lb.PrevSeenAt.After(lb.AcquiredAt) {
+		t.Fatalf("after early acquisition: %+v, want epoch 1 and the previous holder's last write seen before T", lb)
+	}
+	b.FastRenew(key, true)
+	var maxAge time.Duration
+	for i := 0; i < 50; i++ {
+		time.Sleep(20 * time.Millisecond)
+		if age := time.Since(b.Lease(key).RenewedAt); age > maxAge {
+			maxAge = age
+		}
+	}
+	t.Logf("fast_renew_max_age_ms=%d", maxAge.Milliseconds())
+	if maxAge > 100*time.Millisecond {
+		t.Fatalf("renewal age reached %s with fast renewals every 30ms", maxAge)
+	}
+	// The old holder learns it at its next attempt (RetryPeriod).
+	deadline := time.Now().Add(3 * time.Second)
+	for a.Lease(key).Held {
+		if time.Now().After(deadline) {
+			t.Fatal("old holder still thinks it holds the lease")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

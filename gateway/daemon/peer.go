@@ -1,0 +1,54 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"go.uber.org/zap"
+
+	"github.com/netbridge-io/netbridge/gateway"
+	"github.com/netbridge-io/netbridge/gateway/kube"
+	"github.com/netbridge-io/netbridge/gateway/peerlink"
+)
+
+// haOptions are the agent's HA timings from the peer flags.
+func haOptions(p PeerOptions) gateway.HAOptions {
+	dead := p.DeadAfter
+	if dead == 0 {
+		dead = peerlink.DefaultDeadAfterBeats * p.Heartbeat
+	}
+	return gateway.HAOptions{Heartbeat: p.Heartbeat, DeadAfter: dead, Margin: p.Heartbeat,
+		LeaseAloneGrace: 6 * p.Heartbeat, PeerPort: uint16(p.Port)}
+}
+
+// startPeerLink opens the peer channel on this gateway's VTEP (the flag,
+// else what the API says: node annotation or InternalIP).
+func startPeerLink(ctx context.Context, o Options, src *kube.Source, log *zap.Logger) (*peerlink.Link, error) {
+	key, err := os.ReadFile(o.Peer.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--peer-key-file: %w", err)
+	}
+	switch len(key) {
+	case 16, 24, 32:
+	default:
+		return nil, fmt.Errorf("--peer-key-file %s: %d bytes, want 16, 24 or 32 raw bytes", o.Peer.KeyFile, len(key))
+	}
+	vtep := o.VTEP
+	if !vtep.IsValid() {
+		in, err := src.Inputs(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("peer channel: read this node's VTEP: %w", err)
+		}
+		vtep = in.LocalVTEP
+	}
+	if !vtep.IsValid() {
+		return nil, fmt.Errorf("peer channel: no VTEP for node %s: set --vtep or the node annotation", o.NodeName)
+	}
+	link, err := peerlink.Start(ctx, peerlink.Config{Name: o.NodeName, BindAddr: vtep, Port: o.Peer.Port, Key: key,
+		HeartbeatInterval: o.Peer.Heartbeat, DeadAfter: o.Peer.DeadAfter, Log: log.Named("peerlink")})
+	if err != nil {
+		return nil, fmt.Errorf("peer channel: %w", err)
+	}
+	return link, nil
+}
