@@ -130,28 +130,9 @@ func Run(ctx context.Context, o Options, signals <-chan os.Signal, log *zap.Logg
 
 	var speaker *bgp.Speaker
 	if o.Role == gateway.RoleGateway {
-		// RFC 5881: single-hop BFD only with TTL 255, which GoBGP does not
-		// check; the kernel drops the rest before the BFD listener.
-		if guard, err := vlan.NewBFDGuard(); err != nil {
-			log.Error("BFD TTL guard unavailable: BFD packets from off the link are accepted",
-				zap.String("event", "bfdGuardUnavailable"), zap.Error(err))
-		} else {
-			defer guard.Close()
-		}
-		speaker = bgp.New(log.Named("bgp"))
-		// Session state comes from BGP's own events: the metrics and the
-		// status follow a session at once, not at the next resync.
-		speaker.Subscribe(func(ev bgp.PeerEvent) {
-			deps.Metrics.PeerEvent(ev)
-			trigger.Fire()
-		})
-		deps.Speaker = speaker
-		// RARP refresh: the legacy MACs the bridge learned on the VLAN port.
-		sender := &gateway.PortSender{Learned: dp.LearnedMACs}
-		defer sender.Close()
-		announcer := gateway.NewFrameAnnouncer(sender, o.Announce, log.Named("announcer"))
-		go announcer.Run(ctx)
-		deps.Announcer = announcer
+		var cleanup func()
+		speaker, cleanup = startGatewayParts(ctx, o, &deps, dp, log)
+		defer cleanup()
 	}
 
 	var reload func() error
@@ -195,20 +176,59 @@ func Run(ctx context.Context, o Options, signals <-chan os.Signal, log *zap.Logg
 	go func() { agent.Run(ctx); close(done) }()
 
 	waitForStop(ctx, signals, reload, trigger, log)
-	log.Info("shutting down", zap.String("event", "drain"))
 	ready.Store(false)
+	drain(o, agent, speaker, func() { stop(); <-done }, log)
+	return nil
+}
+
+// drain is the planned stop: graceful BGP shutdown and lease hand-over
+// (Agent.Drain), then the loop ends (stopLoop) and the sessions close.
+func drain(o Options, agent *gateway.Agent, speaker *bgp.Speaker, stopLoop func(), log *zap.Logger) {
+	log.Info("shutting down", zap.String("event", "drain"))
 	dctx, cancel := context.WithTimeout(context.Background(), o.ShutdownWait+10*time.Second)
 	defer cancel()
 	if err := agent.Drain(dctx, o.ShutdownWait); err != nil {
 		log.Warn("drain", zap.String("event", "drainFailed"), zap.Error(err))
 	}
-	stop()
-	<-done
+	stopLoop()
 	if speaker != nil {
 		_ = speaker.Stop(dctx)
 	}
 	log.Info("stopped", zap.String("event", "stopped"))
-	return nil
+}
+
+// startGatewayParts builds what only a gateway has: the BFD TTL guard, the
+// BGP speaker (its events drive the session metrics) and the announcer.
+func startGatewayParts(ctx context.Context, o Options, deps *gateway.Deps, dp *vlan.DataPlane, log *zap.Logger) (*bgp.Speaker, func()) {
+	var closers []func()
+	// RFC 5881: single-hop BFD only with TTL 255, which GoBGP does not
+	// check; the kernel drops the rest before the BFD listener.
+	if guard, err := vlan.NewBFDGuard(); err != nil {
+		log.Error("BFD TTL guard unavailable: BFD packets from off the link are accepted",
+			zap.String("event", "bfdGuardUnavailable"), zap.Error(err))
+	} else {
+		closers = append(closers, func() { _ = guard.Close() })
+	}
+	speaker := bgp.New(log.Named("bgp"))
+	// Session state comes from BGP's own events: the metrics and the
+	// status follow a session at once, not at the next resync.
+	metrics, trigger := deps.Metrics, deps.Trigger
+	speaker.Subscribe(func(ev bgp.PeerEvent) {
+		metrics.PeerEvent(ev)
+		trigger.Fire()
+	})
+	deps.Speaker = speaker
+	// RARP refresh: the legacy MACs the bridge learned on the VLAN port.
+	sender := &gateway.PortSender{Learned: dp.LearnedMACs}
+	closers = append(closers, sender.Close)
+	announcer := gateway.NewFrameAnnouncer(sender, o.Announce, log.Named("announcer"))
+	go announcer.Run(ctx)
+	deps.Announcer = announcer
+	return speaker, func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
 }
 
 // waitForStop returns on SIGTERM/SIGINT or when ctx ends; SIGHUP reloads

@@ -293,107 +293,9 @@ func (e *Election) run(ctx context.Context, el *elector) {
 	// or silent API server must not delay the fencing decision.
 	wdDone := make(chan struct{})
 	defer func() { <-wdDone }()
-	go func() {
-		defer close(wdDone)
-		watchdog := time.NewTicker(t.RetryPeriod / 2)
-		defer watchdog.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-watchdog.C:
-				el.mu.Lock()
-				expired := el.leading && time.Since(el.lastRenew) > t.RenewDeadline
-				el.mu.Unlock()
-				if expired {
-					e.log.Warn("segment lease not renewed in time: fencing", zap.String("event", "leaseRenewMissed"), zap.String("segment", el.key.String()),
-						zap.Duration("renewDeadline", t.RenewDeadline))
-					e.setLeading(el, false)
-				}
-			}
-		}
-	}()
+	go e.watchdog(ctx, el, wdDone)
 
-	attempt := func() {
-		cctx, cancel := context.WithTimeout(ctx, t.RenewDeadline)
-		defer cancel()
-		now := time.Now()
-		lease, err := e.leases.Leases(e.namespace).Get(cctx, nbv1.LeaseName(el.key), metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: nbv1.LeaseName(el.key), Namespace: e.namespace,
-				Labels: map[string]string{"app.kubernetes.io/managed-by": "netbridge-gateway"}}}
-			e.fill(lease, now, true)
-			created, err := e.leases.Leases(e.namespace).Create(cctx, lease, metav1.CreateOptions{})
-			if err != nil {
-				e.apiResult(el, err)
-				return
-			}
-			e.renewed(el, now, created)
-			return
-		case err != nil:
-			e.apiResult(el, err)
-			return
-		}
-		holder := ""
-		if lease.Spec.HolderIdentity != nil {
-			holder = *lease.Spec.HolderIdentity
-		}
-		el.mu.Lock()
-		if lease.ResourceVersion != el.observedRV {
-			el.observedRV, el.observedAt = lease.ResourceVersion, now
-		}
-		observedAt := el.observedAt
-		early := el.earlyAgainst
-		el.earlyAgainst = ""
-		prevSeen := el.observedAt
-		el.state.Holder = holder
-		if holder != e.identity {
-			el.state.Held = false
-		}
-		el.mu.Unlock()
-		dur := t.LeaseDuration
-		if lease.Spec.LeaseDurationSeconds != nil && holder != e.identity {
-			// Honour the holder's own duration (it may run other settings),
-			// never less than ours.
-			if d := time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second; d > dur {
-				dur = d
-			}
-		}
-		// Early: the holder was heard claiming and is silent past its
-		// grants; the write is on the resourceVersion just read, so it
-		// fails if anyone (the holder, another standby) wrote since.
-		earlyOK := early != "" && holder == early
-		free := holder == "" || holder == e.identity || now.After(observedAt.Add(dur)) || earlyOK
-		if !free {
-			e.apiResult(el, nil)
-			if el.isLeading() {
-				// Someone else holds it: we lost it (e.g. our renewals
-				// did not land). Stop leading now.
-				e.setLeading(el, false)
-			}
-			return
-		}
-		takeover := holder != e.identity
-		e.fill(lease, now, takeover)
-		updated, err := e.leases.Leases(e.namespace).Update(cctx, lease, metav1.UpdateOptions{})
-		if err != nil {
-			e.apiResult(el, err)
-			return
-		}
-		if takeover {
-			e.log.Info("segment lease acquired", zap.String("event", "leaseAcquired"), zap.String("segment", el.key.String()),
-				zap.String("previousHolder", holder), zap.Bool("early", earlyOK))
-		}
-		e.renewed(el, now, updated)
-		if takeover {
-			el.mu.Lock()
-			el.state.PrevSeenAt = prevSeen
-			el.mu.Unlock()
-		}
-	}
-
-	attempt()
+	e.attempt(ctx, el)
 	close(el.first)
 	for {
 		select {
@@ -401,13 +303,13 @@ func (e *Election) run(ctx context.Context, el *elector) {
 			e.release(el)
 			return
 		case <-tick.C:
-			attempt()
+			e.attempt(ctx, el)
 		case <-fastC:
 			el.mu.Lock()
 			fast := el.fast && el.state.Held
 			el.mu.Unlock()
 			if fast {
-				attempt()
+				e.attempt(ctx, el)
 			}
 		case <-el.poke:
 			// Our own renewals change the Lease and come back as pokes:
@@ -416,9 +318,123 @@ func (e *Election) run(ctx context.Context, el *elector) {
 			recent := el.state.Held && el.earlyAgainst == "" && time.Since(el.state.RenewedAt) < t.RetryPeriod/2
 			el.mu.Unlock()
 			if !recent {
-				attempt()
+				e.attempt(ctx, el)
 			}
 		}
+	}
+}
+
+// watchdog stops leading when the last renewal is older than the renew
+// deadline. It runs on its own goroutine: an attempt blocked on a slow or
+// silent API server must not delay the fencing decision.
+func (e *Election) watchdog(ctx context.Context, el *elector, done chan struct{}) {
+	defer close(done)
+	watchdog := time.NewTicker(e.timings.RetryPeriod / 2)
+	defer watchdog.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-watchdog.C:
+			el.mu.Lock()
+			expired := el.leading && time.Since(el.lastRenew) > e.timings.RenewDeadline
+			el.mu.Unlock()
+			if expired {
+				e.log.Warn("segment lease not renewed in time: fencing", zap.String("event", "leaseRenewMissed"), zap.String("segment", el.key.String()),
+					zap.Duration("renewDeadline", e.timings.RenewDeadline))
+				e.setLeading(el, false)
+			}
+		}
+	}
+}
+
+// observe records what a read Lease says: its holder, and when its record
+// last changed on our clock; it takes the pending early-acquisition request.
+func (e *Election) observe(el *elector, lease *coordinationv1.Lease, now time.Time) (holder string, observedAt time.Time, early string) {
+	if lease.Spec.HolderIdentity != nil {
+		holder = *lease.Spec.HolderIdentity
+	}
+	el.mu.Lock()
+	defer el.mu.Unlock()
+	if lease.ResourceVersion != el.observedRV {
+		el.observedRV, el.observedAt = lease.ResourceVersion, now
+	}
+	early = el.earlyAgainst
+	el.earlyAgainst = ""
+	el.state.Holder = holder
+	if holder != e.identity {
+		el.state.Held = false
+	}
+	return holder, el.observedAt, early
+}
+
+// holderDuration is how long the holder's lease lasts: its own duration
+// (it may run other settings), never less than ours.
+func (e *Election) holderDuration(lease *coordinationv1.Lease, holder string) time.Duration {
+	dur := e.timings.LeaseDuration
+	if lease.Spec.LeaseDurationSeconds != nil && holder != e.identity {
+		if d := time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second; d > dur {
+			dur = d
+		}
+	}
+	return dur
+}
+
+// attempt is one acquire or renew of the segment's Lease.
+func (e *Election) attempt(ctx context.Context, el *elector) {
+	cctx, cancel := context.WithTimeout(ctx, e.timings.RenewDeadline)
+	defer cancel()
+	now := time.Now()
+	lease, err := e.leases.Leases(e.namespace).Get(cctx, nbv1.LeaseName(el.key), metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: nbv1.LeaseName(el.key), Namespace: e.namespace,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "netbridge-gateway"}}}
+		e.fill(lease, now, true)
+		created, err := e.leases.Leases(e.namespace).Create(cctx, lease, metav1.CreateOptions{})
+		if err != nil {
+			e.apiResult(el, err)
+			return
+		}
+		e.renewed(el, now, created)
+		return
+	case err != nil:
+		e.apiResult(el, err)
+		return
+	}
+	holder, observedAt, early := e.observe(el, lease, now)
+	prevSeen := observedAt
+	dur := e.holderDuration(lease, holder)
+	// Early: the holder was heard claiming and is silent past its
+	// grants; the write is on the resourceVersion just read, so it
+	// fails if anyone (the holder, another standby) wrote since.
+	earlyOK := early != "" && holder == early
+	free := holder == "" || holder == e.identity || now.After(observedAt.Add(dur)) || earlyOK
+	if !free {
+		e.apiResult(el, nil)
+		if el.isLeading() {
+			// Someone else holds it: we lost it (e.g. our renewals
+			// did not land). Stop leading now.
+			e.setLeading(el, false)
+		}
+		return
+	}
+	takeover := holder != e.identity
+	e.fill(lease, now, takeover)
+	updated, err := e.leases.Leases(e.namespace).Update(cctx, lease, metav1.UpdateOptions{})
+	if err != nil {
+		e.apiResult(el, err)
+		return
+	}
+	if takeover {
+		e.log.Info("segment lease acquired", zap.String("event", "leaseAcquired"), zap.String("segment", el.key.String()),
+			zap.String("previousHolder", holder), zap.Bool("early", earlyOK))
+	}
+	e.renewed(el, now, updated)
+	if takeover {
+		el.mu.Lock()
+		el.state.PrevSeenAt = prevSeen
+		el.mu.Unlock()
 	}
 }
 
