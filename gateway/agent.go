@@ -231,9 +231,9 @@ func (a *Agent) newPass(ctx context.Context) (*pass, error) {
 	}
 	// A bad edit of a BridgeConfig that works keeps the version in force.
 	var kept []string
-	in.Configs, a.validCfgs, kept = KeepLastValid(in.Configs, a.validCfgs)
+	in.Configs, a.validCfgs, kept = keepLastValid(in.Configs, a.validCfgs)
 	in.Problems = append(in.Problems, kept...)
-	d, problems := Translate(in)
+	d, problems := translate(in)
 	if a.opts.Role == RoleGateway && a.deps.Links != nil {
 		missingUplinks(&d, a.opts.NodeName, a.deps.Links.Exists)
 	}

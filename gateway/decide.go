@@ -60,8 +60,8 @@ func attachments(role Role, d Desired, elected bool, leading map[SegmentKey]bool
 }
 
 // planView is the runtime knowledge BuildPlan needs beside Desired.
-func planView(d Desired, role Role, vtep netip.Addr, attached map[SegmentKey]bool, gate map[netip.Addr]Verdict) View {
-	v := View{Role: role, LocalVTEP: vtep, Attached: attached, Gate: gate}
+func planView(d Desired, role Role, vtep netip.Addr, attached map[SegmentKey]bool, gate map[netip.Addr]probeVerdict) runtimeView {
+	v := runtimeView{Role: role, LocalVTEP: vtep, Attached: attached, Gate: gate}
 	if d.BGP != nil {
 		for _, p := range d.BGP.Peers {
 			if p.Address.Is6() {
@@ -75,7 +75,7 @@ func planView(d Desired, role Role, vtep netip.Addr, attached map[SegmentKey]boo
 // segmentErrors merges the segments refused by the plan with those the
 // data plane could not program. A segment missing from the result of a
 // failed reconcile counts as failed too: nothing is known to be in place.
-func segmentErrors(d Desired, plan Plan, res vlan.Result, dpErr error) map[SegmentKey]string {
+func segmentErrors(d Desired, plan hostPlan, res vlan.Result, dpErr error) map[SegmentKey]string {
 	segErr := map[SegmentKey]string{}
 	for k, msg := range plan.SegmentErrors {
 		segErr[k] = msg
@@ -131,7 +131,7 @@ type probeRequest struct {
 
 // probeRequests are the duplicate-address probes of the plan, on each
 // programmed segment's VLAN side.
-func probeRequests(d Desired, plan Plan, segErr map[SegmentKey]string) []probeRequest {
+func probeRequests(d Desired, plan hostPlan, segErr map[SegmentKey]string) []probeRequest {
 	var out []probeRequest
 	for _, s := range d.Segments {
 		ips := plan.Probes[s.Key]
@@ -241,7 +241,7 @@ type MACRefresh struct {
 // announcements lists what the gateway announces: for every attached,
 // programmed segment that still bridges its VLAN (not Completed), the
 // advertised IPv4 host routes of its Active endpoints.
-func announcements(role Role, d Desired, plan Plan, attached map[SegmentKey]bool, segErr map[SegmentKey]string) Announcements {
+func announcements(role Role, d Desired, plan hostPlan, attached map[SegmentKey]bool, segErr map[SegmentKey]string) Announcements {
 	var out Announcements
 	if role != RoleGateway {
 		return out

@@ -39,8 +39,8 @@ type FileEndpoint struct {
 	nbv1.BridgeEndpointSpec `json:",inline"`
 }
 
-// ParseFileConfig parses and checks a standalone configuration.
-func ParseFileConfig(raw []byte) (*FileConfig, error) {
+// parseFileConfig parses and checks a standalone configuration.
+func parseFileConfig(raw []byte) (*FileConfig, error) {
 	var fc FileConfig
 	if err := yaml.UnmarshalStrict(raw, &fc); err != nil {
 		return nil, fmt.Errorf("parse config: %w", err)
@@ -112,7 +112,7 @@ func (f *FileSource) Load() error {
 	if err != nil {
 		return fmt.Errorf("read %s: %w", f.path, err)
 	}
-	cfg, err := ParseFileConfig(raw)
+	cfg, err := parseFileConfig(raw)
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.path, err)
 	}

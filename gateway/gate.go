@@ -41,7 +41,7 @@ type Gate struct {
 }
 
 type gateEntry struct {
-	verdict Verdict
+	verdict probeVerdict
 	owner   net.HardwareAddr // the endpoint's own MAC: its answer is no duplicate
 	seenMAC net.HardwareAddr // who answered, when duplicate
 	next    time.Time
@@ -56,10 +56,10 @@ func NewGate(p Prober, minBackoff, maxBackoff time.Duration, log *zap.Logger, on
 }
 
 // Verdicts returns a copy of the current verdicts.
-func (g *Gate) Verdicts() map[netip.Addr]Verdict {
+func (g *Gate) Verdicts() map[netip.Addr]probeVerdict {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := make(map[netip.Addr]Verdict, len(g.state))
+	out := make(map[netip.Addr]probeVerdict, len(g.state))
 	for ip, e := range g.state {
 		out[ip] = e.verdict
 	}
@@ -71,7 +71,7 @@ func (g *Gate) Duplicate(ip netip.Addr) (net.HardwareAddr, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	e := g.state[ip]
-	if e == nil || e.verdict != VerdictDuplicate {
+	if e == nil || e.verdict != verdictDuplicate {
 		return nil, false
 	}
 	return e.seenMAC, true
@@ -84,7 +84,7 @@ func (g *Gate) Adopt(ips []netip.Addr) {
 	defer g.mu.Unlock()
 	for _, ip := range ips {
 		if _, ok := g.state[ip]; !ok {
-			g.state[ip] = &gateEntry{verdict: VerdictClear}
+			g.state[ip] = &gateEntry{verdict: verdictClear}
 		}
 	}
 }
@@ -117,11 +117,11 @@ func (g *Gate) Request(ctx context.Context, iface string, ips []netip.Addr, owne
 		}
 		e := g.state[ip]
 		if e == nil {
-			e = &gateEntry{verdict: VerdictPending}
+			e = &gateEntry{verdict: verdictPending}
 			g.state[ip] = e
 		}
 		e.owner = owners[ip]
-		if e.verdict == VerdictClear || now.Before(e.next) {
+		if e.verdict == verdictClear || now.Before(e.next) {
 			continue
 		}
 		due = append(due, ip)
@@ -158,12 +158,12 @@ func (g *Gate) probe(ctx context.Context, iface string, due []netip.Addr) {
 		}
 		mac, answered := answers[ip]
 		if answered && !sameMAC(mac, e.owner) {
-			if e.verdict != VerdictDuplicate || !sameMAC(e.seenMAC, mac) {
+			if e.verdict != verdictDuplicate || !sameMAC(e.seenMAC, mac) {
 				changed = true
 				g.log.Warn("duplicate address on the VLAN side: not advertising", zap.String("event", "duplicateAddress"), zap.String("ip", ip.String()),
 					zap.String("answeredBy", mac.String()), zap.String("iface", iface))
 			}
-			e.verdict, e.seenMAC = VerdictDuplicate, mac
+			e.verdict, e.seenMAC = verdictDuplicate, mac
 			if e.backoff == 0 {
 				e.backoff = g.minBackoff
 			} else if e.backoff *= 2; e.backoff > g.maxBackoff {
@@ -175,11 +175,11 @@ func (g *Gate) probe(ctx context.Context, iface string, due []netip.Addr) {
 			}
 			continue
 		}
-		if e.verdict != VerdictClear {
+		if e.verdict != verdictClear {
 			changed = true
 			g.log.Info("address free on the VLAN side", zap.String("event", "addressFree"), zap.String("ip", ip.String()), zap.String("iface", iface))
 		}
-		e.verdict, e.seenMAC, e.backoff = VerdictClear, nil, 0
+		e.verdict, e.seenMAC, e.backoff = verdictClear, nil, 0
 	}
 	g.mu.Unlock()
 	if err != nil {

@@ -42,12 +42,12 @@ type NodeInfo struct {
 	VTEP   netip.Addr
 }
 
-// Translate turns the inputs into this host's desired state. Every
+// translate turns the inputs into this host's desired state. Every
 // BridgeConfig goes through the one validation path (internal/config): a
 // config with any error is never programmed, and its errors, naming the
 // field and the value, become problems. A bad segment carries its Error,
 // a bad peer or endpoint is left out and reported in problems.
-func Translate(in Inputs) (d Desired, problems []string) {
+func translate(in Inputs) (d Desired, problems []string) {
 	problems = slices.Clone(in.Problems)
 	configs := slices.Clone(in.Configs)
 	// Earlier BridgeConfig wins a clash, as the controller decides.
@@ -127,12 +127,12 @@ func controllerRefused(bc *nbv1.BridgeConfig) (string, bool) {
 	return c.Reason + ": " + c.Message, true
 }
 
-// KeepLastValid replaces each BridgeConfig that is refused now (its spec
+// keepLastValid replaces each BridgeConfig that is refused now (its spec
 // does not validate, or the controller refused this generation) by the
 // last version that was valid, so a bad edit never tears down what works;
 // it is reported instead. valid is the last valid version of each name;
 // the returned map replaces it.
-func KeepLastValid(configs []nbv1.BridgeConfig, valid map[string]nbv1.BridgeConfig) ([]nbv1.BridgeConfig, map[string]nbv1.BridgeConfig, []string) {
+func keepLastValid(configs []nbv1.BridgeConfig, valid map[string]nbv1.BridgeConfig) ([]nbv1.BridgeConfig, map[string]nbv1.BridgeConfig, []string) {
 	out := make([]nbv1.BridgeConfig, 0, len(configs))
 	next := map[string]nbv1.BridgeConfig{}
 	var problems []string

@@ -11,34 +11,34 @@ import (
 	"github.com/netbridge-io/netbridge/vlan"
 )
 
-// Verdict is the activation gate's answer for one IP.
-type Verdict int
+// probeVerdict is the activation gate's answer for one IP.
+type probeVerdict int
 
 const (
 	// VerdictPending: not probed yet (or the probe port is not there).
-	VerdictPending Verdict = iota
+	verdictPending probeVerdict = iota
 	// VerdictClear: nobody else answered; the IP may be advertised.
-	VerdictClear
+	verdictClear
 	// VerdictDuplicate: another MAC answered on the VLAN side.
-	VerdictDuplicate
+	verdictDuplicate
 )
 
-// View is the agent's runtime knowledge that is not in Desired.
-type View struct {
+// runtimeView is the agent's runtime knowledge that is not in Desired.
+type runtimeView struct {
 	Role      Role
 	LocalVTEP netip.Addr
 	// Attached: this gateway bridges the segment's VLAN (it leads, or it
 	// is the only candidate and keeps the VLAN while the API is away).
 	Attached map[SegmentKey]bool
 	// Gate holds the probe verdict per IP.
-	Gate map[netip.Addr]Verdict
+	Gate map[netip.Addr]probeVerdict
 	// IPv6Peers is true when some BGP peer is IPv6, so /128s can carry an
 	// IPv6 next hop.
 	IPv6Peers bool
 }
 
-// Plan is what the agent will ask of the data plane and the speaker.
-type Plan struct {
+// hostPlan is what the agent will ask of the data plane and the speaker.
+type hostPlan struct {
 	Segments []vlan.Segment
 	// BGP is nil when the host speaks no BGP.
 	BGP *bgp.Desired
@@ -47,22 +47,22 @@ type Plan struct {
 	// Advertised maps each endpoint ID to the host routes it gets.
 	Advertised map[string][]netip.Prefix
 	// Refused are endpoint IPs never advertised, and why.
-	Refused []Refusal
+	Refused []refusal
 	// SegmentErrors are segments refused before reaching the kernel.
 	SegmentErrors map[SegmentKey]string
 }
 
-// Refusal is one endpoint IP the gateway will not advertise.
-type Refusal struct {
+// refusal is one endpoint IP the gateway will not advertise.
+type refusal struct {
 	Endpoint string
 	IP       netip.Addr
 	Reason   string
 	Message  string
 }
 
-// BuildPlan computes the desired data plane and BGP state. Pure.
-func BuildPlan(d Desired, v View) Plan {
-	p := Plan{Probes: map[SegmentKey][]netip.Addr{}, Advertised: map[string][]netip.Prefix{}, SegmentErrors: map[SegmentKey]string{}}
+// buildPlan computes the desired data plane and BGP state. Pure.
+func buildPlan(d Desired, v runtimeView) hostPlan {
+	p := hostPlan{Probes: map[SegmentKey][]netip.Addr{}, Advertised: map[string][]netip.Prefix{}, SegmentErrors: map[SegmentKey]string{}}
 	bySeg := map[SegmentKey][]Endpoint{}
 	for _, e := range d.Endpoints {
 		bySeg[e.Segment] = append(bySeg[e.Segment], e)
@@ -96,7 +96,7 @@ func BuildPlan(d Desired, v View) Plan {
 
 // planNodeSegment: a VM node floods to the active gateway and to the other
 // nodes with VMs on the segment, and knows every VM's MAC.
-func planNodeSegment(s Segment, eps []Endpoint, v View) vlan.Segment {
+func planNodeSegment(s Segment, eps []Endpoint, v runtimeView) vlan.Segment {
 	vs := vlan.Segment{Name: s.Key.String(), VNI: s.VNI, MTU: s.MTU, LocalVTEP: v.LocalVTEP, Role: vlan.RoleNode}
 	flood := map[netip.Addr]bool{}
 	if s.ActiveGatewayVTEP.IsValid() && s.ActiveGatewayVTEP != v.LocalVTEP {
@@ -118,7 +118,7 @@ func planNodeSegment(s Segment, eps []Endpoint, v View) vlan.Segment {
 // planGatewaySegment: the VLAN side only when attached (and not Completed),
 // the Active VMs whose IPs passed the gate, and their routes (prepended on
 // a standby). Refusals and probes are recorded in p.
-func (p *Plan) planGatewaySegment(d Desired, s Segment, eps []Endpoint, v View) (vlan.Segment, []bgp.Route) {
+func (p *hostPlan) planGatewaySegment(d Desired, s Segment, eps []Endpoint, v runtimeView) (vlan.Segment, []bgp.Route) {
 	vs := vlan.Segment{Name: s.Key.String(), VNI: s.VNI, MTU: s.MTU, LocalVTEP: v.LocalVTEP, Role: vlan.RoleGateway, HostRoutes: true}
 	attached := v.Attached[s.Key]
 	// Completed: the VLAN is released; the bridge answers for the legacy
@@ -173,14 +173,14 @@ func (p *Plan) planGatewaySegment(d Desired, s Segment, eps []Endpoint, v View) 
 // gateIPs returns the endpoint's IPs that may be activated: those the
 // address rules accept and the duplicate-address probe cleared. The others
 // are refused or probed (recorded in p).
-func (p *Plan) gateIPs(s Segment, e Endpoint, v View) []netip.Addr {
+func (p *hostPlan) gateIPs(s Segment, e Endpoint, v runtimeView) []netip.Addr {
 	rules := config.Segment{Key: s.Key, Subnets: s.Subnets, GatewayAddress: s.GatewayAddress}
 	var cleared []netip.Addr
 	for _, ip := range e.IPs {
 		// The one rule set (internal/config): outside the subnets, a
 		// network or broadcast address, the segment's gateway address.
 		if r := config.CheckEndpointIP(&rules, ip); r != nil {
-			p.Refused = append(p.Refused, Refusal{Endpoint: e.ID(), IP: ip, Reason: string(r.Reason), Message: r.Message})
+			p.Refused = append(p.Refused, refusal{Endpoint: e.ID(), IP: ip, Reason: string(r.Reason), Message: r.Message})
 			continue
 		}
 		switch {
@@ -188,10 +188,10 @@ func (p *Plan) gateIPs(s Segment, e Endpoint, v View) []netip.Addr {
 			// No IPv6 duplicate-address probe yet: v6 addresses pass the
 			// gate (see the issue note).
 			cleared = append(cleared, ip)
-		case v.Gate[ip] == VerdictClear:
+		case v.Gate[ip] == verdictClear:
 			cleared = append(cleared, ip)
-		case v.Gate[ip] == VerdictDuplicate:
-			p.Refused = append(p.Refused, Refusal{Endpoint: e.ID(), IP: ip, Reason: string(nbv1.ReasonDuplicateAddress)})
+		case v.Gate[ip] == verdictDuplicate:
+			p.Refused = append(p.Refused, refusal{Endpoint: e.ID(), IP: ip, Reason: string(nbv1.ReasonDuplicateAddress)})
 			p.Probes[s.Key] = append(p.Probes[s.Key], ip)
 		default:
 			p.Probes[s.Key] = append(p.Probes[s.Key], ip)

@@ -44,7 +44,7 @@ func TestBuildPlan(t *testing.T) {
 	tests := []struct {
 		name         string
 		d            Desired
-		v            View
+		v            runtimeView
 		wantUplink   string
 		wantRoutes   []string
 		wantPrepend  uint8
@@ -56,49 +56,49 @@ func TestBuildPlan(t *testing.T) {
 		{
 			name:       "active gateway, cleared IP: attached, advertised, flood to the VM's node",
 			d:          desired(StateActive, vmIP),
-			v:          View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]Verdict{vmIP: VerdictClear}},
+			v:          runtimeView{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]probeVerdict{vmIP: verdictClear}},
 			wantUplink: "uplink0", wantRoutes: []string{"10.20.100.50/32"}, wantFlood: []netip.Addr{n1VT}, wantEndpoint: true,
 		},
 		{
 			name:       "standby: VLAN detached, routes prepended",
 			d:          desired(StateActive, vmIP),
-			v:          View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{}, Gate: map[netip.Addr]Verdict{vmIP: VerdictClear}},
+			v:          runtimeView{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{}, Gate: map[netip.Addr]probeVerdict{vmIP: verdictClear}},
 			wantUplink: "", wantRoutes: []string{"10.20.100.50/32"}, wantPrepend: 3, wantFlood: []netip.Addr{n1VT}, wantEndpoint: true,
 		},
 		{
 			name:       "not probed yet: no route, a probe is asked for",
 			d:          desired(StateActive, vmIP),
-			v:          View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]Verdict{}},
+			v:          runtimeView{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]probeVerdict{}},
 			wantUplink: "uplink0", wantProbes: []netip.Addr{vmIP}, wantFlood: []netip.Addr{n1VT}, wantEndpoint: true,
 		},
 		{
 			name:       "duplicate: refused, re-probed, not advertised",
 			d:          desired(StateActive, vmIP),
-			v:          View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]Verdict{vmIP: VerdictDuplicate}},
+			v:          runtimeView{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]probeVerdict{vmIP: verdictDuplicate}},
 			wantUplink: "uplink0", wantProbes: []netip.Addr{vmIP}, wantRefused: []string{"DuplicateAddress"}, wantFlood: []netip.Addr{n1VT}, wantEndpoint: true,
 		},
 		{
 			name:       "IP outside the subnets is refused, never probed",
 			d:          desired(StateActive, outside),
-			v:          View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]Verdict{outside: VerdictClear}},
+			v:          runtimeView{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]probeVerdict{outside: verdictClear}},
 			wantUplink: "uplink0", wantRefused: []string{"OutsideSubnet"}, wantFlood: []netip.Addr{n1VT}, wantEndpoint: true,
 		},
 		{
 			name:       "staged endpoint: nothing on the gateway",
 			d:          desired(StateStaged, vmIP),
-			v:          View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]Verdict{vmIP: VerdictClear}},
+			v:          runtimeView{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]probeVerdict{vmIP: verdictClear}},
 			wantUplink: "uplink0",
 		},
 		{
 			name:      "node role: flood to the active gateway, VM local so no static entry needed beyond the endpoint",
 			d:         desired(StateStaged, vmIP),
-			v:         View{Role: RoleNode, LocalVTEP: n2VT},
+			v:         runtimeView{Role: RoleNode, LocalVTEP: n2VT},
 			wantFlood: []netip.Addr{gwVT, n1VT}, wantEndpoint: true,
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := BuildPlan(tc.d, tc.v)
+			p := buildPlan(tc.d, tc.v)
 			if len(p.Segments) != 1 {
 				t.Fatalf("segments: %d", len(p.Segments))
 			}
@@ -149,7 +149,7 @@ func TestBuildPlanCompletedPhase(t *testing.T) {
 	d.Segments[0].Phase = PhaseCompleted
 	d.Segments[0].GatewayAddress = netip.MustParsePrefix("10.20.100.1/24")
 	d.BGP.Aggregate = true
-	p := BuildPlan(d, View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]Verdict{vmIP: VerdictClear}})
+	p := buildPlan(d, runtimeView{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]probeVerdict{vmIP: verdictClear}})
 	s := p.Segments[0]
 	if s.Uplink != "" || s.GatewayAddress != d.Segments[0].GatewayAddress {
 		t.Fatalf("completed: VLAN must be released and the gateway address on the bridge: %+v", s)
@@ -162,7 +162,7 @@ func TestBuildPlanCompletedPhase(t *testing.T) {
 func TestBuildPlanSegmentError(t *testing.T) {
 	d := desired(StateActive, vmIP)
 	d.Segments = append(d.Segments, Segment{Key: SegmentKey{BridgeConfig: "dc1", Segment: "bad"}, VNI: 7, Error: "vni clash"})
-	p := BuildPlan(d, View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]Verdict{vmIP: VerdictClear}})
+	p := buildPlan(d, runtimeView{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]probeVerdict{vmIP: verdictClear}})
 	if len(p.Segments) != 1 || p.SegmentErrors[SegmentKey{BridgeConfig: "dc1", Segment: "bad"}] != "vni clash" {
 		t.Fatalf("bad segment must be kept out of the kernel and reported: %+v %+v", p.Segments, p.SegmentErrors)
 	}
@@ -198,7 +198,7 @@ func TestTranslate(t *testing.T) {
 				VTEP: "172.30.0.21", State: nbv1.StateActive}}},
 		Password: func(ref nbv1.SecretKeyRef) (string, error) { return "s3cret-" + ref.Name, nil },
 	}
-	d, problems := Translate(in)
+	d, problems := translate(in)
 	if len(d.Segments) != 2 {
 		t.Fatalf("segments %+v", d.Segments)
 	}
@@ -232,7 +232,7 @@ func TestParseFileConfigRefusals(t *testing.T) {
 		"unknown field":    "spec: {segments: [{name: a, vlanID: 1, vni: 1, subnets: [10.0.0.0/24], vlan: 3}]}",
 		"bad gateway vtep": "activeGatewayVTEP: nope\nspec: {segments: [{name: a, vlanID: 1, vni: 1, subnets: [10.0.0.0/24]}]}",
 	} {
-		if _, err := ParseFileConfig([]byte(raw)); err == nil {
+		if _, err := parseFileConfig([]byte(raw)); err == nil {
 			t.Errorf("%s: accepted", name)
 		} else {
 			t.Logf("%s: %v", name, err)

@@ -152,7 +152,7 @@ func (a *Agent) endpointReports(p *pass, segs []SegmentReport, advertised map[ne
 	return out
 }
 
-func (a *Agent) refusedReports(plan Plan) []RefusedReport {
+func (a *Agent) refusedReports(plan hostPlan) []RefusedReport {
 	var out []RefusedReport
 	for _, f := range plan.Refused {
 		ns, name := splitID(f.Endpoint)

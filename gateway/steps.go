@@ -34,7 +34,7 @@ type pass struct {
 
 	prevAttached map[SegmentKey]bool
 	attached     map[SegmentKey]bool
-	plan         Plan
+	plan         hostPlan
 
 	res    vlan.Result
 	dpErr  error
@@ -104,7 +104,7 @@ type planStep struct {
 func (planStep) name() string { return "plan" }
 
 func (s planStep) run(_ context.Context, p *pass) {
-	p.plan = BuildPlan(p.d, planView(p.d, s.role, p.vtep, p.attached, s.gate.Verdicts()))
+	p.plan = buildPlan(p.d, planView(p.d, s.role, p.vtep, p.attached, s.gate.Verdicts()))
 }
 
 // dataPlaneStep programs the kernel.

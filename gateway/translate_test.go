@@ -35,7 +35,7 @@ func TestTranslateOneValidationPath(t *testing.T) {
 			tc.mutate(&bc)
 			in := inputs(bc)
 			in.NodeName, in.Role, in.LocalVTEP = "gw1", RoleGateway, gwVT
-			d, problems := Translate(in)
+			d, problems := translate(in)
 			if len(d.Segments) != 0 || d.BGP != nil {
 				t.Fatalf("a refused BridgeConfig was translated: %+v", d)
 			}
@@ -59,12 +59,12 @@ func TestKeepLastValid(t *testing.T) {
 	refused.Status.Conditions = []metav1.Condition{{Type: nbv1.ConditionReady, Status: metav1.ConditionFalse,
 		Reason: "VLANConflict", Message: "vlan 100 is claimed by dc0", ObservedGeneration: 3}}
 
-	use, valid, problems := KeepLastValid([]nbv1.BridgeConfig{good}, nil)
+	use, valid, problems := keepLastValid([]nbv1.BridgeConfig{good}, nil)
 	if len(problems) != 0 || use[0].Generation != 1 || valid["dc1"].Generation != 1 {
 		t.Fatalf("a valid config: use %v, problems %v", use, problems)
 	}
 	for _, next := range []nbv1.BridgeConfig{bad, refused} {
-		use, valid2, problems := KeepLastValid([]nbv1.BridgeConfig{next}, valid)
+		use, valid2, problems := keepLastValid([]nbv1.BridgeConfig{next}, valid)
 		if use[0].Generation != 1 || valid2["dc1"].Generation != 1 {
 			t.Fatalf("generation %d: the valid generation 1 must stay in force, got %d", next.Generation, use[0].Generation)
 		}
@@ -73,7 +73,7 @@ func TestKeepLastValid(t *testing.T) {
 		}
 	}
 	// Never valid: passed on, and Translate refuses it.
-	use, _, problems = KeepLastValid([]nbv1.BridgeConfig{bad}, nil)
+	use, _, problems = keepLastValid([]nbv1.BridgeConfig{bad}, nil)
 	if len(problems) != 0 || use[0].Generation != 2 {
 		t.Fatalf("never valid: %v %v", use, problems)
 	}
@@ -94,8 +94,8 @@ func TestPlanRefusesAddressesNoVMCanHave(t *testing.T) {
 	} {
 		d := desired(StateActive, netip.MustParseAddr(tc.ip), vmIP)
 		d.Segments[0].GatewayAddress = netip.MustParsePrefix("10.20.100.1/24")
-		p := BuildPlan(d, View{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true},
-			Gate: map[netip.Addr]Verdict{vmIP: VerdictClear, netip.MustParseAddr(tc.ip): VerdictClear}})
+		p := buildPlan(d, runtimeView{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true},
+			Gate: map[netip.Addr]probeVerdict{vmIP: verdictClear, netip.MustParseAddr(tc.ip): verdictClear}})
 		if len(p.Refused) != 1 || p.Refused[0].Reason != string(tc.reason) || !strings.Contains(p.Refused[0].Message, tc.ip) {
 			t.Fatalf("%s: refused %+v, want %s", tc.ip, p.Refused, tc.reason)
 		}
