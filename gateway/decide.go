@@ -59,7 +59,7 @@ func attachments(role Role, d Desired, elected bool, leading map[SegmentKey]bool
 	return attached
 }
 
-// planView is the runtime knowledge BuildPlan needs beside Desired.
+// planView is the runtime knowledge buildPlan needs beside Desired.
 func planView(d Desired, role Role, vtep netip.Addr, attached map[SegmentKey]bool, gate map[netip.Addr]probeVerdict) runtimeView {
 	v := runtimeView{Role: role, LocalVTEP: vtep, Attached: attached, Gate: gate}
 	if d.BGP != nil {

@@ -149,7 +149,7 @@ func keepLastValid(configs []nbv1.BridgeConfig, valid map[string]nbv1.BridgeConf
 		}
 		last, ok := valid[bc.Name]
 		if !ok {
-			out = append(out, bc) // never valid: Translate refuses it
+			out = append(out, bc) // never valid: translate refuses it
 			continue
 		}
 		problems = append(problems, fmt.Sprintf("bridgeconfig %s: generation %d refused (%s): keeping generation %d in force",

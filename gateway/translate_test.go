@@ -72,7 +72,7 @@ func TestKeepLastValid(t *testing.T) {
 			t.Fatalf("generation %d: problems %q", next.Generation, problems)
 		}
 	}
-	// Never valid: passed on, and Translate refuses it.
+	// Never valid: passed on, and translate refuses it.
 	use, _, problems = keepLastValid([]nbv1.BridgeConfig{bad}, nil)
 	if len(problems) != 0 || use[0].Generation != 2 {
 		t.Fatalf("never valid: %v %v", use, problems)
