@@ -23,20 +23,20 @@ func TestFollowerTakesOverFromKilledLeader(t *testing.T) {
 	const (
 		leaseDuration = 15 * time.Second // the shipped flags
 		retryPeriod   = 2 * time.Second
-		leaseID       = "netbridge-controller-t9"
+		leaseID       = "netbridge-controller-t19"
 	)
-	bc := bridgeConfig("t9", map[string]string{"netbridge.io/gateway": "t9"},
+	bc := bridgeConfig("t19", map[string]string{"netbridge.io/gateway": "t19"},
 		nbv1.Segment{Name: "app", VLANID: 209, VNI: 10209, Subnets: []string{"10.209.0.0/24"}})
 	mustCreate(t, bc)
 	deleteOnCleanup(t, bc)
-	createNamespace(t, "t9-vms", nil)
+	createNamespace(t, "t19-vms", nil)
 	bin := buildController(t)
 
 	a := startController(t, bin, env.Kubeconfig, leaseID, true)
 	a.waitEvent(t, 30*time.Second, "leaderElected")
 	b := startController(t, bin, env.Kubeconfig, leaseID, true)
-	createVMI(t, "t9-vms", "vm1", "t9.app", map[string]string{nbv1.AnnotationIPs: "10.209.0.10"}, kubevirt.Status{NodeName: "n"})
-	eventually(t, 10*time.Second, "endpoint by the first leader", func() error { _, err := getEndpoint("t9-vms", "vm1-default"); return err })
+	createVMI(t, "t19-vms", "vm1", "t19.app", map[string]string{nbv1.AnnotationIPs: "10.209.0.10"}, kubevirt.Status{NodeName: "n"})
+	eventually(t, 10*time.Second, "endpoint by the first leader", func() error { _, err := getEndpoint("t19-vms", "vm1-default"); return err })
 	// Let the follower see a few renewals, as in a running deployment.
 	time.Sleep(2 * retryPeriod)
 	if b.count("leaderElected") != 0 {
@@ -79,7 +79,7 @@ func TestFollowerTakesOverFromKilledLeader(t *testing.T) {
 	}
 
 	elected := time.Now()
-	createVMI(t, "t9-vms", "vm2", "t9.app", map[string]string{nbv1.AnnotationIPs: "10.209.0.11"}, kubevirt.Status{NodeName: "n"})
-	eventually(t, 2*catchupGoal, "new leader converges", func() error { _, err := getEndpoint("t9-vms", "vm2-default"); return err })
+	createVMI(t, "t19-vms", "vm2", "t19.app", map[string]string{nbv1.AnnotationIPs: "10.209.0.11"}, kubevirt.Status{NodeName: "n"})
+	eventually(t, 2*catchupGoal, "new leader converges", func() error { _, err := getEndpoint("t19-vms", "vm2-default"); return err })
 	t.Logf("takeover_ms=%d converge_ms=%d lease_duration_ms=%d", takeover.Milliseconds(), time.Since(elected).Milliseconds(), leaseDuration.Milliseconds())
 }
