@@ -233,7 +233,7 @@ func TestHA_APIHung(t *testing.T) {
 
 // TestHA_NodeLossActive: the active gateway's node loses power: its agent
 // stops and every link of its namespace goes down at once. L2 ≤ 0.5 s
-// (asserted ≤ 1 s); the routed figure is printed (BFD issue).
+// (asserted ≤ 1 s); the routed path ≤ 0.5 s too, through BFD (asserted ≤ 1 s).
 func TestHA_NodeLossActive(t *testing.T) {
 	env := newEnv(t)
 	gw := activate(t, env, vm1)
@@ -245,7 +245,10 @@ func TestHA_NodeLossActive(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(5 * time.Second)
-	p.finish(t, "node_loss_active", time.Second, 0, false)
+	// Both paths: L2 by the standby's takeover, routed by the DC router's
+	// BFD (100 ms x 3 in the lab) dropping the dead gateway's routes;
+	// goal 0.5 s, asserted at twice that.
+	p.finish(t, "node_loss_active", time.Second, time.Second, false)
 }
 
 // TestHA_AgentSIGSTOP: the active agent hangs; its kernel fence stops the
