@@ -73,8 +73,10 @@ race: deps
 	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test $(GOTEST_FLAGS) -race $(RACE_PKGS)
 
 ## bench: the benchmarks the issues name; figures are printed
+## (-v: without it `go test` keeps only 10 log lines per benchmark, and the
+## summary table at the end is read from the figure lines)
 bench: deps
-	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test -count=1 -p 1 -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
+	set -o pipefail; KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test -v -count=1 -p 1 -run '^$$' -bench . -benchtime 1x -timeout 60m ./... | $(GO) run ./hack/benchsummary
 
 ## e2e: the end-to-end scenarios only
 e2e: deps

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,9 +66,10 @@ func TestMain(m *testing.M) {
 // writeCounter counts the writes a manager sends, except leader-election
 // lease traffic, through a RoundTripper on its rest.Config.
 type writeCounter struct {
-	n    atomic.Int64
-	mu   sync.Mutex
-	last []string
+	n     atomic.Int64
+	mu    sync.Mutex
+	last  []string
+	kinds map[string]int64
 }
 
 func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
@@ -76,6 +78,10 @@ func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 			w.n.Add(1)
 			w.mu.Lock()
 			w.last = append(w.last, r.Method+" "+r.URL.Path)
+			if w.kinds == nil {
+				w.kinds = map[string]int64{}
+			}
+			w.kinds[r.Method+" "+resourceOf(r.URL.Path)]++
 			if len(w.last) > 20 {
 				w.last = w.last[1:]
 			}
@@ -83,6 +89,37 @@ func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 		}
 		return rt.RoundTrip(r)
 	})
+}
+
+// byKind is how many writes of each kind ("POST bridgeendpoints",
+// "PUT bridgeendpoints/status") the manager sent.
+func (w *writeCounter) byKind() map[string]int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[string]int64, len(w.kinds))
+	for k, v := range w.kinds {
+		out[k] = v
+	}
+	return out
+}
+
+// resourceOf is the resource (and subresource) an API path names:
+// /apis/G/V/namespaces/NS/RES/NAME/SUB → RES/SUB.
+func resourceOf(path string) string {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	i := slices.Index(parts, "namespaces")
+	switch {
+	case i >= 0 && len(parts) > i+2:
+		parts = parts[i+2:]
+	case len(parts) > 3 && parts[0] == "apis":
+		parts = parts[3:]
+	case len(parts) > 2 && parts[0] == "api":
+		parts = parts[2:]
+	}
+	if len(parts) >= 3 {
+		return parts[0] + "/" + parts[2]
+	}
+	return parts[0]
 }
 
 func (w *writeCounter) recent() []string {

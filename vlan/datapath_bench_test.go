@@ -15,6 +15,7 @@ import (
 	"github.com/google/nftables/expr"
 	"go.uber.org/zap"
 
+	"github.com/netbridge-io/netbridge/internal/benchreport"
 	"github.com/netbridge-io/netbridge/internal/netnstest"
 )
 
@@ -281,8 +282,10 @@ func BenchmarkDataPath(b *testing.B) {
 				med[name] = v[len(v)/2]
 			}
 			ratio := med["ours"] / med["hand"]
-			b.ReportMetric(med["ours"], tc.name+"_ours_"+tc.unit)
-			b.ReportMetric(med["hand"], tc.name+"_hand_"+tc.unit)
+			benchreport.Report(b, benchreport.Figure{Name: "datapath_" + tc.name, Unit: tc.unit, Ours: med["ours"], Limit: med["hand"],
+				Goal: 0.95, Dir: benchreport.AtLeast, Note: "the same topology built by hand with iproute2"})
+			benchreport.Report(b, benchreport.Figure{Name: "datapath_" + tc.name + "_vs_veth", Unit: tc.unit, Ours: med["ours"], Limit: med["veth"],
+				Goal: 0, Dir: benchreport.AtLeast, Note: "a plain veth pair: the ceiling, no goal"})
 			b.ReportMetric(med["veth"], tc.name+"_veth_"+tc.unit)
 			b.ReportMetric(med["nofence"], tc.name+"_nofence_"+tc.unit)
 			b.ReportMetric(ratio, tc.name+"_ratio")
