@@ -499,37 +499,8 @@ func ignoreOutgoing(c *packet.Conn) error {
 	return nil
 }
 
-// inNamespace runs fn on a thread in p's namespace: AF_PACKET sockets
-// belong to the namespace of the thread that creates them.
-func (p *LoopProbe) inNamespace(fn func() error) error {
-	if p.ns == nil {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		// Never unlocked if switching back fails: the thread then dies
-		// with the goroutine instead of serving others in the wrong netns.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(*p.ns); err != nil {
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leave netns: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// inNamespace runs fn on a thread in p's namespace.
+func (p *LoopProbe) inNamespace(fn func() error) error { return inNetns(p.ns, fn) }
 
 // send probes each tick twice, marked by side. The VLAN-side probe goes
 // out of the bridge device, so the bridge floods it out of the ports it

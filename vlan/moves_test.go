@@ -1,0 +1,98 @@
+package vlan
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/netbridge-io/netbridge/internal/netnstest"
+)
+
+// TestMoveWatcherSeesAnnouncements: a "node" sends a GARP and a RARP (what
+// a VM's guest and QEMU's announce-self send after a live migration) into
+// its VXLAN device; the watcher in the "gateway" namespace reports each
+// with the node's VTEP, the VNI and the VM's MAC, and reports nothing for
+// ordinary VXLAN traffic or for its own outgoing announcements.
+func TestMoveWatcherSeesAnnouncements(t *testing.T) {
+	gw, node := netnstest.New(t, "nb-mvg"), netnstest.New(t, "nb-mvn")
+	netnstest.Veth(t, gw, "up0", node, "up0")
+	gw.Run(t, "ip", "addr", "add", "10.77.0.1/24", "dev", "up0")
+	node.Run(t, "ip", "addr", "add", "10.77.0.2/24", "dev", "up0")
+	const vmMAC = "02:aa:bb:00:00:07"
+	for _, h := range []struct {
+		ns            *netnstest.NS
+		local, remote string
+	}{{gw, "10.77.0.1", "10.77.0.2"}, {node, "10.77.0.2", "10.77.0.1"}} {
+		h.ns.Run(t, "ip", "link", "add", "vx0", "type", "vxlan", "id", "4242", "local", h.local, "remote", h.remote, "dstport", "4789", "nolearning")
+		h.ns.Run(t, "ip", "link", "set", "vx0", "up")
+	}
+	node.Run(t, "ip", "link", "set", "vx0", "address", vmMAC)
+	node.Run(t, "ip", "addr", "add", "172.20.9.7/24", "dev", "vx0")
+	gw.Run(t, "ip", "addr", "add", "172.20.9.1/24", "dev", "vx0")
+
+	got := make(chan Sighting, 16)
+	w, err := NewMoveWatcherIn(&gw.NsHandle, DefaultVXLANPort, func(s Sighting) { got <- s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+
+	want := Sighting{VNI: 4242, MAC: mustMAC(t, vmMAC), VTEP: netip.MustParseAddr("10.77.0.2")}
+	expect := func(what string) {
+		t.Helper()
+		select {
+		case s := <-got:
+			if s.VNI != want.VNI || s.MAC.String() != want.MAC.String() || s.VTEP != want.VTEP {
+				t.Fatalf("%s: sighting %+v, want %+v", what, s, want)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("%s: no sighting within 3 s", what)
+		}
+	}
+	none := func(what string) {
+		t.Helper()
+		select {
+		case s := <-got:
+			t.Fatalf("%s: unexpected sighting %+v", what, s)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+
+	// Ordinary traffic across the VXLAN (ICMP, and the ARP request and
+	// reply it needs from the gateway side) is not a move of the node.
+	gw.Run(t, "ping", "-c", "2", "-i", "0.2", "-W", "1", "172.20.9.7")
+	for len(got) > 0 {
+		if s := <-got; s.VTEP != want.VTEP || s.MAC.String() != vmMAC {
+			t.Fatalf("ping: sighting %+v is not the node's own ARP", s)
+		}
+	}
+	none("after ping")
+
+	// arping exits 1 when nobody answers a gratuitous ARP: expected.
+	_, _ = node.Exec(t.Context(), "arping", "-U", "-c", "1", "-i", "vx0", "-S", "172.20.9.7", "172.20.9.7")
+	expect("GARP")
+
+	var port *Port
+	if err := node.Do(func() (err error) { port, err = OpenPort("vx0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = port.Close() })
+	if err := port.AnnounceMAC(mustMAC(t, vmMAC)); err != nil {
+		t.Fatal(err)
+	}
+	expect("RARP")
+
+	// The gateway's own announcement goes out, not in: never a sighting.
+	_, _ = gw.Exec(t.Context(), "arping", "-U", "-c", "1", "-i", "vx0", "-S", "172.20.9.1", "172.20.9.1")
+	none("own GARP")
+}
+
+func mustMAC(t *testing.T, s string) net.HardwareAddr {
+	t.Helper()
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
