@@ -393,7 +393,9 @@ func TestDrain(t *testing.T) {
 	}
 }
 
-// Scenario 6: the VM moves to node2; the FDB follows.
+// Scenario 6: the VM moves to node2 and announces itself there (as
+// KubeVirt's target does); the gateway follows the announcement at once,
+// the endpoint a little later.
 func TestVMMove(t *testing.T) {
 	env := newEnv(t)
 	gw := activate(t, env, vm1)
@@ -428,11 +430,16 @@ func TestVMMove(t *testing.T) {
 	}
 	time.Sleep(3 * time.Second)
 	r2, r3 := pl2.Stop(), pl3.Stop()
-	t.Logf("move L2 (host1->vm1): %s", r2)
-	t.Logf("move routed (client->vm1): %s", r3)
-	for _, r := range []PingResult{r2, r3} {
-		if !r.FirstReply || r.Outage > 3*time.Second {
-			t.Errorf("%s: path did not recover after the move", r)
+	// Goal 0.2 s (issue 15): the gateway follows the VM's own
+	// announcement from node2, not the API; asserted at twice the goal.
+	const moveGoal = 200 * time.Millisecond
+	for _, x := range []struct {
+		path string
+		r    PingResult
+	}{{"l2", r2}, {"routed", r3}} {
+		t.Logf("scenario=vm_move path=%s outage_ms=%d lost=%d sent=%d goal_ms=%d", x.path, x.r.Outage.Milliseconds(), x.r.Lost, x.r.Sent, moveGoal.Milliseconds())
+		if !x.r.FirstReply || x.r.Outage > 2*moveGoal {
+			t.Errorf("vm_move %s: %s, want an outage of at most %s", x.path, x.r, 2*moveGoal)
 		}
 	}
 	t.Logf("after move: host1 -> vm1 %s", ping(t, env, "host1", vm1.IP))

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/vlan"
 )
 
 // Options configure an Agent.
@@ -75,6 +76,8 @@ type Agent struct {
 	haGuards map[SegmentKey]haGuard
 
 	ha *haRunner // nil: HA off
+	// moves are VMs seen announcing themselves from another node.
+	moves *moveHints
 
 	mu         sync.Mutex // one reconcile at a time; guards what follows
 	validCfgs  map[string]nbv1.BridgeConfig
@@ -95,7 +98,7 @@ func NewAgent(o Options, deps Deps) *Agent {
 	if deps.Log == nil {
 		deps.Log = zap.NewNop()
 	}
-	a := &Agent{opts: o, deps: deps, log: deps.Log,
+	a := &Agent{opts: o, deps: deps, log: deps.Log, moves: newMoveHints(deps.Trigger.Fire, deps.Log),
 		attached: map[SegmentKey]bool{}, advertised: map[netip.Prefix]bool{}}
 	if lc, ok := deps.Election.(LeaseControl); ok && o.HA.enabled() && deps.Peers != nil && o.Role == RoleGateway {
 		a.ha = &haRunner{opt: o.HA.withDefaults(), self: o.NodeName, peers: deps.Peers, lease: lc,
@@ -103,7 +106,7 @@ func NewAgent(o Options, deps Deps) *Agent {
 	}
 	a.steps = []step{
 		electionStep{role: o.Role, election: deps.Election, ha: a.ha},
-		planStep{role: o.Role, gate: deps.Gate},
+		planStep{role: o.Role, gate: deps.Gate, moves: a.moves},
 		dataPlaneStep{dp: deps.DataPlane},
 		gateStep{gate: deps.Gate},
 		bgpStep{speaker: deps.Speaker, log: deps.Log},
@@ -114,6 +117,11 @@ func NewAgent(o Options, deps Deps) *Agent {
 	}
 	return a
 }
+
+// VMSighted takes an announcement read from the underlay
+// (vlan.MoveWatcher): a managed VM seen behind another node is sent there
+// at once (moves.go). Never blocks.
+func (a *Agent) VMSighted(s vlan.Sighting) { a.moves.sighted(s) }
 
 // Trigger asks for a reconcile soon; calls coalesce. Never blocks.
 func (a *Agent) Trigger() { a.deps.Trigger.Fire() }
@@ -340,7 +348,7 @@ func (a *Agent) detachAllLocked(ctx context.Context) error {
 		return fmt.Errorf("detach VLANs: %w", err)
 	}
 	p.attached = map[SegmentKey]bool{}
-	planStep{role: a.opts.Role, gate: a.deps.Gate}.run(ctx, p)
+	planStep{role: a.opts.Role, gate: a.deps.Gate, moves: a.moves}.run(ctx, p)
 	if _, err := a.deps.DataPlane.Reconcile(ctx, p.plan.Segments); err != nil {
 		return fmt.Errorf("detach VLANs: %w", err)
 	}

@@ -113,7 +113,23 @@ func translate(in Inputs) (d Desired, problems []string) {
 		d.Endpoints = append(d.Endpoints, ep)
 	}
 	sort.Slice(d.Endpoints, func(i, j int) bool { return d.Endpoints[i].ID() < d.Endpoints[j].ID() })
+	d.NodeVTEPs = nodeVTEPs(in, d.Endpoints)
 	return d, problems
+}
+
+// nodeVTEPs are the VTEPs of the known nodes and of the endpoints, but
+// this host's own, sorted.
+func nodeVTEPs(in Inputs, eps []Endpoint) []netip.Addr {
+	set := map[netip.Addr]bool{}
+	for _, n := range in.Nodes {
+		set[n.VTEP] = true
+	}
+	for _, e := range eps {
+		set[e.VTEP] = true
+	}
+	delete(set, in.LocalVTEP)
+	delete(set, netip.Addr{})
+	return sortedAddrs(set)
 }
 
 // controllerRefused: in Kubernetes mode the controller's verdict on the

@@ -42,6 +42,9 @@ type Desired struct {
 	BGP *BGP
 	// Endpoints are the VM interfaces of these segments, in every state.
 	Endpoints []Endpoint
+	// NodeVTEPs are the VTEPs a VM may run behind (every known node's and
+	// every endpoint's): a VM announcing itself from one of them moved.
+	NodeVTEPs []netip.Addr
 }
 
 // SegmentKey names a segment across BridgeConfigs (the contract is the

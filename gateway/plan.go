@@ -35,6 +35,9 @@ type runtimeView struct {
 	// IPv6Peers is true when some BGP peer is IPv6, so /128s can carry an
 	// IPv6 next hop.
 	IPv6Peers bool
+	// Moved are VMs that announced themselves from another node than
+	// their endpoint says (moves.go).
+	Moved map[moveKey]netip.Addr
 }
 
 // hostPlan is what the agent will ask of the data plane and the speaker.
@@ -106,10 +109,11 @@ func planNodeSegment(s Segment, eps []Endpoint, v runtimeView) vlan.Segment {
 		if e.State == StateWithdrawn || e.MAC == nil || !e.VTEP.IsValid() {
 			continue
 		}
-		if e.VTEP != v.LocalVTEP {
-			flood[e.VTEP] = true
+		vtep := movedVTEP(v, s.VNI, e)
+		if vtep != v.LocalVTEP {
+			flood[vtep] = true
 		}
-		vs.Endpoints = append(vs.Endpoints, vlan.Endpoint{MAC: e.MAC, IPs: inSubnets(e.IPs, s.Subnets), VTEP: e.VTEP})
+		vs.Endpoints = append(vs.Endpoints, vlan.Endpoint{MAC: e.MAC, IPs: inSubnets(e.IPs, s.Subnets), VTEP: vtep})
 	}
 	vs.FloodVTEPs = sortedAddrs(flood)
 	return vs
@@ -139,14 +143,15 @@ func (p *hostPlan) planGatewaySegment(d Desired, s Segment, eps []Endpoint, v ru
 		if e.State != StateActive || e.MAC == nil || !e.VTEP.IsValid() {
 			continue
 		}
-		if e.VTEP != v.LocalVTEP {
-			flood[e.VTEP] = true
+		vtep := movedVTEP(v, s.VNI, e)
+		if vtep != v.LocalVTEP {
+			flood[vtep] = true
 		}
 		cleared := p.gateIPs(s, e, v)
 		// Only cleared IPs get neighbour entries and host routes, so the
 		// kernel records what was activated: a restarted agent adopts
 		// them without probing again.
-		vs.Endpoints = append(vs.Endpoints, vlan.Endpoint{MAC: e.MAC, IPs: cleared, VTEP: e.VTEP})
+		vs.Endpoints = append(vs.Endpoints, vlan.Endpoint{MAC: e.MAC, IPs: cleared, VTEP: vtep})
 		if d.BGP != nil && d.BGP.HostRoutes && s.Phase != PhaseCompleted {
 			for _, ip := range cleared {
 				if ip.Is6() && !v.IPv6Peers {

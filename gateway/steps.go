@@ -97,14 +97,18 @@ func (s electionStep) run(ctx context.Context, p *pass) {
 
 // planStep computes the data-plane and BGP plan (pure).
 type planStep struct {
-	role Role
-	gate *Gate
+	role  Role
+	gate  *Gate
+	moves *moveHints
 }
 
 func (planStep) name() string { return "plan" }
 
 func (s planStep) run(_ context.Context, p *pass) {
-	p.plan = buildPlan(p.d, planView(p.d, s.role, p.vtep, p.attached, s.gate.Verdicts()))
+	v := planView(p.d, s.role, p.vtep, p.attached, s.gate.Verdicts())
+	v.Moved = s.moves.view()
+	p.plan = buildPlan(p.d, v)
+	s.moves.observe(p.d, p.plan)
 }
 
 // dataPlaneStep programs the kernel.

@@ -168,6 +168,14 @@ func Run(ctx context.Context, o Options, signals <-chan os.Signal, log *zap.Logg
 			log.Error("drift watch stopped; relying on --resync", zap.String("event", "driftWatchStopped"), zap.Error(err))
 		}
 	}()
+	// Live migration: a VM's own announcement from its new node moves its
+	// FDB entry before the API says so (gateway/moves.go).
+	if w, err := vlan.NewMoveWatcherIn(nil, vlan.DefaultVXLANPort, agent.VMSighted); err != nil {
+		log.Error("VM move watcher unavailable: a live-migrated VM is reached once its endpoint follows",
+			zap.String("event", "moveWatchUnavailable"), zap.Error(err))
+	} else {
+		defer w.Close()
+	}
 	if err := agent.Reconcile(ctx); err != nil {
 		log.Warn("first reconcile", zap.String("event", "firstReconcileFailed"), zap.Error(err))
 	}
