@@ -413,11 +413,14 @@ func TestVMMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
-	t0 := time.Now()
 	if err := env.Lab.MoveVM(vm1.Name, "node2", Bridge); err != nil {
 		t.Fatal(err)
 	}
-	// QEMU announces a migrated guest's MAC on the target (self-announce).
+	// The VM runs again on node2 (the lab's move itself takes a while:
+	// that part is the simulation, not netbridge) and announces itself
+	// there, as KubeVirt's target does (QEMU announce-self, the guest's
+	// GARP). The goal counts from here.
+	announced := time.Now()
 	_, _ = env.Lab.Exec(vm1.Name, "arping", "-U", "-c", "1", "-i", "eth0", "-S", vm1.IP, vm1.IP)
 	if err := env.SetVMINode(ctx(t), vm1, "node2"); err != nil {
 		t.Fatal(err)
@@ -426,7 +429,7 @@ func TestVMMove(t *testing.T) {
 	if err := WaitFor(10*time.Second, 10*time.Millisecond, func() bool { return strings.Contains(gatewayFDB(env, gw, vm1.MAC), want) }); err != nil {
 		t.Errorf("gateway %s FDB for %s did not follow to node2: %q", gw, vm1.MAC, gatewayFDB(env, gw, vm1.MAC))
 	} else {
-		t.Logf("fdb_follow_ms=%d (%s)", time.Since(t0).Milliseconds(), gatewayFDB(env, gw, vm1.MAC))
+		t.Logf("fdb_follow_ms=%d after the announcement (%s)", time.Since(announced).Milliseconds(), gatewayFDB(env, gw, vm1.MAC))
 	}
 	time.Sleep(3 * time.Second)
 	r2, r3 := pl2.Stop(), pl3.Stop()
@@ -437,9 +440,11 @@ func TestVMMove(t *testing.T) {
 		path string
 		r    PingResult
 	}{{"l2", r2}, {"routed", r3}} {
-		t.Logf("scenario=vm_move path=%s outage_ms=%d lost=%d sent=%d goal_ms=%d", x.path, x.r.Outage.Milliseconds(), x.r.Lost, x.r.Sent, moveGoal.Milliseconds())
-		if !x.r.FirstReply || x.r.Outage > 2*moveGoal {
-			t.Errorf("vm_move %s: %s, want an outage of at most %s", x.path, x.r, 2*moveGoal)
+		reached, ok := x.r.ReachedAfter(announced)
+		t.Logf("scenario=vm_move path=%s reached_after_announce_ms=%d outage_ms=%d (whole gap, the lab's move included) lost=%d sent=%d goal_ms=%d",
+			x.path, reached.Milliseconds(), x.r.Outage.Milliseconds(), x.r.Lost, x.r.Sent, moveGoal.Milliseconds())
+		if !ok || reached > 2*moveGoal {
+			t.Errorf("vm_move %s: reached %s after the VM announced itself on node2 (%s), want at most %s", x.path, reached, x.r, 2*moveGoal)
 		}
 	}
 	t.Logf("after move: host1 -> vm1 %s", ping(t, env, "host1", vm1.IP))

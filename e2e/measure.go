@@ -52,6 +52,17 @@ type PingResult struct {
 	OutageStart time.Duration
 	// FirstReply is false when no reply ever came.
 	FirstReply bool
+	// replies are the reply times, sorted.
+	replies []time.Time
+}
+
+// ReachedAfter is how long after t the first reply came (false: none did).
+func (r PingResult) ReachedAfter(t time.Time) (time.Duration, bool) {
+	i := sort.Search(len(r.replies), func(i int) bool { return !r.replies[i].Before(t) })
+	if i == len(r.replies) {
+		return 0, false
+	}
+	return r.replies[i].Sub(t), true
 }
 
 func (r PingResult) String() string {
@@ -112,6 +123,9 @@ func parsePing(from, to, out string, started, stopAt time.Time) PingResult {
 		times = append(times, ts)
 	}
 	sort.Float64s(times)
+	for _, ts := range times {
+		r.replies = append(r.replies, time.Unix(0, int64(ts*1e9)))
+	}
 	interval := 10 * time.Millisecond
 	if len(times) == 0 {
 		r.Outage = stopAt.Sub(started)
