@@ -102,6 +102,10 @@ type Config struct {
 	Logger     logr.Logger
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// NetworkAttachments makes the controller create a Multus
+	// NetworkAttachmentDefinition per segment in every namespace the
+	// segment allows. Multus's CRD must be installed.
+	NetworkAttachments bool
 }
 
 func (c *Config) defaults() {
@@ -364,6 +368,53 @@ func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachabili
 	for _, w := range cwatches {
 		if err := cc.Watch(w); err != nil {
 			return fmt.Errorf("bridgeconfig controller watch: %w", err)
+		}
+	}
+	if c.NetworkAttachments {
+		return setupNetworkAttachments(mgr, c, m, api, log, m2c)
+	}
+	return nil
+}
+
+// setupNetworkAttachments adds the NAD controller, keyed by BridgeConfig.
+func setupNetworkAttachments(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachability, log logr.Logger, m2c *configMapper) error {
+	if _, err := mgr.GetRESTMapper().RESTMapping(nadGVK.GroupKind(), nadGVK.Version); err != nil {
+		return fmt.Errorf("network attachments: %s is not served (install Multus, or turn NetworkAttachments off): %w", nadGVK, err)
+	}
+	nr := &nadReconciler{client: mgr.GetClient(), recorder: mgr.GetEventRecorder("netbridge-controller"), metrics: m,
+		log: log.WithName("networkattachment"), now: c.Now}
+	nc, err := ctrlcontroller.New("netbridge-networkattachment", mgr, ctrlcontroller.Options{
+		Reconciler:              nr,
+		MaxConcurrentReconciles: 2,
+		RateLimiter:             retryLimiter[reconcile.Request](c),
+		SkipNameValidation:      ptr.To(true),
+	})
+	if err != nil {
+		return fmt.Errorf("new network attachment controller: %w", err)
+	}
+	cch := mgr.GetCache()
+	self := func(_ context.Context, o client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.GetName()}}}
+	}
+	// A labelled NAD belongs (or claims to belong) to one BridgeConfig; an
+	// unlabelled one may take a name some segment wants.
+	nad := func(ctx context.Context, o client.Object) []reconcile.Request {
+		if bc := o.GetLabels()[nbv1.LabelBridgeConfig]; bc != "" {
+			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: bc}}}
+		}
+		return m2c.allConfigs(ctx, o)
+	}
+	watches := []source.TypedSource[reconcile.Request]{
+		source.TypedKind[client.Object](cch, &nbv1.BridgeConfig{}, mapHandler(self, 0), predicate.GenerationChangedPredicate{}),
+		source.TypedKind[client.Object](cch, &corev1.Namespace{}, mapHandler(m2c.allConfigs, 0), labelsChanged()),
+		source.TypedKind[client.Object](cch, newNAD(), mapHandler(nad, 0)),
+	}
+	if api != nil {
+		watches = append(watches, onAPIReturn(api, log, "networkattachment", func(ctx context.Context) []reconcile.Request { return m2c.allConfigs(ctx, nil) }))
+	}
+	for _, w := range watches {
+		if err := nc.Watch(w); err != nil {
+			return fmt.Errorf("network attachment controller watch: %w", err)
 		}
 	}
 	return nil

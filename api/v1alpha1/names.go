@@ -214,3 +214,19 @@ func NodeVTEP(node *corev1.Node) (netip.Addr, error) {
 	}
 	return netip.Addr{}, nil
 }
+
+// SegmentBridgeName is the Linux bridge of the segment with this VNI on
+// every gateway and node ("nb-br-VNI"); the node agent builds it (package
+// vlan) and the segment's NetworkAttachmentDefinition attaches VMs to it.
+func SegmentBridgeName(vni uint32) string { return fmt.Sprintf("nb-br-%d", vni) }
+
+// NetworkAttachmentName is the name of the NetworkAttachmentDefinition the
+// controller creates for segment s of key k: s.NetworkAttachmentName when
+// set, else the segment key "<bridgeconfig>.<segment>" (a valid object
+// name, and the same text as the VMI label netbridge.io/segment).
+func NetworkAttachmentName(k SegmentKey, s *Segment) string {
+	if s != nil && s.NetworkAttachmentName != "" {
+		return s.NetworkAttachmentName
+	}
+	return k.String()
+}

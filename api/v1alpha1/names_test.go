@@ -183,3 +183,16 @@ func TestNodeVTEP(t *testing.T) {
 		})
 	}
 }
+
+func TestNetworkAttachmentName(t *testing.T) {
+	k := nbv1.SegmentKey{BridgeConfig: "dc1", Segment: "app"}
+	if got := nbv1.NetworkAttachmentName(k, &nbv1.Segment{Name: "app"}); got != "dc1.app" {
+		t.Errorf("default = %q, want the segment key dc1.app", got)
+	}
+	if got := nbv1.NetworkAttachmentName(k, &nbv1.Segment{Name: "app", NetworkAttachmentName: "legacy-app"}); got != "legacy-app" {
+		t.Errorf("configured = %q", got)
+	}
+	if got := nbv1.SegmentBridgeName(1020); got != "nb-br-1020" {
+		t.Errorf("bridge = %q", got)
+	}
+}
