@@ -106,6 +106,10 @@ type Config struct {
 	// NetworkAttachmentDefinition per segment in every namespace the
 	// segment allows. Multus's CRD must be installed.
 	NetworkAttachments bool
+	// NodeReadiness labels every node with nbv1.SegmentReadyLabel for each
+	// segment its agent reports programmed (for VMs' node affinity), and
+	// reports endpoints on nodes without it (NodeNotReady).
+	NodeReadiness bool
 }
 
 func (c *Config) defaults() {
@@ -302,6 +306,7 @@ func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachabili
 		writeParallelism: c.WriteParallelism,
 		cacheWait:        c.CacheWait,
 		now:              c.Now,
+		nodeReadiness:    c.NodeReadiness,
 	}
 	sc, err := ctrlcontroller.NewTyped("netbridge-segment", mgr, ctrlcontroller.TypedOptions[SegmentKey]{
 		Reconciler:              seg,
@@ -370,8 +375,57 @@ func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachabili
 			return fmt.Errorf("bridgeconfig controller watch: %w", err)
 		}
 	}
+	if c.NodeReadiness {
+		if err := setupNodeReadiness(mgr, c, m, api, log); err != nil {
+			return err
+		}
+	}
 	if c.NetworkAttachments {
 		return setupNetworkAttachments(mgr, c, m, api, log, m2c)
+	}
+	return nil
+}
+
+// setupNodeReadiness adds the node readiness controller, keyed by node.
+func setupNodeReadiness(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachability, log logr.Logger) error {
+	nr := &nodeReadyReconciler{client: mgr.GetClient(), metrics: m, log: log.WithName("nodereadiness")}
+	nc, err := ctrlcontroller.New("netbridge-nodereadiness", mgr, ctrlcontroller.Options{
+		Reconciler:              nr,
+		MaxConcurrentReconciles: 2,
+		RateLimiter:             retryLimiter[reconcile.Request](c),
+		SkipNameValidation:      ptr.To(true),
+	})
+	if err != nil {
+		return fmt.Errorf("new node readiness controller: %w", err)
+	}
+	cch := mgr.GetCache()
+	self := func(_ context.Context, o client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.GetName()}}}
+	}
+	allNodes := func(ctx context.Context, _ client.Object) []reconcile.Request {
+		var nodes corev1.NodeList
+		if err := cch.List(ctx, &nodes, unsafeList); err != nil {
+			return nil
+		}
+		out := make([]reconcile.Request, 0, len(nodes.Items))
+		for i := range nodes.Items {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: nodes.Items[i].Name}})
+		}
+		return out
+	}
+	watches := []source.TypedSource[reconcile.Request]{
+		source.TypedKind[client.Object](cch, &corev1.Node{}, mapHandler(self, 0), nodeLabelsChanged()),
+		source.TypedKind[client.Object](cch, &nbv1.BridgeGateway{}, mapHandler(self, 0)),
+		// A removed segment's labels go; a new one's come when reported.
+		source.TypedKind[client.Object](cch, &nbv1.BridgeConfig{}, mapHandler(allNodes, 0), predicate.GenerationChangedPredicate{}),
+	}
+	if api != nil {
+		watches = append(watches, onAPIReturn(api, log, "nodereadiness", func(ctx context.Context) []reconcile.Request { return allNodes(ctx, nil) }))
+	}
+	for _, w := range watches {
+		if err := nc.Watch(w); err != nil {
+			return fmt.Errorf("node readiness controller watch: %w", err)
+		}
 	}
 	return nil
 }

@@ -47,6 +47,9 @@ type segmentReconciler struct {
 	now              func() time.Time
 	// limits bound the semantic checks (zero: the documented defaults).
 	limits config.Limits
+	// nodeReadiness: report endpoints on nodes without the segment's
+	// readiness label.
+	nodeReadiness bool
 }
 
 var unsafeList = client.UnsafeDisableDeepCopy
@@ -151,9 +154,19 @@ func (r *segmentReconciler) observe(ctx context.Context, key SegmentKey) (Segmen
 	for _, e := range in.Existing {
 		nodes[e.Spec.NodeName] = true
 	}
+	if r.nodeReadiness {
+		in.NodeReady = map[string]bool{}
+	}
 	for n := range nodes {
 		if n == "" {
 			continue
+		}
+		if in.NodeReady != nil {
+			ready, err := nodeSegmentReady(ctx, r.client, n, key)
+			if err != nil {
+				return in, err
+			}
+			in.NodeReady[n] = ready
 		}
 		vtep, bad, err := nodeVTEP(ctx, r.client, n)
 		if err != nil {
@@ -190,6 +203,18 @@ func nodeVTEP(ctx context.Context, c client.Reader, name string) (vtep string, b
 		return "", bad, nil
 	}
 	return a.String(), nil, nil
+}
+
+// nodeSegmentReady: the node carries the segment's readiness label.
+func nodeSegmentReady(ctx context.Context, c client.Reader, name string, key SegmentKey) (bool, error) {
+	var node corev1.Node
+	if err := c.Get(ctx, client.ObjectKey{Name: name}, &node, unsafeList); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("get node %s: %w", name, err)
+	}
+	return node.Labels[nbv1.SegmentReadyLabel(key)] == nbv1.SegmentReadyValue, nil
 }
 
 // vtepOf is a node's VTEP as text for change detection: the address, or

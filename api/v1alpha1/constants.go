@@ -52,3 +52,16 @@ const (
 	// ReasonNoNetworkAttachmentConflict: every NAD is ours.
 	ReasonNoNetworkAttachmentConflict = "NoConflict"
 )
+
+// Per-segment node readiness.
+const (
+	// SegmentReadyValue is the value of a node's SegmentReadyLabel once
+	// its agent reports the segment's bridge programmed.
+	SegmentReadyValue = "ready"
+	// ConditionNodeNotReady on a BridgeEndpoint is True while the VM's node
+	// does not carry the segment's readiness label: its agent has not
+	// built (or lost) the segment bridge the VM attaches to.
+	ConditionNodeNotReady = "NodeNotReady"
+	// ReasonSegmentNotReady is that condition's reason.
+	ReasonSegmentNotReady = "SegmentNotReady"
+)

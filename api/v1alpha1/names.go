@@ -230,3 +230,24 @@ func NetworkAttachmentName(k SegmentKey, s *Segment) string {
 	}
 	return k.String()
 }
+
+// segmentReadyPrefix starts the node labels of per-segment readiness.
+const segmentReadyPrefix = "netbridge.io/segment."
+
+// SegmentReadyLabel is the node label that says the node's agent has built
+// segment k's bridge, value SegmentReadyValue: a VM on the segment needs
+// it in its node affinity. "netbridge.io/segment.<bridgeconfig>.<segment>"
+// while that fits a label name (63 characters after the prefix), else
+// "netbridge.io/segment.h-<hash>" (no dot after the prefix, so it cannot
+// meet a readable one); BridgeEndpoint conditions name the label in use.
+func SegmentReadyLabel(k SegmentKey) string {
+	name := "segment." + k.String()
+	if k.Validate() == nil && len(name) <= validation.LabelValueMaxLength {
+		return segmentReadyPrefix + k.String()
+	}
+	return segmentReadyPrefix + "h-" + hashOf(k.BridgeConfig, k.Segment)[:endpointHashLen]
+}
+
+// IsSegmentReadyLabel reports whether a node label key is a segment
+// readiness label (whichever segment).
+func IsSegmentReadyLabel(key string) bool { return strings.HasPrefix(key, segmentReadyPrefix) }

@@ -89,6 +89,7 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&c.APIProbeInterval, "api-probe-interval", time.Second, "how often the API server's /readyz is probed (readiness, apiReachable/apiUnreachable logs)")
 	f.DurationVar(&c.APIProbeTimeout, "api-probe-timeout", 2*time.Second, "timeout of one /readyz probe (a hung API server fails it)")
 	f.BoolVar(&c.NetworkAttachments, "network-attachments", false, "create a Multus NetworkAttachmentDefinition per segment in every namespace it allows (needs Multus's CRD)")
+	f.BoolVar(&c.NodeReadiness, "node-readiness", false, "label nodes netbridge.io/segment.<bridgeconfig>.<segment>=ready from their agents' reports, and report endpoints on nodes without it")
 	return cmd
 }
 
