@@ -74,7 +74,7 @@ type SegmentInput struct {
 	// NodeReady by node name: the node carries the segment's readiness
 	// label. Nil: readiness is not reported.
 	NodeReady map[string]bool
-	Now     metav1.Time
+	Now       metav1.Time
 }
 
 // Event is a Kubernetes event the plan asks for, regarding a VMI.
