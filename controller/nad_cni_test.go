@@ -92,14 +92,14 @@ func TestBridgeCNIAttachesVMThroughNAD(t *testing.T) {
 	mac, _ := net.ParseMAC(vmMAC)
 	ep := vlan.Endpoint{MAC: mac, IPs: []netip.Addr{netip.MustParseAddr("10.20.0.50")}, VTEP: nodeVTEP}
 	nodeDP := vlan.New(node.Handle, zaptest.NewLogger(t).Named("node"))
-	if _, err := nodeDP.Reconcile(ctx, []vlan.Segment{{Name: "t16c.app", VNI: vni, Role: vlan.RoleNode, MTU: mtu,
-		LocalVTEP: nodeVTEP, FloodVTEPs: []netip.Addr{gwVTEP}, Endpoints: []vlan.Endpoint{ep}}}); err != nil {
-		t.Fatalf("node data plane: %v", err)
+	if r, err := nodeDP.Reconcile(ctx, []vlan.Segment{{Name: "t16c.app", VNI: vni, Role: vlan.RoleNode, MTU: mtu,
+		LocalVTEP: nodeVTEP, FloodVTEPs: []netip.Addr{gwVTEP}, Endpoints: []vlan.Endpoint{ep}}}); err != nil || r.Segments[vni] != nil {
+		t.Fatalf("node data plane: %v, segment: %v", err, r.Segments[vni])
 	}
 	gwDP := vlan.New(gw.Handle, zaptest.NewLogger(t).Named("gw"))
-	if _, err := gwDP.Reconcile(ctx, []vlan.Segment{{Name: "t16c.app", VNI: vni, Role: vlan.RoleGateway, Uplink: "up0", Access: true, MTU: mtu,
-		LocalVTEP: gwVTEP, FloodVTEPs: []netip.Addr{nodeVTEP}, Endpoints: []vlan.Endpoint{ep}}}); err != nil {
-		t.Fatalf("gateway data plane: %v", err)
+	if r, err := gwDP.Reconcile(ctx, []vlan.Segment{{Name: "t16c.app", VNI: vni, Role: vlan.RoleGateway, Uplink: "up0", Access: true, MTU: mtu,
+		LocalVTEP: gwVTEP, FloodVTEPs: []netip.Addr{nodeVTEP}, Endpoints: []vlan.Endpoint{ep}}}); err != nil || r.Segments[vni] != nil {
+		t.Fatalf("gateway data plane: %v, segment: %v", err, r.Segments[vni])
 	}
 
 	// Multus: libcni with the NAD's config as it stands, the pod's netns,
@@ -165,6 +165,21 @@ func TestBridgeCNIAttachesVMThroughNAD(t *testing.T) {
 	// The VM's frames carry its preserved MAC: the legacy host learned it.
 	if n := legacy.Run(t, "ip", "neigh", "show", "10.20.0.50"); !strings.Contains(n, vmMAC) {
 		t.Errorf("legacy host's neighbour entry for the VM: %q, want MAC %s", n, vmMAC)
+	}
+
+	// The agent's next pass (a resync) adopts its bridge as the plugin left
+	// it and leaves the VM's port alone.
+	res2, err := nodeDP.Reconcile(ctx, []vlan.Segment{{Name: "t16c.app", VNI: vni, Role: vlan.RoleNode, MTU: mtu,
+		LocalVTEP: nodeVTEP, FloodVTEPs: []netip.Addr{gwVTEP}, Endpoints: []vlan.Endpoint{ep}}})
+	if err != nil || res2.Segments[vni] != nil {
+		t.Fatalf("node resync after the CNI ADD: %v, segment: %v", err, res2.Segments[vni])
+	}
+	t.Logf("node resync after the CNI ADD: %d netlink changes", res2.Changes)
+	if master := portMaster(t, node.Handle, hostPort); master != nbv1.SegmentBridgeName(vni) {
+		t.Fatalf("after the agent's resync the VM port's master is %q", master)
+	}
+	if out, err := legacy.Exec(ctx, "ping", "-c1", "-W2", "10.20.0.50"); err != nil {
+		t.Fatalf("legacy host -> VM after the agent's resync: %v\n%s", err, out)
 	}
 
 	// DEL, as Multus on pod deletion: the attachment goes, the node
