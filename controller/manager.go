@@ -23,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
@@ -45,6 +46,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/controller/forklift"
 	"github.com/netbridge-io/netbridge/controller/kubevirt"
 	"github.com/netbridge-io/netbridge/internal/kubeclient"
 )
@@ -110,6 +112,11 @@ type Config struct {
 	// segment its agent reports programmed (for VMs' node affinity), and
 	// reports endpoints on nodes without it (NodeNotReady).
 	NodeReadiness bool
+	// Forklift makes VMIs created by a Forklift (MTV) Plan join the
+	// segment whose NAD the Plan's NetworkMap maps their network to,
+	// without the segment label. Needs NetworkAttachments and Forklift's
+	// CRDs; Plans and NetworkMaps are only read.
+	Forklift bool
 }
 
 func (c *Config) defaults() {
@@ -296,6 +303,19 @@ func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachabili
 	if log.GetSink() == nil {
 		log = mgr.GetLogger()
 	}
+	if c.Forklift {
+		if !c.NetworkAttachments {
+			return fmt.Errorf("forklift: needs NetworkAttachments (a NetworkMap maps networks to netbridge's NADs)")
+		}
+		for _, gvk := range []schema.GroupVersionKind{forklift.PlanGVK, forklift.NetworkMapGVK} {
+			if _, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+				return fmt.Errorf("forklift: %s is not served (install Forklift, or turn Forklift off): %w", gvk, err)
+			}
+		}
+		if err := idx.IndexField(ctx, kubevirt.NewObject(), indexVMIPlan, vmiPlan); err != nil {
+			return fmt.Errorf("index vmis by forklift plan: %w", err)
+		}
+	}
 
 	seg := &segmentReconciler{
 		client:           mgr.GetClient(),
@@ -307,6 +327,7 @@ func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachabili
 		cacheWait:        c.CacheWait,
 		now:              c.Now,
 		nodeReadiness:    c.NodeReadiness,
+		forklift:         c.Forklift,
 	}
 	sc, err := ctrlcontroller.NewTyped("netbridge-segment", mgr, ctrlcontroller.TypedOptions[SegmentKey]{
 		Reconciler:              seg,
@@ -326,7 +347,7 @@ func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachabili
 		return fmt.Errorf("new segment controller: %w", err)
 	}
 	cch := mgr.GetCache()
-	m2s := &segmentMapper{cache: cch, namespace: c.Namespace}
+	m2s := &segmentMapper{cache: cch, namespace: c.Namespace, forklift: c.Forklift}
 	watches := []source.TypedSource[SegmentKey]{
 		source.TypedKind[client.Object](cch, kubevirt.NewObject(), mapHandler(m2s.vmi, 0)),
 		// Endpoint events are mostly the echo of our own writes: coalesce.
@@ -337,6 +358,13 @@ func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachabili
 		source.TypedKind[client.Object](cch, &corev1.Namespace{}, mapHandler(m2s.ns, 0), labelsChanged()),
 		source.TypedKind[client.Object](cch, &coordinationv1.Lease{}, mapHandler(m2s.lease, 0)),
 		source.TypedKind[client.Object](cch, &nbv1.BridgeGateway{}, mapHandler(m2s.gateway, 0)),
+	}
+	if c.Forklift {
+		everySegment := func(ctx context.Context, _ client.Object) []SegmentKey { return m2s.all(ctx, nil) }
+		watches = append(watches,
+			source.TypedKind[client.Object](cch, newNAD(), mapHandler(m2s.nad, 0)),
+			source.TypedKind[client.Object](cch, forklift.NewObject(forklift.PlanGVK), mapHandler(everySegment, 0)),
+			source.TypedKind[client.Object](cch, forklift.NewObject(forklift.NetworkMapGVK), mapHandler(everySegment, 0)))
 	}
 	if api != nil {
 		watches = append(watches, onAPIReturn(api, log, "segment", func(ctx context.Context) []SegmentKey { return m2s.all(ctx, nil) }))

@@ -50,6 +50,9 @@ type segmentReconciler struct {
 	// nodeReadiness: report endpoints on nodes without the segment's
 	// readiness label.
 	nodeReadiness bool
+	// forklift: VMIs created by a Forklift Plan join the segment its
+	// NetworkMap maps their network to, without the segment label.
+	forklift bool
 }
 
 var unsafeList = client.UnsafeDisableDeepCopy
@@ -125,11 +128,25 @@ func (r *segmentReconciler) observe(ctx context.Context, key SegmentKey) (Segmen
 	if err := r.client.List(ctx, vmis, client.MatchingFields{indexVMISegment: key.String()}, unsafeList); err != nil {
 		return in, fmt.Errorf("list vmis of segment %s: %w", key, err)
 	}
+	items := make([]*unstructured.Unstructured, 0, len(vmis.Items))
+	for i := range vmis.Items {
+		items = append(items, &vmis.Items[i])
+	}
+	ifaces := map[*unstructured.Unstructured]string{}
+	if r.forklift {
+		fk, err := forkliftVMIs(ctx, r.client, key)
+		if err != nil {
+			return in, err
+		}
+		for u, iface := range fk {
+			items = append(items, u)
+			ifaces[u] = iface
+		}
+	}
 	in.NamespaceLabels = map[string]labels.Set{}
 	in.VTEPs = map[string]string{}
 	in.VTEPErrors = map[string]string{}
-	for i := range vmis.Items {
-		u := &vmis.Items[i]
+	for _, u := range items {
 		if !u.GetDeletionTimestamp().IsZero() {
 			continue // going away: withdraw now rather than when it is gone
 		}
@@ -138,6 +155,7 @@ func (r *segmentReconciler) observe(ctx context.Context, key SegmentKey) (Segmen
 			r.log.Error(err, "skip unreadable VMI", "event", "vmiUnreadable", "namespace", u.GetNamespace(), "vmi", u.GetName())
 			continue
 		}
+		v.SegmentInterface = ifaces[u]
 		in.VMIs = append(in.VMIs, v)
 		if _, ok := in.NamespaceLabels[v.Namespace]; !ok {
 			var ns corev1.Namespace

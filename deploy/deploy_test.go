@@ -345,6 +345,8 @@ var rbacChecks = []rbacCheck{
 	{"netbridge-controller", "delete", "k8s.cni.cncf.io", "network-attachment-definitions", "", "vms", "dc1.app", true, "NADs of removed segments"},
 	{"netbridge-gateway", "create", "k8s.cni.cncf.io", "network-attachment-definitions", "", "vms", "", false, "NADs are the controller's"},
 	{"netbridge-controller", "patch", "", "nodes", "", "", "worker-1", true, "segment readiness labels"},
+	{"netbridge-controller", "watch", "forklift.konveyor.io", "networkmaps", "", "", "", true, "Forklift NetworkMaps map networks to segments"},
+	{"netbridge-controller", "update", "forklift.konveyor.io", "plans", "", "mtv", "wave1", false, "Forklift objects are read-only"},
 	{"netbridge-node", "patch", "", "nodes", "", "", "worker-1", false, "readiness labels are the controller's: an agent cannot label other nodes"},
 	{"netbridge-controller", "get", "", "secrets", "", systemNamespace, "bgp-dc1-core1", false, "no Secrets, even its own namespace"},
 	{"netbridge-controller", "list", "", "secrets", "", "", "", false, "no Secrets cluster-wide"},
