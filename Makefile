@@ -40,6 +40,7 @@ deps:
 	bash hack/deps.sh
 	bash hack/testenv.sh
 	bash hack/helm.sh
+	bash hack/cni.sh >/dev/null
 	bash hack/kernel.sh >/dev/null
 
 ## helm: build (once) the helm binary the deploy tests use

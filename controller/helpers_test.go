@@ -39,7 +39,7 @@ var env *testenv.Env
 func TestMain(m *testing.M) {
 	ctrllog.SetLogger(logr.Discard())
 	var err error
-	env, err = testenv.StartEnv(testenv.Options{ExtraCRDPaths: []string{testenv.KubeVirtCRDPath()}})
+	env, err = testenv.StartEnv(testenv.Options{ExtraCRDPaths: []string{testenv.KubeVirtCRDPath(), testenv.MultusNADCRDPath(), testenv.ForkliftCRDPath()}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start kube-apiserver:", err)
 		os.Exit(1)
@@ -47,7 +47,7 @@ func TestMain(m *testing.M) {
 	code := func() int {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := testenv.WaitCRDsEstablished(ctx, env.Client, testenv.KubeVirtVMICRDName, "bridgeendpoints.netbridge.io"); err != nil {
+		if err := testenv.WaitCRDsEstablished(ctx, env.Client, append([]string{testenv.KubeVirtVMICRDName, testenv.MultusNADCRDName, "bridgeendpoints.netbridge.io"}, testenv.ForkliftCRDNames()...)...); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

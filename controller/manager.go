@@ -23,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
@@ -45,6 +46,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/controller/forklift"
 	"github.com/netbridge-io/netbridge/controller/kubevirt"
 	"github.com/netbridge-io/netbridge/internal/kubeclient"
 )
@@ -102,6 +104,19 @@ type Config struct {
 	Logger     logr.Logger
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// NetworkAttachments makes the controller create a Multus
+	// NetworkAttachmentDefinition per segment in every namespace the
+	// segment allows. Multus's CRD must be installed.
+	NetworkAttachments bool
+	// NodeReadiness labels every node with nbv1.SegmentReadyLabel for each
+	// segment its agent reports programmed (for VMs' node affinity), and
+	// reports endpoints on nodes without it (NodeNotReady).
+	NodeReadiness bool
+	// Forklift makes VMIs created by a Forklift (MTV) Plan join the
+	// segment whose NAD the Plan's NetworkMap maps their network to,
+	// without the segment label. Needs NetworkAttachments and Forklift's
+	// CRDs; Plans and NetworkMaps are only read.
+	Forklift bool
 }
 
 func (c *Config) defaults() {
@@ -288,6 +303,19 @@ func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachabili
 	if log.GetSink() == nil {
 		log = mgr.GetLogger()
 	}
+	if c.Forklift {
+		if !c.NetworkAttachments {
+			return fmt.Errorf("forklift: needs NetworkAttachments (a NetworkMap maps networks to netbridge's NADs)")
+		}
+		for _, gvk := range []schema.GroupVersionKind{forklift.PlanGVK, forklift.NetworkMapGVK} {
+			if _, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+				return fmt.Errorf("forklift: %s is not served (install Forklift, or turn Forklift off): %w", gvk, err)
+			}
+		}
+		if err := idx.IndexField(ctx, kubevirt.NewObject(), indexVMIPlan, vmiPlan); err != nil {
+			return fmt.Errorf("index vmis by forklift plan: %w", err)
+		}
+	}
 
 	seg := &segmentReconciler{
 		client:           mgr.GetClient(),
@@ -298,6 +326,8 @@ func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachabili
 		writeParallelism: c.WriteParallelism,
 		cacheWait:        c.CacheWait,
 		now:              c.Now,
+		nodeReadiness:    c.NodeReadiness,
+		forklift:         c.Forklift,
 	}
 	sc, err := ctrlcontroller.NewTyped("netbridge-segment", mgr, ctrlcontroller.TypedOptions[SegmentKey]{
 		Reconciler:              seg,
@@ -317,7 +347,7 @@ func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachabili
 		return fmt.Errorf("new segment controller: %w", err)
 	}
 	cch := mgr.GetCache()
-	m2s := &segmentMapper{cache: cch, namespace: c.Namespace}
+	m2s := &segmentMapper{cache: cch, namespace: c.Namespace, forklift: c.Forklift}
 	watches := []source.TypedSource[SegmentKey]{
 		source.TypedKind[client.Object](cch, kubevirt.NewObject(), mapHandler(m2s.vmi, 0)),
 		// Endpoint events are mostly the echo of our own writes: coalesce.
@@ -328,6 +358,13 @@ func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachabili
 		source.TypedKind[client.Object](cch, &corev1.Namespace{}, mapHandler(m2s.ns, 0), labelsChanged()),
 		source.TypedKind[client.Object](cch, &coordinationv1.Lease{}, mapHandler(m2s.lease, 0)),
 		source.TypedKind[client.Object](cch, &nbv1.BridgeGateway{}, mapHandler(m2s.gateway, 0)),
+	}
+	if c.Forklift {
+		everySegment := func(ctx context.Context, _ client.Object) []SegmentKey { return m2s.all(ctx, nil) }
+		watches = append(watches,
+			source.TypedKind[client.Object](cch, newNAD(), mapHandler(m2s.nad, 0)),
+			source.TypedKind[client.Object](cch, forklift.NewObject(forklift.PlanGVK), mapHandler(everySegment, 0)),
+			source.TypedKind[client.Object](cch, forklift.NewObject(forklift.NetworkMapGVK), mapHandler(everySegment, 0)))
 	}
 	if api != nil {
 		watches = append(watches, onAPIReturn(api, log, "segment", func(ctx context.Context) []SegmentKey { return m2s.all(ctx, nil) }))
@@ -364,6 +401,102 @@ func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachabili
 	for _, w := range cwatches {
 		if err := cc.Watch(w); err != nil {
 			return fmt.Errorf("bridgeconfig controller watch: %w", err)
+		}
+	}
+	if c.NodeReadiness {
+		if err := setupNodeReadiness(mgr, c, m, api, log); err != nil {
+			return err
+		}
+	}
+	if c.NetworkAttachments {
+		return setupNetworkAttachments(mgr, c, m, api, log, m2c)
+	}
+	return nil
+}
+
+// setupNodeReadiness adds the node readiness controller, keyed by node.
+func setupNodeReadiness(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachability, log logr.Logger) error {
+	nr := &nodeReadyReconciler{client: mgr.GetClient(), metrics: m, log: log.WithName("nodereadiness")}
+	nc, err := ctrlcontroller.New("netbridge-nodereadiness", mgr, ctrlcontroller.Options{
+		Reconciler:              nr,
+		MaxConcurrentReconciles: 2,
+		RateLimiter:             retryLimiter[reconcile.Request](c),
+		SkipNameValidation:      ptr.To(true),
+	})
+	if err != nil {
+		return fmt.Errorf("new node readiness controller: %w", err)
+	}
+	cch := mgr.GetCache()
+	self := func(_ context.Context, o client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.GetName()}}}
+	}
+	allNodes := func(ctx context.Context, _ client.Object) []reconcile.Request {
+		var nodes corev1.NodeList
+		if err := cch.List(ctx, &nodes, unsafeList); err != nil {
+			return nil
+		}
+		out := make([]reconcile.Request, 0, len(nodes.Items))
+		for i := range nodes.Items {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: nodes.Items[i].Name}})
+		}
+		return out
+	}
+	watches := []source.TypedSource[reconcile.Request]{
+		source.TypedKind[client.Object](cch, &corev1.Node{}, mapHandler(self, 0), nodeLabelsChanged()),
+		source.TypedKind[client.Object](cch, &nbv1.BridgeGateway{}, mapHandler(self, 0)),
+		// A removed segment's labels go; a new one's come when reported.
+		source.TypedKind[client.Object](cch, &nbv1.BridgeConfig{}, mapHandler(allNodes, 0), predicate.GenerationChangedPredicate{}),
+	}
+	if api != nil {
+		watches = append(watches, onAPIReturn(api, log, "nodereadiness", func(ctx context.Context) []reconcile.Request { return allNodes(ctx, nil) }))
+	}
+	for _, w := range watches {
+		if err := nc.Watch(w); err != nil {
+			return fmt.Errorf("node readiness controller watch: %w", err)
+		}
+	}
+	return nil
+}
+
+// setupNetworkAttachments adds the NAD controller, keyed by BridgeConfig.
+func setupNetworkAttachments(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachability, log logr.Logger, m2c *configMapper) error {
+	if _, err := mgr.GetRESTMapper().RESTMapping(nadGVK.GroupKind(), nadGVK.Version); err != nil {
+		return fmt.Errorf("network attachments: %s is not served (install Multus, or turn NetworkAttachments off): %w", nadGVK, err)
+	}
+	nr := &nadReconciler{client: mgr.GetClient(), recorder: mgr.GetEventRecorder("netbridge-controller"), metrics: m,
+		log: log.WithName("networkattachment"), now: c.Now}
+	nc, err := ctrlcontroller.New("netbridge-networkattachment", mgr, ctrlcontroller.Options{
+		Reconciler:              nr,
+		MaxConcurrentReconciles: 2,
+		RateLimiter:             retryLimiter[reconcile.Request](c),
+		SkipNameValidation:      ptr.To(true),
+	})
+	if err != nil {
+		return fmt.Errorf("new network attachment controller: %w", err)
+	}
+	cch := mgr.GetCache()
+	self := func(_ context.Context, o client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.GetName()}}}
+	}
+	// A labelled NAD belongs (or claims to belong) to one BridgeConfig; an
+	// unlabelled one may take a name some segment wants.
+	nad := func(ctx context.Context, o client.Object) []reconcile.Request {
+		if bc := o.GetLabels()[nbv1.LabelBridgeConfig]; bc != "" {
+			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: bc}}}
+		}
+		return m2c.allConfigs(ctx, o)
+	}
+	watches := []source.TypedSource[reconcile.Request]{
+		source.TypedKind[client.Object](cch, &nbv1.BridgeConfig{}, mapHandler(self, 0), predicate.GenerationChangedPredicate{}),
+		source.TypedKind[client.Object](cch, &corev1.Namespace{}, mapHandler(m2c.allConfigs, 0), labelsChanged()),
+		source.TypedKind[client.Object](cch, newNAD(), mapHandler(nad, 0)),
+	}
+	if api != nil {
+		watches = append(watches, onAPIReturn(api, log, "networkattachment", func(ctx context.Context) []reconcile.Request { return m2c.allConfigs(ctx, nil) }))
+	}
+	for _, w := range watches {
+		if err := nc.Watch(w); err != nil {
+			return fmt.Errorf("network attachment controller watch: %w", err)
 		}
 	}
 	return nil

@@ -16,13 +16,28 @@ import (
 type segmentMapper struct {
 	cache     cache.Cache
 	namespace string
+	// forklift: VMIs of Forklift Plans map through their NetworkMap.
+	forklift bool
 }
 
-func (m *segmentMapper) vmi(_ context.Context, o client.Object) []SegmentKey {
+func (m *segmentMapper) vmi(ctx context.Context, o client.Object) []SegmentKey {
 	if k, err := nbv1.ParseSegmentKey(o.GetLabels()[nbv1.LabelSegment]); err == nil {
 		return []SegmentKey{k}
 	}
+	if m.forklift {
+		return forkliftSegments(ctx, m.cache, o)
+	}
 	return nil
+}
+
+// nad: the segment a netbridge NAD belongs to (a NAD appearing or going
+// changes which Forklift VMIs the segment has).
+func (m *segmentMapper) nad(_ context.Context, o client.Object) []SegmentKey {
+	l := o.GetLabels()
+	if l[nbv1.LabelBridgeConfig] == "" || l[nbv1.LabelSegmentName] == "" {
+		return nil
+	}
+	return []SegmentKey{{BridgeConfig: l[nbv1.LabelBridgeConfig], Segment: l[nbv1.LabelSegmentName]}}
 }
 
 func (m *segmentMapper) endpoint(_ context.Context, o client.Object) []SegmentKey {

@@ -34,7 +34,7 @@ const (
 
 // managedConditions are the endpoint condition types this controller owns;
 // any other type found on an endpoint is left alone.
-var managedConditions = []string{nbv1.ConditionConflict, nbv1.ConditionRejected, nbv1.ConditionAdvertised, nbv1.ConditionReachable, nbv1.ConditionDegraded}
+var managedConditions = []string{nbv1.ConditionConflict, nbv1.ConditionRejected, nbv1.ConditionAdvertised, nbv1.ConditionReachable, nbv1.ConditionDegraded, nbv1.ConditionNodeNotReady}
 
 // GatewayView is what the segment's active gateway reports about endpoints.
 type GatewayView struct {
@@ -71,7 +71,10 @@ type SegmentInput struct {
 	Existing []*nbv1.BridgeEndpoint
 	// Gateway is the active gateway's report (nil: no active gateway).
 	Gateway *GatewayView
-	Now     metav1.Time
+	// NodeReady by node name: the node carries the segment's readiness
+	// label. Nil: readiness is not reported.
+	NodeReady map[string]bool
+	Now       metav1.Time
 }
 
 // Event is a Kubernetes event the plan asks for, regarding a VMI.
@@ -184,6 +187,9 @@ func PlanSegment(in SegmentInput) SegmentPlan {
 			c.desired.Spec.State = nbv1.StateActive // rollback is still honoured
 		}
 		c.conds = append(c.conds, gatewayConditions(in.Gateway, c.desired)...)
+		if cond := nodeNotReady(in, c.desired); cond != nil {
+			c.conds = append(c.conds, *cond)
+		}
 		if msg := in.VTEPErrors[c.desired.Spec.NodeName]; msg != "" {
 			degraded = append(degraded, vtepMessage(msg, c.desired.Spec.VTEP))
 		}
@@ -205,6 +211,19 @@ func PlanSegment(in SegmentInput) SegmentPlan {
 		}
 	}
 	return plan
+}
+
+// nodeNotReady reports an endpoint whose node does not carry the
+// segment's readiness label: the VM there has no segment bridge to join.
+func nodeNotReady(in SegmentInput, ep *nbv1.BridgeEndpoint) *metav1.Condition {
+	node := ep.Spec.NodeName
+	if in.NodeReady == nil || node == "" || in.NodeReady[node] {
+		return nil
+	}
+	label := nbv1.SegmentReadyLabel(SegmentKey{BridgeConfig: in.BridgeConfig, Segment: in.Segment.Name})
+	return &metav1.Condition{Type: nbv1.ConditionNodeNotReady, Status: metav1.ConditionTrue, Reason: nbv1.ReasonSegmentNotReady,
+		Message: fmt.Sprintf("node %s has no label %s=%s: its agent has not reported the segment bridge %s built; give the VM that label in its node affinity",
+			node, label, nbv1.SegmentReadyValue, nbv1.SegmentBridgeName(uint32(in.Segment.VNI)))}
 }
 
 // holdActive: the BridgeConfig is not Ready and the endpoint was Active
@@ -496,11 +515,12 @@ func (p *SegmentPlan) add(now metav1.Time, c *candidate) {
 	p.events(c, e.Status.Conditions)
 }
 
-// events raises an event when a Conflict or Rejected condition is new or
-// says something new, so that a resync never repeats one.
+// events raises an event when a Conflict, Rejected, Degraded or
+// NodeNotReady condition is new or says something new, so that a resync
+// never repeats one.
 func (p *SegmentPlan) events(c *candidate, old []metav1.Condition) {
 	for _, cond := range c.conds {
-		if cond.Type != nbv1.ConditionConflict && cond.Type != nbv1.ConditionRejected && cond.Type != nbv1.ConditionDegraded {
+		if cond.Type != nbv1.ConditionConflict && cond.Type != nbv1.ConditionRejected && cond.Type != nbv1.ConditionDegraded && cond.Type != nbv1.ConditionNodeNotReady {
 			continue
 		}
 		if prev := meta.FindStatusCondition(old, cond.Type); prev != nil && prev.Status == cond.Status && prev.Reason == cond.Reason && prev.Message == cond.Message {

@@ -47,6 +47,12 @@ type segmentReconciler struct {
 	now              func() time.Time
 	// limits bound the semantic checks (zero: the documented defaults).
 	limits config.Limits
+	// nodeReadiness: report endpoints on nodes without the segment's
+	// readiness label.
+	nodeReadiness bool
+	// forklift: VMIs created by a Forklift Plan join the segment its
+	// NetworkMap maps their network to, without the segment label.
+	forklift bool
 }
 
 var unsafeList = client.UnsafeDisableDeepCopy
@@ -122,11 +128,25 @@ func (r *segmentReconciler) observe(ctx context.Context, key SegmentKey) (Segmen
 	if err := r.client.List(ctx, vmis, client.MatchingFields{indexVMISegment: key.String()}, unsafeList); err != nil {
 		return in, fmt.Errorf("list vmis of segment %s: %w", key, err)
 	}
+	items := make([]*unstructured.Unstructured, 0, len(vmis.Items))
+	for i := range vmis.Items {
+		items = append(items, &vmis.Items[i])
+	}
+	ifaces := map[*unstructured.Unstructured]string{}
+	if r.forklift {
+		fk, err := forkliftVMIs(ctx, r.client, key)
+		if err != nil {
+			return in, err
+		}
+		for u, iface := range fk {
+			items = append(items, u)
+			ifaces[u] = iface
+		}
+	}
 	in.NamespaceLabels = map[string]labels.Set{}
 	in.VTEPs = map[string]string{}
 	in.VTEPErrors = map[string]string{}
-	for i := range vmis.Items {
-		u := &vmis.Items[i]
+	for _, u := range items {
 		if !u.GetDeletionTimestamp().IsZero() {
 			continue // going away: withdraw now rather than when it is gone
 		}
@@ -135,6 +155,7 @@ func (r *segmentReconciler) observe(ctx context.Context, key SegmentKey) (Segmen
 			r.log.Error(err, "skip unreadable VMI", "event", "vmiUnreadable", "namespace", u.GetNamespace(), "vmi", u.GetName())
 			continue
 		}
+		v.SegmentInterface = ifaces[u]
 		in.VMIs = append(in.VMIs, v)
 		if _, ok := in.NamespaceLabels[v.Namespace]; !ok {
 			var ns corev1.Namespace
@@ -151,9 +172,19 @@ func (r *segmentReconciler) observe(ctx context.Context, key SegmentKey) (Segmen
 	for _, e := range in.Existing {
 		nodes[e.Spec.NodeName] = true
 	}
+	if r.nodeReadiness {
+		in.NodeReady = map[string]bool{}
+	}
 	for n := range nodes {
 		if n == "" {
 			continue
+		}
+		if in.NodeReady != nil {
+			ready, err := nodeSegmentReady(ctx, r.client, n, key)
+			if err != nil {
+				return in, err
+			}
+			in.NodeReady[n] = ready
 		}
 		vtep, bad, err := nodeVTEP(ctx, r.client, n)
 		if err != nil {
@@ -190,6 +221,18 @@ func nodeVTEP(ctx context.Context, c client.Reader, name string) (vtep string, b
 		return "", bad, nil
 	}
 	return a.String(), nil, nil
+}
+
+// nodeSegmentReady: the node carries the segment's readiness label.
+func nodeSegmentReady(ctx context.Context, c client.Reader, name string, key SegmentKey) (bool, error) {
+	var node corev1.Node
+	if err := c.Get(ctx, client.ObjectKey{Name: name}, &node, unsafeList); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("get node %s: %w", name, err)
+	}
+	return node.Labels[nbv1.SegmentReadyLabel(key)] == nbv1.SegmentReadyValue, nil
 }
 
 // vtepOf is a node's VTEP as text for change detection: the address, or

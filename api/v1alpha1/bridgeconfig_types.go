@@ -97,6 +97,15 @@ type Segment struct {
 	// +kubebuilder:default=Extended
 	// +optional
 	Phase SegmentPhase `json:"phase,omitempty"`
+	// NetworkAttachmentName names the Multus NetworkAttachmentDefinition
+	// the controller creates for this segment in every namespace the
+	// segment allows (default "<bridgeconfig>.<segment>", the value of the
+	// VMI label netbridge.io/segment). VMs refer to it in
+	// spec.networks[].multus.networkName.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="segments[].networkAttachmentName must be a DNS-1123 subdomain (lower case letters, digits, '-', '.')"
+	// +optional
+	NetworkAttachmentName string `json:"networkAttachmentName,omitempty"`
 }
 
 // SecretKeyRef names a key of a Secret in the netbridge namespace.

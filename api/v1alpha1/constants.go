@@ -36,3 +36,32 @@ const (
 	ConditionDegraded         = "Degraded"
 	ConditionDuplicateAddress = "DuplicateAddress"
 )
+
+// NetworkAttachmentDefinitions (Multus, k8s.cni.cncf.io/v1) the controller
+// creates per segment carry LabelBridgeConfig and LabelSegmentName and a
+// controller owner reference to their BridgeConfig; one without that
+// reference is someone else's and never touched.
+const (
+	// ConditionNetworkAttachmentConflict on a BridgeConfig is True while a
+	// NetworkAttachmentDefinition the controller would create exists and
+	// belongs to someone else; its message names them.
+	ConditionNetworkAttachmentConflict = "NetworkAttachmentConflict"
+	// ReasonForeignNetworkAttachment: the NAD is not ours (no controller
+	// owner reference to this BridgeConfig).
+	ReasonForeignNetworkAttachment = "ForeignNetworkAttachment"
+	// ReasonNoNetworkAttachmentConflict: every NAD is ours.
+	ReasonNoNetworkAttachmentConflict = "NoConflict"
+)
+
+// Per-segment node readiness.
+const (
+	// SegmentReadyValue is the value of a node's SegmentReadyLabel once
+	// its agent reports the segment's bridge programmed.
+	SegmentReadyValue = "ready"
+	// ConditionNodeNotReady on a BridgeEndpoint is True while the VM's node
+	// does not carry the segment's readiness label: its agent has not
+	// built (or lost) the segment bridge the VM attaches to.
+	ConditionNodeNotReady = "NodeNotReady"
+	// ReasonSegmentNotReady is that condition's reason.
+	ReasonSegmentNotReady = "SegmentNotReady"
+)

@@ -209,6 +209,8 @@ func invalidCases() []invalidCase {
 		{"duplicate_vni", "vni must be unique", func(b *nbv1.BridgeConfig) { b.Spec.Segments[1].VNI = b.Spec.Segments[0].VNI }},
 		{"duplicate_segment_name", "spec.segments[1]", func(b *nbv1.BridgeConfig) { b.Spec.Segments[1].Name = b.Spec.Segments[0].Name }},
 		{"bad_segment_name", "name must be a DNS-1123", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].Name = "App_VLAN" }},
+		{"bad_network_attachment_name", "networkAttachmentName must be a DNS-1123 subdomain", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].NetworkAttachmentName = "Legacy_App" }},
+		{"network_attachment_name_dot_end", "networkAttachmentName must be a DNS-1123 subdomain", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].NetworkAttachmentName = "legacy." }},
 		{"bad_cidr", "subnets must be CIDRs", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].Subnets = []string{"10.20.300.0/24"} }},
 		{"bad_cidr_v6", "subnets must be CIDRs", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].Subnets = []string{"2001:db8::/129"} }},
 		{"no_subnet", "spec.segments[0].subnets", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].Subnets = nil }},

@@ -214,3 +214,40 @@ func NodeVTEP(node *corev1.Node) (netip.Addr, error) {
 	}
 	return netip.Addr{}, nil
 }
+
+// SegmentBridgeName is the Linux bridge of the segment with this VNI on
+// every gateway and node ("nb-br-VNI"); the node agent builds it (package
+// vlan) and the segment's NetworkAttachmentDefinition attaches VMs to it.
+func SegmentBridgeName(vni uint32) string { return fmt.Sprintf("nb-br-%d", vni) }
+
+// NetworkAttachmentName is the name of the NetworkAttachmentDefinition the
+// controller creates for segment s of key k: s.NetworkAttachmentName when
+// set, else the segment key "<bridgeconfig>.<segment>" (a valid object
+// name, and the same text as the VMI label netbridge.io/segment).
+func NetworkAttachmentName(k SegmentKey, s *Segment) string {
+	if s != nil && s.NetworkAttachmentName != "" {
+		return s.NetworkAttachmentName
+	}
+	return k.String()
+}
+
+// segmentReadyPrefix starts the node labels of per-segment readiness.
+const segmentReadyPrefix = "netbridge.io/segment."
+
+// SegmentReadyLabel is the node label that says the node's agent has built
+// segment k's bridge, value SegmentReadyValue: a VM on the segment needs
+// it in its node affinity. "netbridge.io/segment.<bridgeconfig>.<segment>"
+// while that fits a label name (63 characters after the prefix), else
+// "netbridge.io/segment.h-<hash>" (no dot after the prefix, so it cannot
+// meet a readable one); BridgeEndpoint conditions name the label in use.
+func SegmentReadyLabel(k SegmentKey) string {
+	name := "segment." + k.String()
+	if k.Validate() == nil && len(name) <= validation.LabelValueMaxLength {
+		return segmentReadyPrefix + k.String()
+	}
+	return segmentReadyPrefix + "h-" + hashOf(k.BridgeConfig, k.Segment)[:endpointHashLen]
+}
+
+// IsSegmentReadyLabel reports whether a node label key is a segment
+// readiness label (whichever segment).
+func IsSegmentReadyLabel(key string) bool { return strings.HasPrefix(key, segmentReadyPrefix) }

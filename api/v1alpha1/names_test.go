@@ -183,3 +183,41 @@ func TestNodeVTEP(t *testing.T) {
 		})
 	}
 }
+
+func TestNetworkAttachmentName(t *testing.T) {
+	k := nbv1.SegmentKey{BridgeConfig: "dc1", Segment: "app"}
+	if got := nbv1.NetworkAttachmentName(k, &nbv1.Segment{Name: "app"}); got != "dc1.app" {
+		t.Errorf("default = %q, want the segment key dc1.app", got)
+	}
+	if got := nbv1.NetworkAttachmentName(k, &nbv1.Segment{Name: "app", NetworkAttachmentName: "legacy-app"}); got != "legacy-app" {
+		t.Errorf("configured = %q", got)
+	}
+	if got := nbv1.SegmentBridgeName(1020); got != "nb-br-1020" {
+		t.Errorf("bridge = %q", got)
+	}
+}
+
+func TestSegmentReadyLabel(t *testing.T) {
+	k := nbv1.SegmentKey{BridgeConfig: "dc1", Segment: "app"}
+	if got := nbv1.SegmentReadyLabel(k); got != "netbridge.io/segment.dc1.app" {
+		t.Errorf("label = %q", got)
+	}
+	long := nbv1.SegmentKey{BridgeConfig: strings.Repeat("b", 40), Segment: strings.Repeat("s", 20)}
+	seen := map[string]bool{}
+	for _, k := range []nbv1.SegmentKey{k, long, {BridgeConfig: long.BridgeConfig, Segment: "t" + long.Segment[1:]}, {BridgeConfig: "Bad_Name", Segment: "x"}} {
+		l := nbv1.SegmentReadyLabel(k)
+		if errs := validation.IsQualifiedName(l); len(errs) > 0 {
+			t.Errorf("%v: label %q is not a valid label key: %v", k, l, errs)
+		}
+		if !nbv1.IsSegmentReadyLabel(l) {
+			t.Errorf("%q not recognised", l)
+		}
+		if seen[l] {
+			t.Errorf("%v: label %q taken by another key", k, l)
+		}
+		seen[l] = true
+	}
+	if nbv1.IsSegmentReadyLabel(nbv1.LabelSegment) {
+		t.Errorf("the VMI label %s is not a readiness label", nbv1.LabelSegment)
+	}
+}

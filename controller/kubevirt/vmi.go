@@ -50,10 +50,19 @@ type Status struct {
 	MigrationState *MigrationState   `json:"migrationState,omitempty"`
 }
 
-// NamedItem is a spec list entry of which only the name matters here.
+// NamedItem is a spec list entry (network or interface) of which only the
+// name, the MAC and a network's Multus reference matter here.
 type NamedItem struct {
 	Name       string `json:"name,omitempty"`
 	MacAddress string `json:"macAddress,omitempty"`
+	// Multus is a network's spec.networks[].multus.
+	Multus *MultusNetwork `json:"multus,omitempty"`
+}
+
+// MultusNetwork names a NetworkAttachmentDefinition: "name" (in the VMI's
+// namespace) or "namespace/name".
+type MultusNetwork struct {
+	NetworkName string `json:"networkName,omitempty"`
 }
 
 // Spec is the part of spec netbridge reads.
@@ -76,6 +85,9 @@ type VMI struct {
 	Annotations       map[string]string
 	Spec              Spec
 	Status            Status
+	// SegmentInterface, when set, is the interface that joins the segment
+	// (resolved from a Forklift NetworkMap) instead of PrimaryInterface's.
+	SegmentInterface string
 }
 
 // FromUnstructured converts spec and status of u; unknown fields are ignored.
@@ -101,10 +113,13 @@ func FromUnstructured(u *unstructured.Unstructured) (*VMI, error) {
 	return v, nil
 }
 
-// PrimaryInterface is the interface the segment label applies to: the first
-// interface named in the spec, else the first reported in the status, else
+// PrimaryInterface is the interface the segment label applies to:
+// SegmentInterface when set, else the first interface named in the spec, else the first reported in the status, else
 // KubeVirt's "default".
 func (v *VMI) PrimaryInterface() string {
+	if v.SegmentInterface != "" {
+		return v.SegmentInterface
+	}
 	if ifs := v.Spec.Domain.Devices.Interfaces; len(ifs) > 0 && ifs[0].Name != "" {
 		return ifs[0].Name
 	}
