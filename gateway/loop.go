@@ -181,11 +181,11 @@ type loopGuard struct {
 	inbox   *LoopInbox
 	log     *zap.Logger
 
-	mu       sync.Mutex
-	segs     map[uint32]loopSeg
-	since    map[SegmentKey]time.Time // attached since
-	cuts     map[string]loopCut       // port → fenced (never alive)
-	holds    map[SegmentKey]time.Time // segment → not attached until
+	mu    sync.Mutex
+	segs  map[uint32]loopSeg
+	since map[SegmentKey]time.Time // attached since
+	cuts  map[string]loopCut       // port → fenced (never alive)
+	holds map[SegmentKey]time.Time // segment → not attached until
 	// holdLogged: the hold-down of the segment was logged once.
 	holdLogged map[SegmentKey]bool
 	episodes   map[SegmentKey]LoopReport
