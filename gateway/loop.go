@@ -412,7 +412,8 @@ func (a *Agent) onLoop(d vlan.Detection) {
 	if fenced {
 		a.keepAlive()
 	}
-	cutIn := time.Since(d.At)
+	fencedAt := time.Now()
+	cutIn := fencedAt.Sub(d.At)
 	a.loop.cutDone(act.seg.key, cutIn)
 	released, err := false, error(nil)
 	if a.loop.release != nil {
@@ -425,6 +426,7 @@ func (a *Agent) onLoop(d vlan.Detection) {
 	if act.episode || released {
 		a.log.Warn("loop cut: this gateway yielded the segment", zap.String("event", "loopCut"), zap.String("segment", seg),
 			zap.String("vlanPort", act.seg.port), zap.Bool("fenced", fenced), zap.Bool("released", released),
+			zap.Time("detectedAt", d.At), zap.Time("fencedAt", fencedAt),
 			zap.Duration("fencedAfter", cutIn), zap.Duration("releasedAfter", time.Since(d.At)),
 			zap.Duration("holdDown", a.loop.opt.HoldDown))
 	}
