@@ -405,7 +405,9 @@ func (a *Agent) onLoop(d vlan.Detection) {
 			zap.Duration("probeLatency", d.At.Sub(d.SentAt)))
 	}
 	if !act.yield {
-		a.Trigger()
+		if act.episode {
+			a.Trigger() // report it; the probes of the episode change nothing more
+		}
 		return
 	}
 	fenced := a.deps.Fence != nil && a.deps.Election != nil
