@@ -16,6 +16,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -211,6 +215,29 @@ func TestHA_LoopProbe(t *testing.T) {
 			_ = c.Wait()
 		}
 	}()
+	time.Sleep(time.Second)
+
+	// Control: the same second bridge while the legacy switch keeps the
+	// probes from the standby's port. Undetected, it must deliver host1's
+	// broadcasts twice and bring vm1's frames back (or the checks below
+	// prove nothing: the real cut can beat the 10 ms traffic).
+	undo := dropProbesTo(t, env, "l-"+sb)
+	ctlFrom := time.Now()
+	if _, err := env.Lab.Exec(sb, "ip", "link", "set", labnet.Uplink, "master", Bridge); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if _, err := env.Lab.Exec(sb, "ip", "link", "set", labnet.Uplink, "nomaster"); err != nil {
+		t.Fatal(err)
+	}
+	ctlTo := time.Now().Add(20 * time.Millisecond)
+	undo()
+	if n := countEvent(t, env, sb, "loopDetected"); n != 0 {
+		t.Fatalf("%s detected the control bridge (%d): the probe drop did not hold", sb, n)
+	}
+	time.Sleep(time.Second)
+	// 10 ms pings on both paths from here: the loop probe's cut must not
+	// cost the active gateway's traffic anything noticeable.
 	l2, err := StartPinger(env.Lab, "host1", vm1.IP)
 	if err != nil {
 		t.Fatal(err)
@@ -248,12 +275,28 @@ func TestHA_LoopProbe(t *testing.T) {
 	// Frames in flight when the fence was written still arrive: "after"
 	// counts from the fence plus 20 ms.
 	settle := fencedAt.Add(20 * time.Millisecond)
-	dupDuring, dupAfter, lastDup := splitAt(legacyAt, settle)
+	real := map[string][]time.Time{}
+	for k, ts := range legacyAt {
+		if len(ts) > 0 && ts[0].After(enslaved.Add(-20*time.Millisecond)) {
+			real[k] = ts
+		}
+	}
+	dupDuring, dupAfter, lastDup := splitAt(real, settle)
 	var backDuring, backAfter int
 	var lastBack time.Time
+	var ctlDups, ctlBack int
+	for _, ts := range legacyAt {
+		if len(ts) > 1 && ts[0].After(ctlFrom) && ts[0].Before(ctlTo) {
+			ctlDups++
+		}
+	}
 	for _, at := range backAt[""] {
+		if at.After(ctlFrom) && at.Before(ctlTo) {
+			ctlBack++
+			continue
+		}
 		if at.Before(enslaved) {
-			t.Errorf("vm1's own frame came back to it before the second bridge, at %s", at.Format(time.StampMilli))
+			t.Errorf("vm1's own frame came back to it outside the second bridges, at %s", at.Format(time.StampMilli))
 		}
 		if at.Before(settle) {
 			backDuring++
@@ -264,6 +307,7 @@ func TestHA_LoopProbe(t *testing.T) {
 			lastBack = at
 		}
 	}
+	t.Logf("scenario=loop_probe control (probes dropped, 500 ms): seen_twice=%d vm_frames_back=%d", ctlDups, ctlBack)
 	t.Logf("scenario=loop_probe standby=%s loop_detect_ms=%d loop_cut_ms=%d released=%v", sb, detectMs, cutMs, cut["released"])
 	t.Logf("scenario=loop_probe rule1 broadcasts_seen=%d seen_twice_during=%d seen_twice_after=%d last_twice_ms=%d",
 		len(legacyAt), dupDuring, dupAfter, msSince(enslaved, lastDup))
@@ -288,14 +332,14 @@ func TestHA_LoopProbe(t *testing.T) {
 	if len(legacyAt) < 100 {
 		t.Errorf("vm1 saw only %d of host1's broadcasts: rule 1 is not proven", len(legacyAt))
 	}
-	if dupDuring == 0 {
-		t.Errorf("no broadcast reached vm1 twice while both bridged: the forced second bridge proved nothing")
+	if ctlDups == 0 {
+		t.Errorf("control: no broadcast reached vm1 twice through an undetected second bridge: the wire check proves nothing")
 	}
 	if dupAfter > 0 {
 		t.Errorf("%d broadcasts reached vm1 twice after the cut", dupAfter)
 	}
-	if backDuring == 0 {
-		t.Errorf("vm1's frames never came back while both bridged: the reverse check proved nothing")
+	if ctlBack == 0 {
+		t.Errorf("control: vm1's frames never came back through an undetected second bridge: the reverse check proves nothing")
 	}
 	if backAfter > 0 {
 		t.Errorf("%d of vm1's frames came back to it through the VLAN after the cut", backAfter)
@@ -370,4 +414,53 @@ func httpGet(t *testing.T, url string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// dropProbesTo drops, on the legacy switch, the loop probes it would
+// forward to port (its frames only: EtherType 0x88B5): a gateway behind
+// it cannot hear them. The control phase uses it to show that a second
+// bridge the probe cannot see does deliver frames twice.
+func dropProbesTo(t *testing.T, env *Env, port string) (undo func()) {
+	t.Helper()
+	ns, err := netns.GetFromName(env.Lab.NS("legacy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		ns.Close()
+		t.Fatal(err)
+	}
+	table := &nftables.Table{Name: "lab_probe_drop", Family: nftables.TableFamilyBridge}
+	conn.AddTable(table)
+	policy := nftables.ChainPolicyAccept
+	chain := conn.AddChain(&nftables.Chain{Name: "forward", Table: table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &policy})
+	name := make([]byte, unix.IFNAMSIZ)
+	copy(name, port)
+	conn.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: name},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x88, 0xB5}},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
+	if err := conn.Flush(); err != nil {
+		ns.Close()
+		t.Fatalf("nftables probe drop in legacy: %v", err)
+	}
+	done := false
+	undo = func() {
+		if done {
+			return
+		}
+		done = true
+		defer ns.Close()
+		conn.DelTable(table)
+		if err := conn.Flush(); err != nil {
+			t.Errorf("remove the probe drop: %v", err)
+		}
+	}
+	t.Cleanup(undo)
+	return undo
 }
