@@ -25,6 +25,8 @@ type Options struct {
 	// HA enables the peer rule (docs/ha.md); needs Deps.Peers and an
 	// Election that is a LeaseControl.
 	HA HAOptions
+	// Loop tunes the reaction to a second bridge (needs Deps.LoopProbe).
+	Loop LoopOptions
 }
 
 // Deps are the agent's collaborators. Speaker, Election, Fence, Reach,
@@ -45,6 +47,11 @@ type Deps struct {
 	Log       *zap.Logger
 	// Peers is the peer channel (nil: the Lease alone decides).
 	Peers PeerChannel
+	// LoopProbe, LoopInbox (its OnDetect) and Release enable the loop
+	// probe on a gateway (loop.go); nil: no loop probe.
+	LoopProbe LoopProber
+	LoopInbox *LoopInbox
+	Release   PortReleaser
 }
 
 // Trigger asks the agent for a reconcile soon. It exists before the agent
@@ -75,7 +82,8 @@ type Agent struct {
 	// haGuards are the guarded segments the fence refresh grants G to.
 	haGuards map[SegmentKey]haGuard
 
-	ha *haRunner // nil: HA off
+	ha   *haRunner  // nil: HA off
+	loop *loopGuard // nil: no loop probe
 	// moves are VMs seen announcing themselves from another node.
 	moves *moveHints
 
@@ -104,14 +112,18 @@ func NewAgent(o Options, deps Deps) *Agent {
 		a.ha = &haRunner{opt: o.HA.withDefaults(), self: o.NodeName, peers: deps.Peers, lease: lc,
 			log: deps.Log, segs: map[SegmentKey]haSegment{}, trigger: deps.Trigger.Fire}
 	}
+	if deps.LoopProbe != nil && deps.LoopInbox != nil && o.Role == RoleGateway {
+		a.loop = newLoopGuard(o.NodeName, o.Loop, deps.LoopProbe, deps.Release, deps.LoopInbox, deps.Log)
+	}
 	a.steps = []step{
-		electionStep{role: o.Role, election: deps.Election, ha: a.ha},
+		electionStep{role: o.Role, election: deps.Election, ha: a.ha, holdLoops: a.holdLoops},
 		planStep{role: o.Role, gate: deps.Gate, moves: a.moves},
 		dataPlaneStep{dp: deps.DataPlane},
 		gateStep{gate: deps.Gate},
 		bgpStep{speaker: deps.Speaker, log: deps.Log},
 		announceStep{role: o.Role, announcer: deps.Announcer},
 		fenceStep{a: a},
+		loopStep{a: a},
 		claimStep{ha: a.ha},
 		reportStep{a: a},
 	}
@@ -147,6 +159,9 @@ func (a *Agent) Run(ctx context.Context) {
 	defer t.Stop()
 	if a.deps.Fence != nil {
 		go a.refreshFence(ctx)
+	}
+	if a.loop != nil {
+		go a.watchLoops(ctx.Done())
 	}
 	a.Trigger()
 	for {
@@ -289,13 +304,21 @@ func (a *Agent) keepAlive() {
 			return left
 		}
 	}
+	state := func() ([]string, map[string]time.Duration) {
+		guarded, alive := fenceState(a.fencePorts, validFor)
+		if a.loop != nil {
+			// Ports cut for a second bridge: guarded, never alive.
+			guarded, alive = a.loop.applyCuts(guarded, alive, time.Now())
+		}
+		return guarded, alive
+	}
 	start := time.Now()
-	guarded, alive := fenceState(a.fencePorts, validFor)
+	guarded, alive := state()
 	err := a.deps.Fence.Guard(guarded, alive)
 	if a.ha != nil && err == nil && time.Since(start) > a.ha.opt.Margin/2 {
 		// nftables timeouts count from the insertion: a write delayed by
 		// a stop would extend the grant by the stop. Write again at once.
-		guarded, alive = fenceState(a.fencePorts, validFor)
+		guarded, alive = state()
 		err = a.deps.Fence.Guard(guarded, alive)
 	}
 	if a.ha != nil && err == nil {

@@ -212,6 +212,25 @@ func (h *haRunner) yieldFenced(keys []SegmentKey) {
 	h.sent = claims
 }
 
+// loopYield: the loop probe made this gateway yield segment k (loop.go).
+// Like a yield to a higher claim, the epoch is not claimed again: the
+// other bridge proved a Lease at least as strong as ours.
+func (h *haRunner) loopYield(p *pass, k SegmentKey) {
+	seg, ok := h.segs[k]
+	if !ok || seg.state == haStandby {
+		return
+	}
+	h.log.Info("segment HA state", zap.String("event", "haStateChanged"), zap.String("segment", k.String()),
+		zap.String("from", seg.state.String()), zap.String("to", haStandby.String()),
+		zap.Uint64("epoch", seg.epoch), zap.String("reason", "loopDetected"))
+	seg.state, seg.yielded, seg.yieldedEpoch = haStandby, true, seg.epoch
+	h.segs[k] = seg
+	if d, ok := p.ha[k]; ok {
+		d.Seg, d.Attach, d.Holding, d.Grant, d.FastRenew = seg, false, false, time.Time{}, false
+		p.ha[k] = d
+	}
+}
+
 // dropAll forgets every segment (drain: all detached) and claims nothing.
 func (h *haRunner) dropAll() {
 	h.cmu.Lock()

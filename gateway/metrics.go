@@ -24,6 +24,7 @@ type Metrics struct {
 	bfdUp              *prometheus.GaugeVec
 	bfdFlaps           *prometheus.CounterVec
 	sessionResets      *prometheus.CounterVec
+	loopsDetected      *prometheus.CounterVec
 	seenDuplicates     map[string]bool
 	peers              map[string]bool
 	// lastCounts: the speaker's cumulative counters per peer at the last
@@ -58,12 +59,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Times the BFD session with the peer left Up."}, []string{"peer"}),
 		sessionResets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "netbridge_gateway_bgp_session_resets_total",
 			Help: "Times the BGP session with the peer left Established."}, []string{"peer"}),
+		loopsDetected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "netbridge_gateway_loops_detected_total",
+			Help: "Second bridges detected on the segment by the loop probe (episodes, whichever side yielded)."}, []string{"segment"}),
 		seenDuplicates: map[string]bool{},
 		lastCounts:     map[string][2]uint64{},
 	}
 	if reg != nil {
 		reg.MustRegister(m.segmentsProgrammed, m.endpoints, m.sessionUp, m.prefixes, m.reconcileDuration,
-			m.reconcileErrors, m.leaseTransitions, m.duplicates, m.degraded, m.bfdUp, m.bfdFlaps, m.sessionResets)
+			m.reconcileErrors, m.leaseTransitions, m.duplicates, m.degraded, m.bfdUp, m.bfdFlaps, m.sessionResets, m.loopsDetected)
 	}
 	return m
 }
@@ -76,6 +79,14 @@ func (m *Metrics) observeReconcile(d time.Duration, err error) {
 	if err != nil {
 		m.reconcileErrors.Inc()
 	}
+}
+
+// LoopDetected counts a loop episode of a segment.
+func (m *Metrics) LoopDetected(segment string) {
+	if m == nil {
+		return
+	}
+	m.loopsDetected.WithLabelValues(segment).Inc()
 }
 
 // LeaseTransition counts a leadership change of a segment.

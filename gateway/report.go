@@ -27,7 +27,10 @@ type Report struct {
 	// could not be applied.
 	Degraded       bool
 	DegradedReason string
-	At             time.Time
+	// LoopProbe: the loop probe runs; Loops are its recent episodes.
+	LoopProbe bool
+	Loops     []LoopReport
+	At        time.Time
 }
 
 // SegmentReport is one segment on this host.
@@ -81,6 +84,9 @@ func (a *Agent) buildReport(ctx context.Context, p *pass) Report {
 		r.Refused = a.refusedReports(p.plan)
 	}
 	r.Degraded, r.DegradedReason = a.degraded(p)
+	if a.loop != nil {
+		r.LoopProbe, r.Loops = true, a.loop.reports(r.At)
+	}
 	return r
 }
 

@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -63,7 +65,44 @@ func StatusFromReport(r Report) nbv1.BridgeGatewayStatus {
 		degraded = metav1.Condition{Type: nbv1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: "Degraded", Message: r.DegradedReason}
 	}
 	st.Conditions = []metav1.Condition{ready, degraded}
+	if r.LoopProbe {
+		st.Conditions = append(st.Conditions, loopCondition(r.Loops))
+	}
 	return st
+}
+
+// loopCondition is LoopDetected: True while a recent episode is reported
+// (LoopYielded when this gateway cut one of its ports).
+func loopCondition(loops []LoopReport) metav1.Condition {
+	if len(loops) == 0 {
+		return metav1.Condition{Type: nbv1.ConditionLoopDetected, Status: metav1.ConditionFalse, Reason: nbv1.ReasonNoLoop,
+			Message: "no second bridge detected"}
+	}
+	reason := nbv1.ReasonLoopOtherYields
+	var msgs []string
+	for _, l := range loops {
+		msgs = append(msgs, LoopMessage(l))
+		if l.Yielded {
+			reason = nbv1.ReasonLoopYielded
+		}
+	}
+	return metav1.Condition{Type: nbv1.ConditionLoopDetected, Status: metav1.ConditionTrue, Reason: reason,
+		Message: strings.Join(msgs, "; ")}
+}
+
+// LoopMessage says what one loop episode was and what this gateway did
+// (condition message and event text).
+func LoopMessage(l LoopReport) string {
+	from := "a probe of " + l.From
+	if l.Own {
+		from = "this gateway's own probe, back through another bridge"
+	}
+	msg := fmt.Sprintf("segment %s: second bridge seen on %s at %s (%s)", l.Segment, l.Port,
+		l.At.UTC().Format("2006-01-02T15:04:05.000Z"), from)
+	if l.Yielded {
+		return msg + fmt.Sprintf(": this gateway yielded (%s), its port fenced %d ms after the detection", l.Reason, l.CutIn.Milliseconds())
+	}
+	return msg + fmt.Sprintf(": this gateway keeps bridging (%s), the other bridge yields", l.Reason)
 }
 
 func addrStrings(ips []netip.Addr) []string {

@@ -15,7 +15,7 @@ import (
 // same shape: read what earlier steps decided, plan with a pure function
 // (decide.go), apply the minimum, record its outcome in the pass.
 //
-//	election → plan → data plane → activation gate → BGP → announcer → kernel fence → peer claims → status report
+//	election → plan → data plane → activation gate → BGP → announcer → kernel fence → loop probe → peer claims → status report
 //
 // The order is the safety argument: a lost lease detaches the VLAN before
 // anything is withdrawn, a won lease attaches before anything is
@@ -74,6 +74,8 @@ type electionStep struct {
 	role     Role
 	election Leadership // nil: standalone, every segment attached
 	ha       *haRunner  // nil: the Lease alone decides
+	// holdLoops keeps segments yielded to a second bridge detached.
+	holdLoops func(p *pass)
 }
 
 func (electionStep) name() string { return "election" }
@@ -92,6 +94,9 @@ func (s electionStep) run(ctx context.Context, p *pass) {
 		// Guarded segments: the state machine decides, and claims holding
 		// before the data plane attaches.
 		s.ha.elect(p)
+	}
+	if s.holdLoops != nil {
+		s.holdLoops(p)
 	}
 }
 
@@ -191,6 +196,19 @@ func (s fenceStep) run(_ context.Context, p *pass) {
 		guards = s.a.ha.guards(p, ports)
 	}
 	s.a.setFencePorts(ports, guards)
+}
+
+// loopStep gives the loop probe this pass's segments: probes go out of
+// the bridged ones, carrying the Lease facts the yield rule compares.
+type loopStep struct{ a *Agent }
+
+func (loopStep) name() string { return "loopProbe" }
+
+func (s loopStep) run(_ context.Context, p *pass) {
+	if s.a.loop == nil {
+		return
+	}
+	s.a.loop.update(p.d, fencedPorts(p.d, p.attached, p.segErr), p.segErr, s.a.loopViews(p))
 }
 
 // claimStep tells the peers what this gateway holds once the data plane

@@ -46,18 +46,25 @@ func LoopProbeMAC() net.HardwareAddr { return net.HardwareAddr{0x03, 0x6e, 0x62,
 
 // Probe payload (after the Ethernet header), big endian:
 //
-//	0  magic "NBLP"   4  version     5  flags (bit 0: sent into the VXLAN side)
+//	0  magic "NBLP"   4  version     5  flags (bit 0: sent into the VXLAN side,
+//	                                          bit 1: the sender holds the Lease)
 //	6  VNI (4)        10 seq (8)     18 sent at, Unix ns (8)
-//	26 sender length  27 sender      27+n HMAC-SHA256 truncated to 16 bytes
+//	26 epoch (8)      34 sender length  35 sender
+//	35+n HMAC-SHA256 truncated to 16 bytes
+//
+// Version 2 added the epoch and the holding flag: a receiver decides who
+// yields from the probe alone, without trusting a peer view that may be
+// stale exactly when two bridges exist.
 //
 // The HMAC covers everything before it, with a key shared by the gateways:
 // a host on the VLAN cannot forge a probe and make a gateway yield.
 const (
 	probeMagic    = "NBLP"
-	probeVersion  = 1
-	probeHeader   = 27
+	probeVersion  = 2
+	probeHeader   = 35
 	probeMACLen   = 16
 	flagOverlay   = 1
+	flagHolding   = 2
 	minProbeKey   = 16
 	maxSenderName = 253
 )
@@ -80,6 +87,10 @@ type Detection struct {
 	// the previous holder's last probe, sent before it detached: compare
 	// SentAt with the handover before acting on such a detection.
 	SentAt time.Time
+	// FromHolding and FromEpoch are the sender's ProbedSegment.Holding
+	// and Epoch when it sent the probe (ours when Own).
+	FromHolding bool
+	FromEpoch   uint64
 }
 
 // ProbedSegment is the desired probing of one segment.
@@ -97,6 +108,11 @@ type ProbedSegment struct {
 	VLANPort string
 	// Sending: this gateway believes it bridges the segment and probes.
 	Sending bool
+	// Holding and Epoch go into the probes (see Detection): whether the
+	// sender holds the segment's Lease, and the Lease epoch it bridges at.
+	// A change restarts the segment's sender.
+	Holding bool
+	Epoch   uint64
 }
 
 func (s ProbedSegment) withDefaults() ProbedSegment {
@@ -560,7 +576,10 @@ func (p *LoopProbe) send(r *probedSeg) {
 }
 
 func (p *LoopProbe) frame(r *probedSeg, flags byte, seq uint64, at time.Time) ([]byte, error) {
-	return encodeProbe(p.opts.Key, r.src, probe{Flags: flags, VNI: r.cfg.VNI, Seq: seq, SentAt: at, From: p.opts.Self})
+	if r.cfg.Holding {
+		flags |= flagHolding
+	}
+	return encodeProbe(p.opts.Key, r.src, probe{Flags: flags, VNI: r.cfg.VNI, Seq: seq, SentAt: at, Epoch: r.cfg.Epoch, From: p.opts.Self})
 }
 
 func (p *LoopProbe) receive(r *probedSeg) {
@@ -628,7 +647,8 @@ func (p *LoopProbe) receive(r *probedSeg) {
 		if err != nil || !bridged {
 			continue
 		}
-		d := Detection{VNI: r.cfg.VNI, Port: r.cfg.VLANPort, From: pr.From, Own: own, At: now, SentAt: pr.SentAt}
+		d := Detection{VNI: r.cfg.VNI, Port: r.cfg.VLANPort, From: pr.From, Own: own, At: now, SentAt: pr.SentAt,
+			FromHolding: pr.Flags&flagHolding != 0, FromEpoch: pr.Epoch}
 		p.detections.Add(1)
 		if k := "detect/" + pr.From; now.Sub(lastLog[k]) > time.Second {
 			lastLog[k] = now
@@ -703,6 +723,7 @@ type probe struct {
 	VNI    uint32
 	Seq    uint64
 	SentAt time.Time
+	Epoch  uint64
 	From   string
 }
 
@@ -723,7 +744,8 @@ func encodeProbe(key []byte, src net.HardwareAddr, pr probe) ([]byte, error) {
 	binary.BigEndian.PutUint32(b[6:], pr.VNI)
 	binary.BigEndian.PutUint64(b[10:], pr.Seq)
 	binary.BigEndian.PutUint64(b[18:], uint64(pr.SentAt.UnixNano()))
-	b[26] = byte(len(pr.From))
+	binary.BigEndian.PutUint64(b[26:], pr.Epoch)
+	b[34] = byte(len(pr.From))
 	b = append(b, pr.From...)
 	b = append(b, probeMAC(key, b)...)
 	buf := gopacket.NewSerializeBuffer()
@@ -763,7 +785,7 @@ func parseProbe(frame []byte) (pr probe, signed, mac []byte, err error) {
 	if b[4] != probeVersion {
 		return probe{}, nil, nil, fmt.Errorf("version %d: want %d", b[4], probeVersion)
 	}
-	n := int(b[26])
+	n := int(b[34])
 	end := probeHeader + n
 	if n == 0 || len(b) < end+probeMACLen {
 		return probe{}, nil, nil, fmt.Errorf("sender length %d: frame too short (%d bytes)", n, len(b))
@@ -773,6 +795,7 @@ func parseProbe(frame []byte) (pr probe, signed, mac []byte, err error) {
 		VNI:    binary.BigEndian.Uint32(b[6:]),
 		Seq:    binary.BigEndian.Uint64(b[10:]),
 		SentAt: time.Unix(0, int64(binary.BigEndian.Uint64(b[18:]))),
+		Epoch:  binary.BigEndian.Uint64(b[26:]),
 		From:   string(b[probeHeader:end]),
 	}, b[:end], b[end : end+probeMACLen], nil
 }

@@ -25,7 +25,7 @@ var testProbeKey = []byte("0123456789abcdef-loop-probe-key")
 func TestProbeEncoding(t *testing.T) {
 	src := net.HardwareAddr{2, 0, 0, 0, 0, 1}
 	at := time.Unix(1700000000, 123456789)
-	in := probe{Flags: flagOverlay, VNI: 1020, Seq: 42, SentAt: at, From: "gateway-a.example"}
+	in := probe{Flags: flagOverlay | flagHolding, VNI: 1020, Seq: 42, SentAt: at, Epoch: 7, From: "gateway-a.example"}
 	f, err := encodeProbe(testProbeKey, src, in)
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +40,7 @@ func TestProbeEncoding(t *testing.T) {
 	if err != nil {
 		t.Fatalf("decode: %v", err)
 	}
-	if out.Flags != in.Flags || out.VNI != in.VNI || out.Seq != in.Seq || !out.SentAt.Equal(at) || out.From != in.From {
+	if out.Flags != in.Flags || out.VNI != in.VNI || out.Seq != in.Seq || !out.SentAt.Equal(at) || out.Epoch != in.Epoch || out.From != in.From {
 		t.Errorf("decoded %+v, want %+v", out, in)
 	}
 
@@ -51,7 +51,7 @@ func TestProbeEncoding(t *testing.T) {
 		}
 	}
 	bad("other key", f, []byte("another-key-of-16-bytes"), "bad HMAC")
-	for _, off := range []int{14 + 5, 14 + 9, 14 + 17, 14 + 25, 14 + 28} { // flags, vni, seq, time, sender
+	for _, off := range []int{14 + 5, 14 + 9, 14 + 17, 14 + 25, 14 + 33, 14 + 36} { // flags, vni, seq, time, epoch, sender
 		g := bytes.Clone(f)
 		g[off] ^= 1
 		bad(fmt.Sprintf("bit flipped at %d", off), g, testProbeKey, "bad HMAC")
@@ -59,7 +59,7 @@ func TestProbeEncoding(t *testing.T) {
 	g := bytes.Clone(f)
 	g[14+4] = 9
 	bad("version", g, testProbeKey, "version 9")
-	bad("truncated", f[:14+27+len(in.From)+8], testProbeKey, "too short")
+	bad("truncated", f[:14+35+len(in.From)+8], testProbeKey, "too short")
 	g = bytes.Clone(f)
 	g[13] = 0xB6
 	bad("ethertype", g, testProbeKey, "not a loop probe")
@@ -537,7 +537,7 @@ func TestLoopProbeCutsSecondBridge(t *testing.T) {
 
 	// Split brain: both agents believe they are active (both send) and
 	// both bridge. Each hears the other's probe on its port.
-	if err := pl.p2.Set([]ProbedSegment{{VNI: testVNI, VLANPort: "up0", Sending: true}}); err != nil {
+	if err := pl.p2.Set([]ProbedSegment{{VNI: testVNI, VLANPort: "up0", Sending: true, Holding: true, Epoch: 9}}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -564,6 +564,13 @@ func TestLoopProbeCutsSecondBridge(t *testing.T) {
 	l.setGW2Bridged(t, false)
 	if at1.IsZero() || at2.IsZero() {
 		t.Fatalf("split brain: gw1 heard gw2: %v, gw2 heard gw1: %v", pl.d1.snapshot(), pl.d2.snapshot())
+	}
+	// The sender's Lease view travels in the probe: the receiver decides
+	// who yields from it (gateway package).
+	for _, x := range pl.d1.snapshot() {
+		if x.From == "gw2" && (!x.FromHolding || x.FromEpoch != 9) {
+			t.Errorf("gw2's probe at gw1: holding %v epoch %d, want true 9", x.FromHolding, x.FromEpoch)
+		}
 	}
 	last := at1
 	if at2.After(last) {

@@ -251,3 +251,22 @@ func SegmentReadyLabel(k SegmentKey) string {
 // IsSegmentReadyLabel reports whether a node label key is a segment
 // readiness label (whichever segment).
 func IsSegmentReadyLabel(key string) bool { return strings.HasPrefix(key, segmentReadyPrefix) }
+
+// The loop probe's report on a BridgeGateway (docs/ha.md, rule 8): its
+// condition, the condition's reasons, and the reason of its Warning event.
+const (
+	// ConditionLoopDetected is True while a second bridge on one of the
+	// gateway's segments was detected recently (the message names the
+	// segment, the other bridge and what this gateway did).
+	ConditionLoopDetected = "LoopDetected"
+	// ReasonLoopYielded: this gateway had to yield and cut its VLAN port
+	// (kernel fence, then detach).
+	ReasonLoopYielded = "LoopYielded"
+	// ReasonLoopOtherYields: this gateway holds the segment; the other
+	// bridge must yield.
+	ReasonLoopOtherYields = "LoopOtherYields"
+	// ReasonNoLoop: no second bridge detected recently.
+	ReasonNoLoop = "NoLoop"
+	// EventLoopDetected is the Warning event on the BridgeGateway.
+	EventLoopDetected = "LoopDetected"
+)

@@ -152,6 +152,13 @@ func Run(ctx context.Context, o Options, signals <-chan os.Signal, log *zap.Logg
 		defer cleanup()
 	}
 
+	if o.Role == gateway.RoleGateway {
+		stopLoop, err := startLoopProbe(o, &deps, dp, log)
+		if err != nil {
+			return err
+		}
+		defer stopLoop()
+	}
 	gwOpts := gateway.Options{NodeName: o.NodeName, Role: o.Role, LocalVTEP: o.VTEP, Resync: o.Resync}
 	if deps.Peers != nil {
 		gwOpts.HA = haOptions(o.Peer)

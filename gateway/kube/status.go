@@ -126,7 +126,22 @@ func (k *StatusWriter) events(r gateway.Report) {
 			k.recorder.Eventf(gwRef, corev1.EventTypeNormal, "LeaseReleased", "segment %s: %s is standby now (VLAN detached)", s.Key, k.nodeName)
 		}
 	}
+	k.loopEvents(gwRef, r)
 	k.prev = r
+}
+
+// loopEvents emits one Warning per new loop episode (a segment's episode
+// is new when its first detection changed).
+func (k *StatusWriter) loopEvents(gwRef *nbv1.BridgeGateway, r gateway.Report) {
+	seen := map[string]bool{}
+	for _, l := range k.prev.Loops {
+		seen[l.Segment.String()+"@"+l.At.String()] = true
+	}
+	for _, l := range r.Loops {
+		if !seen[l.Segment.String()+"@"+l.At.String()] {
+			k.recorder.Event(gwRef, corev1.EventTypeWarning, nbv1.EventLoopDetected, gateway.LoopMessage(l))
+		}
+	}
 }
 
 func endpointRef(ns, name string) *nbv1.BridgeEndpoint {
