@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/yaml"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/internal/config"
@@ -27,6 +27,11 @@ type FileConfig struct {
 	// Passwords holds TCP MD5 passwords by Secret name (the peers'
 	// passwordSecretRef.name), since there are no Secrets here.
 	Passwords map[string]string `json:"passwords,omitempty"`
+	// PasswordFiles names, by Secret name, a file holding the password
+	// (one line; a trailing newline is not part of it), so the
+	// configuration file itself can be world-readable. Read at every
+	// (re)load; a name in both maps is refused.
+	PasswordFiles map[string]string `json:"passwordFiles,omitempty"`
 	// ActiveGatewayVTEP is where node-role hosts flood broadcast traffic
 	// (there is no lease to tell them).
 	ActiveGatewayVTEP string `json:"activeGatewayVTEP,omitempty"`
@@ -42,8 +47,10 @@ type FileEndpoint struct {
 // parseFileConfig parses and checks a standalone configuration.
 func parseFileConfig(raw []byte) (*FileConfig, error) {
 	var fc FileConfig
-	if err := yaml.UnmarshalStrict(raw, &fc); err != nil {
-		return nil, fmt.Errorf("parse config: %w", err)
+	// Errors name the line and the field path, with the nearest known
+	// field for a typo.
+	if err := config.DecodeYAML(raw, &fc); err != nil {
+		return nil, err
 	}
 	if fc.Name == "" {
 		fc.Name = "local"
@@ -64,6 +71,9 @@ func parseFileConfig(raw []byte) (*FileConfig, error) {
 	if _, errs := config.Parse(fc.Name, fc.Spec); len(errs) > 0 {
 		return nil, errs.ToAggregate()
 	}
+	if err := fc.readPasswordFiles(); err != nil {
+		return nil, err
+	}
 	for i := range fc.Endpoints {
 		e := &fc.Endpoints[i]
 		if e.Name == "" {
@@ -83,6 +93,28 @@ func parseFileConfig(raw []byte) (*FileConfig, error) {
 		}
 	}
 	return &fc, nil
+}
+
+// readPasswordFiles moves the passwords of PasswordFiles into Passwords.
+func (fc *FileConfig) readPasswordFiles() error {
+	for name, path := range fc.PasswordFiles {
+		if _, dup := fc.Passwords[name]; dup {
+			return fmt.Errorf("passwordFiles.%s: also in passwords: set it once", name)
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("passwordFiles.%s: %w", name, err)
+		}
+		pw := strings.TrimRight(string(raw), "\r\n")
+		if pw == "" {
+			return fmt.Errorf("passwordFiles.%s: %s is empty", name, path)
+		}
+		if fc.Passwords == nil {
+			fc.Passwords = map[string]string{}
+		}
+		fc.Passwords[name] = pw
+	}
+	return nil
 }
 
 // FileSource serves Inputs from a FileConfig; Load replaces it (reload on
