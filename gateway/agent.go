@@ -81,6 +81,7 @@ type Agent struct {
 	attached   map[SegmentKey]bool
 	advertised map[netip.Prefix]bool
 	last       Report
+	notices    notices
 	draining   bool
 }
 

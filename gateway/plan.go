@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
@@ -50,7 +51,16 @@ type hostPlan struct {
 	Refused []refusal
 	// SegmentErrors are segments refused before reaching the kernel.
 	SegmentErrors map[SegmentKey]string
+	// Unadvertised are cleared IPs of Active endpoints that get no host
+	// route, and why (e.g. an IPv6 address with only IPv4 peers): not
+	// refusals, the VM works on L2, but the user must be told.
+	Unadvertised []refusal
 }
+
+// Reasons an IP is programmed but not advertised.
+const (
+	reasonNoIPv6Peer = "NoIPv6Peer"
+)
 
 // refusal is one endpoint IP the gateway will not advertise.
 type refusal struct {
@@ -150,6 +160,8 @@ func (p *hostPlan) planGatewaySegment(d Desired, s Segment, eps []Endpoint, v ru
 		if d.BGP != nil && d.BGP.HostRoutes && s.Phase != PhaseCompleted {
 			for _, ip := range cleared {
 				if ip.Is6() && !v.IPv6Peers {
+					p.Unadvertised = append(p.Unadvertised, refusal{Endpoint: e.ID(), IP: ip, Reason: reasonNoIPv6Peer,
+						Message: fmt.Sprintf("%s is not advertised: every BGP peer is IPv4 and a /128 needs an IPv6 next hop; add an IPv6 peer (bgp.peers) to advertise it", ip)})
 					continue
 				}
 				pfx := netip.PrefixFrom(ip, ip.BitLen())

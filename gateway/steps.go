@@ -231,6 +231,7 @@ func (s reportStep) run(ctx context.Context, p *pass) {
 	}
 	report := a.buildReport(ctx, p)
 	a.last = report
+	a.notices.log(a.log, report)
 	a.deps.Metrics.observeReport(report)
 	if a.deps.Sink != nil {
 		if err := a.deps.Sink.Publish(ctx, report); err != nil {
