@@ -17,6 +17,8 @@ type notices struct {
 // notice is one problem, keyed by what it is about and what it says.
 type notice struct {
 	key, msg string
+	// info: an expected state worth a line, not a warning.
+	info bool
 	// fields start with the event; cleared is the event of its end.
 	fields  []zap.Field
 	cleared zap.Field
@@ -43,7 +45,7 @@ func reportNotices(r Report) []notice {
 			continue
 		}
 		ep := e.Namespace + "/" + e.Name
-		out = append(out, notice{key: "endpoint " + ep + ": " + e.Message, msg: "endpoint not (fully) advertised",
+		out = append(out, notice{key: "endpoint " + ep + ": " + e.Message, msg: "endpoint not (fully) advertised", info: true,
 			cleared: zap.String("event", "endpointNoticeCleared"),
 			fields:  []zap.Field{zap.String("event", "endpointNotAdvertised"), zap.String("endpoint", ep), zap.String("message", e.Message)}})
 	}
@@ -59,7 +61,11 @@ func (n *notices) log(log *zap.Logger, r Report) {
 		if _, seen := n.seen[x.key]; seen {
 			continue
 		}
-		log.Warn(x.msg, x.fields...)
+		if x.info {
+			log.Info(x.msg, x.fields...)
+		} else {
+			log.Warn(x.msg, x.fields...)
+		}
 	}
 	var gone []string
 	for k := range n.seen {

@@ -59,7 +59,8 @@ type hostPlan struct {
 
 // Reasons an IP is programmed but not advertised.
 const (
-	reasonNoIPv6Peer = "NoIPv6Peer"
+	reasonNoIPv6Peer    = "NoIPv6Peer"
+	reasonPhaseExtended = "PhaseExtended"
 )
 
 // refusal is one endpoint IP the gateway will not advertise.
@@ -157,7 +158,16 @@ func (p *hostPlan) planGatewaySegment(d Desired, s Segment, eps []Endpoint, v ru
 		// kernel records what was activated: a restarted agent adopts
 		// them without probing again.
 		vs.Endpoints = append(vs.Endpoints, vlan.Endpoint{MAC: e.MAC, IPs: cleared, VTEP: e.VTEP})
-		if d.BGP != nil && d.BGP.HostRoutes && s.Phase != PhaseCompleted {
+		// Host routes belong to the Routed phase: in Extended the legacy
+		// router still routes the subnet, and drawing the VMs' traffic to
+		// the gateway is the runbook's next, deliberate step.
+		if d.BGP != nil && d.BGP.HostRoutes && s.Phase == PhaseExtended {
+			for _, ip := range cleared {
+				p.Unadvertised = append(p.Unadvertised, refusal{Endpoint: e.ID(), IP: ip, Reason: reasonPhaseExtended,
+					Message: fmt.Sprintf("%s is bridged, not advertised: segment %s is in phase Extended, host routes are advertised from phase Routed on", ip, s.Key)})
+			}
+		}
+		if d.BGP != nil && d.BGP.HostRoutes && s.Phase == PhaseRouted {
 			for _, ip := range cleared {
 				if ip.Is6() && !v.IPv6Peers {
 					p.Unadvertised = append(p.Unadvertised, refusal{Endpoint: e.ID(), IP: ip, Reason: reasonNoIPv6Peer,
