@@ -93,8 +93,8 @@ func TestNoticesLoggedOnce(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	log := zap.New(core)
 	r := Report{
-		Segments: []SegmentReport{{Key: app, Error: "segment dc1.app: uplink eth9: no such interface on node edge1"}},
-		Refused:  []RefusedReport{{Namespace: "default", Endpoint: "vm9", IP: netip.MustParseAddr("10.20.100.255"), Reason: "BroadcastAddress", Message: "IP 10.20.100.255 is the broadcast address"}},
+		Segments:  []SegmentReport{{Key: app, Error: "segment dc1.app: uplink eth9: no such interface on node edge1"}},
+		Refused:   []RefusedReport{{Namespace: "default", Endpoint: "vm9", IP: netip.MustParseAddr("10.20.100.255"), Reason: "BroadcastAddress", Message: "IP 10.20.100.255 is the broadcast address"}},
 		Endpoints: []EndpointReport{{Namespace: "default", Name: "vm1", Message: "2001:db8:100::50 is not advertised: every BGP peer is IPv4"}},
 	}
 	var n notices
