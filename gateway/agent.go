@@ -82,7 +82,9 @@ type Agent struct {
 	advertised map[netip.Prefix]bool
 	last       Report
 	notices    notices
-	draining   bool
+	// bridged: the segments last logged attached (see logAttachments).
+	bridged  map[SegmentKey]bool
+	draining bool
 }
 
 // NewAgent wires an agent.

@@ -6,6 +6,29 @@ import (
 	"go.uber.org/zap"
 )
 
+// logAttachments logs a segment attached only once its VLAN is bridged for
+// real: attached by the election AND programmed by the data plane (a
+// segment the kernel refused is reported by segmentRefused instead).
+func (a *Agent) logAttachments(p *pass) {
+	now := map[SegmentKey]bool{}
+	for k := range p.attached {
+		if _, bad := p.segErr[k]; !bad {
+			now[k] = true
+		}
+	}
+	for k := range a.bridged {
+		if !now[k] {
+			a.log.Info("segment detached", zap.String("event", "segmentDetached"), zap.String("segment", k.String()))
+		}
+	}
+	for k := range now {
+		if !a.bridged[k] {
+			a.log.Info("segment attached", zap.String("event", "segmentAttached"), zap.String("segment", k.String()))
+		}
+	}
+	a.bridged = now
+}
+
 // notices logs each problem of the report once, when it appears (and once
 // when it clears), instead of only counting it: a refused segment, a
 // refused endpoint IP with the rule it broke, an IP not advertised.

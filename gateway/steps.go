@@ -213,16 +213,15 @@ func (s reportStep) run(ctx context.Context, p *pass) {
 	a := s.a
 	for k := range p.prevAttached {
 		if !p.attached[k] {
-			a.log.Info("segment detached", zap.String("event", "segmentDetached"), zap.String("segment", k.String()))
 			a.deps.Metrics.LeaseTransition(k.String())
 		}
 	}
 	for k := range p.attached {
 		if !p.prevAttached[k] {
-			a.log.Info("segment attached", zap.String("event", "segmentAttached"), zap.String("segment", k.String()))
 			a.deps.Metrics.LeaseTransition(k.String())
 		}
 	}
+	a.logAttachments(p)
 	if reach := a.deps.Reach; reach != nil {
 		_, owners := activeIPs(p.d)
 		for _, r := range reachRequests(p.d, a.opts.Role, p.segErr) {
