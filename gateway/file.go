@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/internal/config"
@@ -68,8 +70,9 @@ func parseFileConfig(raw []byte) (*FileConfig, error) {
 	}
 	// The one validation path: every field is checked as the API server
 	// and the controller check it, and the errors name field and value.
+	lines := config.YAMLLines(raw)
 	if _, errs := config.Parse(fc.Name, fc.Spec); len(errs) > 0 {
-		return nil, errs.ToAggregate()
+		return nil, withLines(errs, lines, "")
 	}
 	if err := fc.readPasswordFiles(); err != nil {
 		return nil, err
@@ -89,10 +92,43 @@ func parseFileConfig(raw []byte) (*FileConfig, error) {
 			e.State = nbv1.StateActive
 		}
 		if _, errs := config.ParseEndpoint(e.Namespace, e.Name, e.BridgeEndpointSpec); len(errs) > 0 {
-			return nil, fmt.Errorf("endpoints[%d] (%s): %w", i, e.Name, errs.ToAggregate())
+			return nil, fmt.Errorf("endpoint %s: %w", e.Name, withLines(errs, lines, fmt.Sprintf("endpoints[%d]", i)))
 		}
 	}
 	return &fc, nil
+}
+
+// withLines renders validation errors the way the file reads: each one
+// with the line of its field, and the endpoint specs' "spec." paths as
+// where they are in the file (endpoints[i]., when specAt is set).
+func withLines(errs field.ErrorList, lines map[string]int, specAt string) error {
+	var out []error
+	for _, e := range errs {
+		e := *e
+		if specAt != "" {
+			e.Field = specAt + strings.TrimPrefix(e.Field, "spec")
+		}
+		// The nearest enclosing field that is in the file (a missing
+		// field's parent).
+		for p := e.Field; p != ""; p = parentPath(p) {
+			if l, ok := lines[p]; ok {
+				out = append(out, fmt.Errorf("line %d: %s", l, e.Error()))
+				break
+			}
+			if parentPath(p) == "" {
+				out = append(out, &e)
+			}
+		}
+	}
+	return errors.Join(out...)
+}
+
+// parentPath is "a.b" for "a.b.c" and "a.b[0]"; "" at the top.
+func parentPath(p string) string {
+	if i := strings.LastIndexAny(p, ".["); i > 0 {
+		return p[:i]
+	}
+	return ""
 }
 
 // readPasswordFiles moves the passwords of PasswordFiles into Passwords.

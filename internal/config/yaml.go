@@ -234,3 +234,34 @@ func editDistance(a, b string) int {
 	}
 	return d[len(ra)][len(rb)]
 }
+
+// YAMLLines maps each field path of a YAML document ("spec.segments[0].mtu",
+// the spelling of field.Path) to its line, so that the semantic checks'
+// errors can point at the line too. A document that does not parse maps
+// nothing.
+func YAMLLines(raw []byte) map[string]int {
+	var doc yamlv3.Node
+	out := map[string]int{}
+	if yamlv3.Unmarshal(raw, &doc) != nil || len(doc.Content) == 0 {
+		return out
+	}
+	var walk func(n *yamlv3.Node, path string)
+	walk = func(n *yamlv3.Node, path string) {
+		switch n.Kind {
+		case yamlv3.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				p := join(path, n.Content[i].Value)
+				out[p] = n.Content[i].Line
+				walk(n.Content[i+1], p)
+			}
+		case yamlv3.SequenceNode:
+			for i, e := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				out[p] = e.Line
+				walk(e, p)
+			}
+		}
+	}
+	walk(doc.Content[0], "")
+	return out
+}
