@@ -76,3 +76,50 @@ func TestFileErrorsSpeakYAML(t *testing.T) {
 		t.Fatalf("password %q, %v", got, err)
 	}
 }
+
+// TestDocErrorExamples: the error messages docs/standalone.md shows are
+// the ones the example file gives with those mistakes made.
+func TestDocErrorExamples(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "standalone.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := func(name string) string {
+		_, after, ok := strings.Cut(string(doc), "<!-- test: "+name+" -->\n```")
+		if !ok {
+			t.Fatalf("no block %s", name)
+		}
+		_, body, _ := strings.Cut(after, "\n")
+		body, _, _ = strings.Cut(body, "\n```")
+		return body + "\n"
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "tor.password"), []byte(block("tor.password")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	example := strings.ReplaceAll(block("bridge.yaml"), "/etc/netbridge/", dir+"/")
+	if _, err := parseFileConfig([]byte(example)); err != nil {
+		t.Fatalf("the documented file is refused: %v", err)
+	}
+	mistakes := [][2]string{
+		{`    subnets: ["10.20.100.0/24"`, `    subnet: ["10.20.100.0/24"`},
+		{"vni: 10100", "vni: 0"},
+		{`ips: ["10.20.100.50", `, `ips: ["10.20.100.5O", `},
+	}
+	want := strings.Split(strings.TrimSpace(block("errors")), "\n")
+	if len(want) != len(mistakes) {
+		t.Fatalf("the doc shows %d errors, the test makes %d mistakes", len(want), len(mistakes))
+	}
+	for i, m := range mistakes {
+		if !strings.Contains(example, m[0]) {
+			t.Fatalf("the example has no %q", m[0])
+		}
+		_, err := parseFileConfig([]byte(strings.Replace(example, m[0], m[1], 1)))
+		if err == nil {
+			t.Fatalf("mistake %q accepted", m[1])
+		}
+		if got := "bridge.yaml: " + err.Error(); got != want[i] {
+			t.Errorf("mistake %q:\n got  %s\n doc  %s", m[1], got, want[i])
+		}
+	}
+}
