@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/netbridge-io/netbridge/vlan"
 )
 
 // TestRefusedSegmentNeverAttached: standalone mode attaches every segment,
@@ -25,6 +27,14 @@ func TestRefusedSegmentNeverAttached(t *testing.T) {
 		if got[app] {
 			t.Errorf("elected=%v: refused segment attached", elected)
 		}
+	}
+	// Its endpoints say why they are not advertised: not "pending".
+	p := &pass{d: d, attached: map[SegmentKey]bool{}, plan: buildPlan(d, runtimeView{Role: RoleGateway, LocalVTEP: gwVT})}
+	p.segErr = segmentErrors(d, p.plan, vlan.Result{}, nil)
+	a := &Agent{opts: Options{Role: RoleGateway}}
+	eps := a.endpointReports(p, segmentReports(RoleGateway, p), nil)
+	if len(eps) != 1 || eps[0].Advertised || !strings.Contains(eps[0].Message, "not bridged: segment dc1.app: uplink uplink0: no such interface") {
+		t.Fatalf("endpoint of a refused segment: %+v", eps)
 	}
 }
 

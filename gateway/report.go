@@ -108,8 +108,10 @@ func segmentReports(role Role, p *pass) []SegmentReport {
 // are in place and whether it answered the last reachability check.
 func (a *Agent) endpointReports(p *pass, segs []SegmentReport, advertised map[netip.Prefix]bool) []EndpointReport {
 	programmed := map[SegmentKey]bool{}
+	segErr := map[SegmentKey]string{}
 	for _, s := range segs {
 		programmed[s.Key] = s.Programmed
+		segErr[s.Key] = s.Error
 	}
 	var out []EndpointReport
 	for _, e := range p.d.Endpoints {
@@ -133,6 +135,10 @@ func (a *Agent) endpointReports(p *pass, segs []SegmentReport, advertised map[ne
 			if u.Endpoint == e.ID() {
 				why = append(why, u.Message)
 			}
+		}
+		if !programmed[e.Segment] && segErr[e.Segment] != "" {
+			// Not pending: waiting will not help until the segment is fixed.
+			why = append(why, "not bridged: "+segErr[e.Segment])
 		}
 		er.Message = strings.Join(why, "; ")
 		er.Reachable = len(e.IPs) > 0
