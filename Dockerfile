@@ -22,13 +22,16 @@ COPY internal/ internal/
 COPY runbook/ runbook/
 COPY cmd/ cmd/
 ARG VERSION=dev
+ARG COMMIT=unknown
 # CGO_ENABLED=0: fully static, runs on distroless/static (no libc).
-# -trimpath and -s -w: reproducible and small.
-RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
+# -trimpath and -s -w: reproducible and small. --version of each binary
+# prints VERSION and COMMIT (internal/cli; no .git in the build context).
+RUN LDFLAGS="-s -w -X github.com/netbridge-io/netbridge/internal/cli.version=${VERSION} -X github.com/netbridge-io/netbridge/internal/cli.commit=${COMMIT}" && \
+    CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "$LDFLAGS" \
       -o /out/netbridge-controller ./cmd/netbridge-controller && \
-    CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
+    CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "$LDFLAGS" \
       -o /out/netbridge-gateway ./cmd/netbridge-gateway && \
-    CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
+    CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "$LDFLAGS" \
       -o /out/netbridgectl ./cmd/netbridgectl
 
 # distroless static: no shell, no package manager, CA certificates and

@@ -10,9 +10,13 @@ GOTEST_FLAGS ?= -count=1 -p 2 -timeout 45m
 all: build
 
 ## build: the three binaries into bin/ (static, as the image ships them)
+## (--version of each prints VERSION and COMMIT, stamped here)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/netbridge-io/netbridge/internal/cli.version=$(VERSION) -X github.com/netbridge-io/netbridge/internal/cli.commit=$(COMMIT)
 build:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
 ## generate: deepcopy and CRD YAML from api/ (controller-gen, pinned in go.mod)
 generate:
@@ -51,7 +55,7 @@ helm:
 ## machines lack; CI builds the same static binaries with `make build`)
 IMAGE ?= ghcr.io/netbridge-io/netbridge:v0.1.0
 image:
-	docker build --build-arg VERSION=$$(git describe --tags --always --dirty) -t $(IMAGE) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
 
 ## test: every test, against real kernels, FRR and API server (README's test command)
 ## (the end-to-end scenarios run last, alone: their outage figures are

@@ -462,7 +462,12 @@ func gatewayConditions(gw *GatewayView, ep *nbv1.BridgeEndpoint) []metav1.Condit
 	if (listed && st.Advertised) || allAdvertised(gw.Advertised, ep.Spec.IPs) {
 		out = append(out, metav1.Condition{Type: nbv1.ConditionAdvertised, Status: metav1.ConditionTrue, Reason: ReasonAdvertised, Message: "advertised by gateway " + gw.Name})
 	} else {
-		out = append(out, metav1.Condition{Type: nbv1.ConditionAdvertised, Status: metav1.ConditionFalse, Reason: ReasonPending, Message: "waiting for gateway " + gw.Name})
+		msg := "waiting for gateway " + gw.Name
+		if listed && st.Message != "" {
+			// The gateway says why (phase Extended, no IPv6 peer, ...).
+			msg += ": " + st.Message
+		}
+		out = append(out, metav1.Condition{Type: nbv1.ConditionAdvertised, Status: metav1.ConditionFalse, Reason: ReasonPending, Message: msg})
 	}
 	if listed {
 		if st.Reachable {

@@ -429,3 +429,19 @@ func TestPlanSegmentHoldsActiveOnInvalidConfig(t *testing.T) {
 		t.Fatalf("rollback ignored: %s", a.Spec.State)
 	}
 }
+
+// TestPendingConditionSaysWhy: an endpoint the active gateway bridges but
+// does not advertise carries the gateway's reason (phase Extended, no IPv6
+// peer), not only "waiting".
+func TestPendingConditionSaysWhy(t *testing.T) {
+	ep := &nbv1.BridgeEndpoint{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "vm1"},
+		Spec: nbv1.BridgeEndpointSpec{IPs: []string{"10.20.100.50"}, State: nbv1.StateActive}}
+	gw := &GatewayView{Name: "gw-a", Advertised: map[string]bool{}, Endpoints: map[string]nbv1.GatewayEndpointStatus{
+		"default/vm1": {Namespace: "default", Name: "vm1", FDBProgrammed: true,
+			Message: "10.20.100.50 is bridged, not advertised: segment dc1.app is in phase Extended, host routes are advertised from phase Routed on"}}}
+	conds := gatewayConditions(gw, ep)
+	if len(conds) == 0 || conds[0].Type != nbv1.ConditionAdvertised || conds[0].Status != metav1.ConditionFalse ||
+		conds[0].Message != "waiting for gateway gw-a: "+gw.Endpoints["default/vm1"].Message {
+		t.Fatalf("conditions: %+v", conds)
+	}
+}

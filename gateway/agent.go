@@ -92,7 +92,10 @@ type Agent struct {
 	attached   map[SegmentKey]bool
 	advertised map[netip.Prefix]bool
 	last       Report
-	draining   bool
+	notices    notices
+	// bridged: the segments last logged attached (see logAttachments).
+	bridged  map[SegmentKey]bool
+	draining bool
 }
 
 // NewAgent wires an agent.

@@ -48,6 +48,9 @@ func attachments(role Role, d Desired, elected bool, leading map[SegmentKey]bool
 	}
 	for _, s := range d.Segments {
 		switch {
+		case s.Error != "":
+			// A refused segment is never bridged: reporting it attached
+			// (standalone mode) told the user it worked.
 		case !elected:
 			attached[s.Key] = true
 		case leading[s.Key]:

@@ -2,13 +2,15 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/yaml"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/internal/config"
@@ -27,6 +29,11 @@ type FileConfig struct {
 	// Passwords holds TCP MD5 passwords by Secret name (the peers'
 	// passwordSecretRef.name), since there are no Secrets here.
 	Passwords map[string]string `json:"passwords,omitempty"`
+	// PasswordFiles names, by Secret name, a file holding the password
+	// (one line; a trailing newline is not part of it), so the
+	// configuration file itself can be world-readable. Read at every
+	// (re)load; a name in both maps is refused.
+	PasswordFiles map[string]string `json:"passwordFiles,omitempty"`
 	// ActiveGatewayVTEP is where node-role hosts flood broadcast traffic
 	// (there is no lease to tell them).
 	ActiveGatewayVTEP string `json:"activeGatewayVTEP,omitempty"`
@@ -42,8 +49,10 @@ type FileEndpoint struct {
 // parseFileConfig parses and checks a standalone configuration.
 func parseFileConfig(raw []byte) (*FileConfig, error) {
 	var fc FileConfig
-	if err := yaml.UnmarshalStrict(raw, &fc); err != nil {
-		return nil, fmt.Errorf("parse config: %w", err)
+	// Errors name the line and the field path, with the nearest known
+	// field for a typo.
+	if err := config.DecodeYAML(raw, &fc); err != nil {
+		return nil, err
 	}
 	if fc.Name == "" {
 		fc.Name = "local"
@@ -61,8 +70,12 @@ func parseFileConfig(raw []byte) (*FileConfig, error) {
 	}
 	// The one validation path: every field is checked as the API server
 	// and the controller check it, and the errors name field and value.
+	lines := config.YAMLLines(raw)
 	if _, errs := config.Parse(fc.Name, fc.Spec); len(errs) > 0 {
-		return nil, errs.ToAggregate()
+		return nil, withLines(errs, lines, "")
+	}
+	if err := fc.readPasswordFiles(); err != nil {
+		return nil, err
 	}
 	for i := range fc.Endpoints {
 		e := &fc.Endpoints[i]
@@ -79,10 +92,65 @@ func parseFileConfig(raw []byte) (*FileConfig, error) {
 			e.State = nbv1.StateActive
 		}
 		if _, errs := config.ParseEndpoint(e.Namespace, e.Name, e.BridgeEndpointSpec); len(errs) > 0 {
-			return nil, fmt.Errorf("endpoints[%d] (%s): %w", i, e.Name, errs.ToAggregate())
+			return nil, fmt.Errorf("endpoint %s: %w", e.Name, withLines(errs, lines, fmt.Sprintf("endpoints[%d]", i)))
 		}
 	}
 	return &fc, nil
+}
+
+// withLines renders validation errors the way the file reads: each one
+// with the line of its field, and the endpoint specs' "spec." paths as
+// where they are in the file (endpoints[i]., when specAt is set).
+func withLines(errs field.ErrorList, lines map[string]int, specAt string) error {
+	var out []error
+	for _, e := range errs {
+		e := *e
+		if specAt != "" {
+			e.Field = specAt + strings.TrimPrefix(e.Field, "spec")
+		}
+		// The nearest enclosing field that is in the file (a missing
+		// field's parent).
+		for p := e.Field; p != ""; p = parentPath(p) {
+			if l, ok := lines[p]; ok {
+				out = append(out, fmt.Errorf("line %d: %s", l, e.Error()))
+				break
+			}
+			if parentPath(p) == "" {
+				out = append(out, &e)
+			}
+		}
+	}
+	return errors.Join(out...)
+}
+
+// parentPath is "a.b" for "a.b.c" and "a.b[0]"; "" at the top.
+func parentPath(p string) string {
+	if i := strings.LastIndexAny(p, ".["); i > 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+// readPasswordFiles moves the passwords of PasswordFiles into Passwords.
+func (fc *FileConfig) readPasswordFiles() error {
+	for name, path := range fc.PasswordFiles {
+		if _, dup := fc.Passwords[name]; dup {
+			return fmt.Errorf("passwordFiles.%s: also in passwords: set it once", name)
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("passwordFiles.%s: %w", name, err)
+		}
+		pw := strings.TrimRight(string(raw), "\r\n")
+		if pw == "" {
+			return fmt.Errorf("passwordFiles.%s: %s is empty", name, path)
+		}
+		if fc.Passwords == nil {
+			fc.Passwords = map[string]string{}
+		}
+		fc.Passwords[name] = pw
+	}
+	return nil
 }
 
 // FileSource serves Inputs from a FileConfig; Load replaces it (reload on

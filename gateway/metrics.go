@@ -13,6 +13,8 @@ import (
 // docs/operations.md).
 type Metrics struct {
 	segmentsProgrammed prometheus.Gauge
+	segmentError       *prometheus.GaugeVec
+	failedSegments     map[string]bool
 	endpoints          *prometheus.GaugeVec
 	sessionUp          *prometheus.GaugeVec
 	prefixes           *prometheus.GaugeVec
@@ -37,6 +39,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		segmentsProgrammed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "netbridge_gateway_segments_programmed",
 			Help: "Segments whose kernel objects match the desired state."}),
+		segmentError: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "netbridge_gateway_segment_error",
+			Help: "1 while the segment is refused or could not be programmed (the error is in the log and the status)."}, []string{"segment"}),
+		failedSegments: map[string]bool{},
 		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "netbridge_gateway_endpoints",
 			Help: "Endpoints known to this gateway by state (advertised, refused, pending)."}, []string{"state"}),
 		sessionUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "netbridge_gateway_bgp_session_up",
@@ -65,7 +70,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		lastCounts:     map[string][2]uint64{},
 	}
 	if reg != nil {
-		reg.MustRegister(m.segmentsProgrammed, m.endpoints, m.sessionUp, m.prefixes, m.reconcileDuration,
+		reg.MustRegister(m.segmentsProgrammed, m.segmentError, m.endpoints, m.sessionUp, m.prefixes, m.reconcileDuration,
 			m.reconcileErrors, m.leaseTransitions, m.duplicates, m.degraded, m.bfdUp, m.bfdFlaps, m.sessionResets, m.loopsDetected)
 	}
 	return m
@@ -108,6 +113,19 @@ func (m *Metrics) observeReport(r Report) {
 		}
 	}
 	m.segmentsProgrammed.Set(float64(n))
+	failed := map[string]bool{}
+	for _, s := range r.Segments {
+		if !s.Programmed {
+			failed[s.Key.String()] = true
+			m.segmentError.WithLabelValues(s.Key.String()).Set(1)
+		}
+	}
+	for k := range m.failedSegments {
+		if !failed[k] {
+			m.segmentError.DeleteLabelValues(k)
+		}
+	}
+	m.failedSegments = failed
 	if r.Degraded {
 		m.degraded.Set(1)
 	} else {

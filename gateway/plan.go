@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
@@ -53,7 +54,17 @@ type hostPlan struct {
 	Refused []refusal
 	// SegmentErrors are segments refused before reaching the kernel.
 	SegmentErrors map[SegmentKey]string
+	// Unadvertised are cleared IPs of Active endpoints that get no host
+	// route, and why (e.g. an IPv6 address with only IPv4 peers): not
+	// refusals, the VM works on L2, but the user must be told.
+	Unadvertised []refusal
 }
+
+// Reasons an IP is programmed but not advertised.
+const (
+	reasonNoIPv6Peer    = "NoIPv6Peer"
+	reasonPhaseExtended = "PhaseExtended"
+)
 
 // refusal is one endpoint IP the gateway will not advertise.
 type refusal struct {
@@ -152,9 +163,20 @@ func (p *hostPlan) planGatewaySegment(d Desired, s Segment, eps []Endpoint, v ru
 		// kernel records what was activated: a restarted agent adopts
 		// them without probing again.
 		vs.Endpoints = append(vs.Endpoints, vlan.Endpoint{MAC: e.MAC, IPs: cleared, VTEP: vtep})
-		if d.BGP != nil && d.BGP.HostRoutes && s.Phase != PhaseCompleted {
+		// Host routes belong to the Routed phase: in Extended the legacy
+		// router still routes the subnet, and drawing the VMs' traffic to
+		// the gateway is the runbook's next, deliberate step.
+		if d.BGP != nil && d.BGP.HostRoutes && s.Phase == PhaseExtended {
+			for _, ip := range cleared {
+				p.Unadvertised = append(p.Unadvertised, refusal{Endpoint: e.ID(), IP: ip, Reason: reasonPhaseExtended,
+					Message: fmt.Sprintf("%s is bridged, not advertised: segment %s is in phase Extended, host routes are advertised from phase Routed on", ip, s.Key)})
+			}
+		}
+		if d.BGP != nil && d.BGP.HostRoutes && s.Phase == PhaseRouted {
 			for _, ip := range cleared {
 				if ip.Is6() && !v.IPv6Peers {
+					p.Unadvertised = append(p.Unadvertised, refusal{Endpoint: e.ID(), IP: ip, Reason: reasonNoIPv6Peer,
+						Message: fmt.Sprintf("%s is not advertised: every BGP peer is IPv4 and a /128 needs an IPv6 next hop; add an IPv6 peer (bgp.peers) to advertise it", ip)})
 					continue
 				}
 				pfx := netip.PrefixFrom(ip, ip.BitLen())

@@ -114,8 +114,10 @@ func segmentReports(role Role, p *pass) []SegmentReport {
 // are in place and whether it answered the last reachability check.
 func (a *Agent) endpointReports(p *pass, segs []SegmentReport, advertised map[netip.Prefix]bool) []EndpointReport {
 	programmed := map[SegmentKey]bool{}
+	segErr := map[SegmentKey]string{}
 	for _, s := range segs {
 		programmed[s.Key] = s.Programmed
+		segErr[s.Key] = s.Error
 	}
 	var out []EndpointReport
 	for _, e := range p.d.Endpoints {
@@ -134,6 +136,17 @@ func (a *Agent) endpointReports(p *pass, segs []SegmentReport, advertised map[ne
 				er.Advertised = false
 			}
 		}
+		var why []string
+		for _, u := range p.plan.Unadvertised {
+			if u.Endpoint == e.ID() {
+				why = append(why, u.Message)
+			}
+		}
+		if !programmed[e.Segment] && segErr[e.Segment] != "" {
+			// Not pending: waiting will not help until the segment is fixed.
+			why = append(why, "not bridged: "+segErr[e.Segment])
+		}
+		er.Message = strings.Join(why, "; ")
 		er.Reachable = len(e.IPs) > 0
 		for _, ip := range e.IPs {
 			if !ip.Is4() {
@@ -143,7 +156,7 @@ func (a *Agent) endpointReports(p *pass, segs []SegmentReport, advertised map[ne
 			if !ok || !res.Reachable {
 				er.Reachable = false
 				if ok && res.AnsweredBy != nil {
-					er.Message = fmt.Sprintf("%s answered by %s, not the VM", ip, res.AnsweredBy)
+					er.Message = joinMessage(er.Message, fmt.Sprintf("%s answered by %s, not the VM", ip, res.AnsweredBy))
 				}
 			}
 			if ok && res.At.After(er.LastProbe) {
@@ -183,6 +196,16 @@ func (a *Agent) degraded(p *pass) (bool, string) {
 		return true, p.dpErr.Error()
 	case p.bgpErr != nil:
 		return true, p.bgpErr.Error()
+	case len(p.segErr) > 0:
+		// A segment that cannot be programmed (a missing uplink, an MTU
+		// the underlay cannot carry) is a change not applied.
+		var es []string
+		for _, s := range p.d.Segments {
+			if e, ok := p.segErr[s.Key]; ok {
+				es = append(es, e)
+			}
+		}
+		return true, strings.Join(es, "; ")
 	case len(p.segWarn) > 0:
 		var ws []string
 		for _, s := range p.d.Segments {
@@ -209,4 +232,11 @@ func splitID(id string) (string, string) {
 		}
 	}
 	return "", id
+}
+
+func joinMessage(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }

@@ -235,16 +235,15 @@ func (s reportStep) run(ctx context.Context, p *pass) {
 	a := s.a
 	for k := range p.prevAttached {
 		if !p.attached[k] {
-			a.log.Info("segment detached", zap.String("event", "segmentDetached"), zap.String("segment", k.String()))
 			a.deps.Metrics.LeaseTransition(k.String())
 		}
 	}
 	for k := range p.attached {
 		if !p.prevAttached[k] {
-			a.log.Info("segment attached", zap.String("event", "segmentAttached"), zap.String("segment", k.String()))
 			a.deps.Metrics.LeaseTransition(k.String())
 		}
 	}
+	a.logAttachments(p)
 	if reach := a.deps.Reach; reach != nil {
 		_, owners := activeIPs(p.d)
 		for _, r := range reachRequests(p.d, a.opts.Role, p.segErr) {
@@ -253,6 +252,7 @@ func (s reportStep) run(ctx context.Context, p *pass) {
 	}
 	report := a.buildReport(ctx, p)
 	a.last = report
+	a.notices.log(a.log, report)
 	a.deps.Metrics.observeReport(report)
 	if a.deps.Sink != nil {
 		if err := a.deps.Sink.Publish(ctx, report); err != nil {

@@ -3,7 +3,7 @@
 # iproute2, QEMU + busybox (802.1Q under a full kernel), tcpdump/arping for
 # debugging. Idempotent and quiet when everything is there.
 set -euo pipefail
-pkgs=(frr iproute2 qemu-system-x86 busybox-static tcpdump arping iputils-ping procps iperf3)
+pkgs=(frr bird2 iproute2 qemu-system-x86 busybox-static tcpdump arping iputils-ping procps iperf3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -89,6 +89,14 @@ func EvaluateActivate(s *Snapshot, vm types.NamespacedName, since time.Time) Pro
 			done = append(done, fmt.Sprintf("%s advertised from %s", strings.Join(prefixes, ","), orNone(gwName)))
 		case gwName == "":
 			waiting = append(waiting, fmt.Sprintf("segment %s has no active gateway", ref))
+		case segmentPhase(s, ref) == nbv1.PhaseExtended:
+			// Extended advertises no host routes: the VM is active once
+			// its active gateway bridges it (static FDB entry).
+			if fdbProgrammed(s.Gateway(gwName), ep) {
+				done = append(done, fmt.Sprintf("%s bridged by %s (phase Extended: host routes from phase Routed on)", strings.Join(ep.Spec.IPs, ","), gwName))
+			} else {
+				waiting = append(waiting, fmt.Sprintf("endpoint %s not yet bridged by %s", ep.Name, gwName))
+			}
 		default:
 			set := advertisedSet(s.Gateway(gwName))
 			var missing []string
@@ -344,4 +352,25 @@ func (r *Cutover) failure(action string, out []Progress, timedOut bool) error {
 		what = "rollback"
 	}
 	return fmt.Errorf("%w: %s of %d of %d VMs did not complete: %s", ErrCutoverFailed, what, len(msgs), len(out), strings.Join(msgs, "; "))
+}
+
+// segmentPhase is the segment's phase, Extended when unset or unknown.
+func segmentPhase(s *Snapshot, ref SegmentRef) nbv1.SegmentPhase {
+	if _, seg, _ := s.Segment(ref); seg != nil && seg.Phase != "" {
+		return seg.Phase
+	}
+	return nbv1.PhaseExtended
+}
+
+// fdbProgrammed: the gateway reports the endpoint's FDB entry in place.
+func fdbProgrammed(gw *nbv1.BridgeGateway, ep *nbv1.BridgeEndpoint) bool {
+	if gw == nil {
+		return false
+	}
+	for _, e := range gw.Status.Endpoints {
+		if e.Namespace == ep.Namespace && e.Name == ep.Name {
+			return e.FDBProgrammed
+		}
+	}
+	return false
 }

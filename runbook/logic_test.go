@@ -24,7 +24,7 @@ func healthy() *runbook.Snapshot {
 		BridgeConfigs: []nbv1.BridgeConfig{{
 			ObjectMeta: metav1.ObjectMeta{Name: "dc1"},
 			Spec: nbv1.BridgeConfigSpec{Segments: []nbv1.Segment{{
-				Name: "app", VLANID: 100, VNI: 10100, Subnets: []string{"10.20.100.0/24"},
+				Name: "app", VLANID: 100, VNI: 10100, Subnets: []string{"10.20.100.0/24"}, Phase: nbv1.PhaseRouted,
 			}}},
 			Status: nbv1.BridgeConfigStatus{Segments: []nbv1.SegmentStatus{{
 				Name: "app", ActiveGateway: "gw-a", StandbyGateways: []string{"gw-b"},
@@ -274,6 +274,25 @@ func TestEvaluateActivate(t *testing.T) {
 			contains: "10.20.100.10/32 advertised from gw-a",
 		},
 		{
+			// Extended advertises no host routes: bridged is done.
+			name: "Extended: not bridged yet",
+			mutate: func(s *runbook.Snapshot) {
+				s.Endpoints[0].Spec.State = nbv1.StateActive
+				s.BridgeConfigs[0].Spec.Segments[0].Phase = nbv1.PhaseExtended
+			},
+			contains: "endpoint web1-eth0 not yet bridged by gw-a",
+		},
+		{
+			name: "Extended: bridged by the active gateway is done",
+			mutate: func(s *runbook.Snapshot) {
+				s.Endpoints[0].Spec.State = nbv1.StateActive
+				s.BridgeConfigs[0].Spec.Segments[0].Phase = nbv1.PhaseExtended
+				s.Gateways[0].Status.Endpoints = []nbv1.GatewayEndpointStatus{{Namespace: "wave1", Name: "web1-eth0", FDBProgrammed: true}}
+			},
+			done:     true,
+			contains: "bridged by gw-a (phase Extended",
+		},
+		{
 			name: "only the standby advertises: not done",
 			mutate: func(s *runbook.Snapshot) {
 				s.Endpoints[0].Spec.State = nbv1.StateActive
@@ -519,8 +538,8 @@ func TestRenderTables(t *testing.T) {
 			name:   "status",
 			report: runbook.Status(s),
 			lines: []string{
-				"SEGMENT  VLAN  VNI    PHASE     ACTIVE  STANDBY  STAGED/ACTIVE/WITHDRAWN/REFUSED",
-				"dc1.app  100   10100  Extended  gw-a    gw-b     0/0/0/0",
+				"SEGMENT  VLAN  VNI    PHASE   ACTIVE  STANDBY  STAGED/ACTIVE/WITHDRAWN/REFUSED",
+				"dc1.app  100   10100  Routed  gw-a    gw-b     0/0/0/0",
 				"gw-a     Unknown  dc1.app:Active   192.0.2.1  65000  Established  Up   0     10.20.100.10/32",
 				"                                   192.0.2.2  65000  Idle         -    0",
 				"wave1      web1  web1-eth0  dc1.app  10.20.100.10  -     Active  Unknown     -",

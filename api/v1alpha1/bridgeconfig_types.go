@@ -9,12 +9,16 @@ import (
 type SegmentPhase string
 
 const (
-	// PhaseExtended: the VLAN is bridged to the VNI; the legacy router is the gateway.
+	// PhaseExtended (the default): the VLAN is bridged to the VNI and the
+	// legacy router is the gateway; no host routes are advertised (the
+	// active VMs are reached over the stretched VLAN).
 	PhaseExtended SegmentPhase = "Extended"
-	// PhaseRouted: bridged, plus /32 host routes for migrated VMs.
+	// PhaseRouted: bridged, and the active VMs' /32 (/128) host routes are
+	// advertised (when advertise.hostRoutes, the default), next hop the
+	// gateway: routed traffic to migrated VMs enters via the gateway.
 	PhaseRouted SegmentPhase = "Routed"
 	// PhaseCompleted: VLAN released, netbridge answers for the gateway address
-	// and advertises the aggregate.
+	// and advertises the subnets (when advertise.aggregate); no host routes.
 	PhaseCompleted SegmentPhase = "Completed"
 )
 
@@ -45,7 +49,9 @@ type Segment struct {
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="segments[].name must be a DNS-1123 label (lower case letters, digits, '-')"
 	Name string `json:"name"`
-	// VLANID is the 802.1Q tag of the legacy VLAN on the trunk.
+	// VLANID is the 802.1Q tag of the legacy VLAN on the trunk. Required on
+	// an access segment too (no tag is sent there): it names the legacy
+	// VLAN the access port is in, so that no two segments bridge it.
 	// +kubebuilder:validation:XValidation:rule="self >= 1 && self <= 4094",message="segments[].vlanID must be between 1 and 4094"
 	VLANID int32 `json:"vlanID"`
 	// VNI is the VXLAN network identifier that carries the segment to the nodes.
@@ -231,7 +237,8 @@ type BGPSpec struct {
 
 // AdvertiseSpec says what the gateways announce.
 type AdvertiseSpec struct {
-	// HostRoutes advertises a /32 (/128) per active VM IP.
+	// HostRoutes advertises a /32 (/128) per active VM IP of the segments
+	// in phase Routed (Extended advertises none, Completed the aggregate).
 	// +kubebuilder:default=true
 	// +optional
 	HostRoutes bool `json:"hostRoutes,omitempty"`

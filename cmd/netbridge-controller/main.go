@@ -18,14 +18,33 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/netbridge-io/netbridge/controller"
+	"github.com/netbridge-io/netbridge/internal/cli"
 )
 
 func main() {
-	if err := newCommand().Execute(); err != nil {
+	cmd := newCommand()
+	cmd.SetArgs(cli.LegacyArgs(cmd, os.Args[1:]))
+	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "netbridge-controller:", err)
 		os.Exit(1)
 	}
 }
+
+// Default listen addresses: loopback, and netbridge's own ports beside the
+// gateway's 9650/9651, so that a controller run on a host (out of cluster,
+// next to a gateway agent or to other operators on controller-runtime's
+// 8080/8081) collides with none of them. The manifests set :8080/:8081
+// inside the pod's own network namespace.
+const (
+	defaultMetricsAddr = "127.0.0.1:9652"
+	defaultHealthAddr  = "127.0.0.1:9653"
+)
+
+const examples = `  # In the cluster (what the Deployment runs; two replicas, one leader):
+  netbridge-controller --leader-elect --metrics-bind-address=:8080 --health-probe-bind-address=:8081
+
+  # Out of the cluster, from a workstation or a CI job:
+  netbridge-controller --kubeconfig=$HOME/.kube/config --leader-elect=false`
 
 func newCommand() *cobra.Command {
 	var (
@@ -36,10 +55,10 @@ func newCommand() *cobra.Command {
 		burst      int
 	)
 	cmd := &cobra.Command{
-		Use:           "netbridge-controller",
-		Short:         "Derive BridgeEndpoints from KubeVirt VMIs and BridgeConfigs",
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		Use:     "netbridge-controller",
+		Short:   "Derive BridgeEndpoints from KubeVirt VMIs and BridgeConfigs",
+		Example: examples,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(logLevel)
 			if err != nil {
@@ -74,8 +93,8 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&c.LeaseDuration, "lease-duration", 15*time.Second, "leader lease duration")
 	f.DurationVar(&c.RenewDeadline, "renew-deadline", 10*time.Second, "leader renew deadline")
 	f.DurationVar(&c.RetryPeriod, "retry-period", 2*time.Second, "leader election retry period")
-	f.StringVar(&c.MetricsBindAddress, "metrics-bind-address", ":8080", "Prometheus metrics address (0 disables)")
-	f.StringVar(&c.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "/healthz and /readyz address (0 disables)")
+	f.StringVar(&c.MetricsBindAddress, "metrics-bind-address", defaultMetricsAddr, "Prometheus metrics address; loopback by default, e.g. :8080 in a pod (0 disables)")
+	f.StringVar(&c.HealthProbeBindAddress, "health-probe-bind-address", defaultHealthAddr, "/healthz and /readyz address; loopback by default, e.g. :8081 in a pod for kubelet probes (0 disables)")
 	f.DurationVar(&c.SyncPeriod, "sync-period", 10*time.Hour, "informer resync period")
 	f.IntVar(&c.SegmentWorkers, "segment-workers", 8, "segments reconciled in parallel")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -91,6 +110,7 @@ func newCommand() *cobra.Command {
 	f.BoolVar(&c.NetworkAttachments, "network-attachments", false, "create a Multus NetworkAttachmentDefinition per segment in every namespace it allows (needs Multus's CRD)")
 	f.BoolVar(&c.NodeReadiness, "node-readiness", false, "label nodes netbridge.io/segment.<bridgeconfig>.<segment>=ready from their agents' reports, and report endpoints on nodes without it")
 	f.BoolVar(&c.Forklift, "forklift", false, "VMIs created by a Forklift (MTV) Plan join the segment whose NAD the Plan's NetworkMap maps their network to (needs --network-attachments and Forklift's CRDs)")
+	cli.Setup(cmd)
 	return cmd
 }
 

@@ -26,6 +26,15 @@ import (
 	"github.com/netbridge-io/netbridge/vlan"
 )
 
+// Default listen addresses: loopback, because the agent runs in the host's
+// network namespace and its metrics and status are nobody else's business
+// unless the operator widens them (the manifests do, for Prometheus and
+// the kubelet).
+const (
+	DefaultMetricsAddr = "127.0.0.1:9650"
+	DefaultHealthAddr  = "127.0.0.1:9651"
+)
+
 // Options is everything the command line sets.
 type Options struct {
 	Role       gateway.Role
@@ -167,7 +176,7 @@ func Run(ctx context.Context, o Options, signals <-chan os.Signal, log *zap.Logg
 	if err := agent.Adopt(); err != nil {
 		log.Warn("adopt", zap.String("event", "adoptFailed"), zap.Error(err))
 	}
-	ready := serve(ctx, o, reg, log)
+	ready := serve(ctx, o, reg, agent.LastReport, log)
 	// Drift repair: an owned link or entry deleted behind our back
 	// triggers a reconcile within milliseconds.
 	go func() {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"path/filepath"
@@ -13,12 +14,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/gateway"
 )
 
-// serve starts /metrics and /healthz, /readyz; the returned flag is the
-// readiness (false until the first reconcile, and while draining).
-func serve(ctx context.Context, o Options, reg *prometheus.Registry, log *zap.Logger) *atomic.Bool {
+// serve starts /metrics and /healthz, /readyz, /status; the returned flag
+// is the readiness (false until the first reconcile, and while draining).
+// /status is the last report as BridgeGateway status in JSON: in
+// standalone mode there is no BridgeGateway object to read it from.
+func serve(ctx context.Context, o Options, reg *prometheus.Registry, status func() gateway.Report, log *zap.Logger) *atomic.Bool {
 	ready := &atomic.Bool{}
 	start := func(addr string, mux *http.ServeMux) {
 		if addr == "" {
@@ -43,15 +47,30 @@ func serve(ctx context.Context, o Options, reg *prometheus.Registry, log *zap.Lo
 		}
 		_, _ = w.Write([]byte("ok"))
 	})
+	hm.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+		r := status()
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(StatusDocument{Node: r.NodeName, Role: string(r.Role), Status: gateway.StatusFromReport(r)})
+	})
 	if o.MetricsAddr == o.HealthAddr {
 		m.Handle("/healthz", hm)
 		m.Handle("/readyz", hm)
+		m.Handle("/status", hm)
 		start(o.MetricsAddr, m)
 		return ready
 	}
 	start(o.MetricsAddr, m)
 	start(o.HealthAddr, hm)
 	return ready
+}
+
+// StatusDocument is what /status serves.
+type StatusDocument struct {
+	Node   string                   `json:"node"`
+	Role   string                   `json:"role"`
+	Status nbv1.BridgeGatewayStatus `json:"status"`
 }
 
 // watchFile reloads the standalone configuration when its file changes.

@@ -173,6 +173,10 @@ func TestParseRefuses(t *testing.T) {
 		{"local ASN 0", func(s *nbv1.BridgeConfigSpec) { s.BGP.LocalASN = 0 }, "spec.bgp.localASN", "0"},
 		{"peer ASN too big", func(s *nbv1.BridgeConfigSpec) { s.BGP.Peers[0].ASN = 1 << 32 }, "spec.bgp.peers[0].asn", "4294967296"},
 		{"vlan 4095", func(s *nbv1.BridgeConfigSpec) { s.Segments[0].VLANID = 4095 }, "spec.segments[0].vlanID", "4095"},
+		// An access segment sends no tag, and the error says why the ID is
+		// still needed.
+		{"access segment without vlanID", func(s *nbv1.BridgeConfigSpec) { s.Segments[0].Access = true; s.Segments[0].VLANID = 0 },
+			"spec.segments[0].vlanID", "legacy VLAN the access port belongs to"},
 		{"vni 2^24", func(s *nbv1.BridgeConfigSpec) { s.Segments[0].VNI = 1 << 24 }, "spec.segments[0].vni", "16777216"},
 		{"duplicate VLAN", func(s *nbv1.BridgeConfigSpec) { s.Segments[1].VLANID = 100 }, "spec.segments[1].vlanID", "100"},
 		{"duplicate VNI", func(s *nbv1.BridgeConfigSpec) { s.Segments[1].VNI = 10100 }, "spec.segments[1].vni", "10100"},

@@ -102,8 +102,15 @@ func ParseSegment(bridgeConfig string, s nbv1.Segment, defaultUplink Uplink, lim
 	if err := seg.Key.Validate(); err != nil {
 		errs = append(errs, field.Invalid(p.Child("name"), s.Name, err.Error()))
 	}
-	if s.VLANID < 1 || s.VLANID > 4094 {
-		errs = append(errs, field.Invalid(p.Child("vlanID"), s.VLANID, "must be between 1 and 4094"))
+	switch {
+	case (s.VLANID < 1 || s.VLANID > 4094) && s.Access:
+		// Required on access segments too: it names the legacy VLAN the
+		// port is in, so that two segments can never bridge one VLAN twice.
+		errs = append(errs, field.Invalid(p.Child("vlanID"), s.VLANID, "must be between 1 and 4094: on an access segment (access: true) "+
+			"no tag is sent, but vlanID names the legacy VLAN the access port belongs to on the switch; netbridge needs it to refuse "+
+			"a second segment bridging the same VLAN (an L2 loop)"))
+	case s.VLANID < 1 || s.VLANID > 4094:
+		errs = append(errs, field.Invalid(p.Child("vlanID"), s.VLANID, "must be between 1 and 4094 (the 802.1Q tag on the trunk)"))
 	}
 	seg.VLANID = uint16(s.VLANID)
 	if s.VNI < 1 || s.VNI > 1<<24-1 {
