@@ -10,7 +10,6 @@ import (
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
-	"github.com/mdlayher/ndp"
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 )
@@ -115,7 +114,6 @@ func (p *Port) Probe(ctx context.Context, ips []netip.Addr, opts ProbeOptions) (
 	if len(want) == 0 {
 		return found, nil
 	}
-	nonce := ndp.NewNonce()
 	if v6 {
 		if err := p.joinNDPGroups(want); err != nil {
 			return nil, fmt.Errorf("probe on %s: %w", p.ifi.Name, err)
@@ -128,7 +126,7 @@ func (p *Port) Probe(ctx context.Context, ips []netip.Addr, opts ProbeOptions) (
 		if ip.Is4() {
 			f, err = arpFrame(arp.OperationRequest, p.ifi.HardwareAddr, netip.IPv4Unspecified(), ethernet.Broadcast, ip, p.ifi.HardwareAddr)
 		} else {
-			f, err = dadFrame(p.ifi.HardwareAddr, ip, nonce)
+			f, err = dadFrame(p.ifi.HardwareAddr, ip)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("probe %s: %w", ip, err)
@@ -184,7 +182,7 @@ func (p *Port) Probe(ctx context.Context, ips []netip.Addr, opts ProbeOptions) (
 		// to our probe, or that host's own request or announcement.
 		if pkt, ok := parseARP(buf[:n]); ok && want[pkt.SenderIP] {
 			found[pkt.SenderIP] = append(net.HardwareAddr(nil), pkt.SenderHardwareAddr...)
-		} else if ip, mac, ok := ndpClaim(buf[:n], want, nonce); ok {
+		} else if ip, mac, ok := ndpClaim(buf[:n], want); ok {
 			found[ip] = mac
 		}
 	}

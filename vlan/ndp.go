@@ -1,6 +1,8 @@
 package vlan
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -34,16 +36,29 @@ func multicastMAC(group netip.Addr) net.HardwareAddr {
 	return net.HardwareAddr{0x33, 0x33, b[12], b[13], b[14], b[15]}
 }
 
+// optNonce is the RFC 3971 Nonce option's type.
+const optNonce = 14
+
+// dadNonce is the RFC 7527 nonce of our probes for target. It is derived
+// from the address, not random: every netbridge gateway probes a VM's
+// address with the same nonce, so the standby's probe seen by the active
+// gateway (and our own looped back by the legacy network) is not taken
+// for another node's concurrent DAD. A host doing DAD has a random one.
+func dadNonce(target netip.Addr) []byte {
+	sum := sha256.Sum256(append([]byte("netbridge DAD probe "), target.AsSlice()...))
+	return sum[:6] // the option's 8 bytes minus type and length
+}
+
 // dadFrame is a DAD probe for target: a Neighbor Solicitation from the
 // unspecified address to target's solicited-node multicast group, with no
 // source link-layer option (RFC 4862 5.4.2 forbids it with source ::, and
-// without it no host caches anything). The nonce (RFC 7527) tells our own
-// probe, looped back by the legacy network, from a concurrent one.
-func dadFrame(srcMAC net.HardwareAddr, target netip.Addr, nonce *ndp.Nonce) ([]byte, error) {
+// without it no host caches anything), with dadNonce(target).
+func dadFrame(srcMAC net.HardwareAddr, target netip.Addr) ([]byte, error) {
 	group, err := ndp.SolicitedNodeMulticast(target)
 	if err != nil {
 		return nil, err
 	}
+	nonce := &ndp.RawOption{Type: optNonce, Length: 1, Value: dadNonce(target)}
 	ns := &ndp.NeighborSolicitation{TargetAddress: target, Options: []ndp.Option{nonce}}
 	return ndpFrame(srcMAC, multicastMAC(group), netip.IPv6Unspecified(), group, ns)
 }
@@ -79,8 +94,9 @@ func ndpFrame(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, m ndp.Messag
 // host defending it, or announcing it), or another node's DAD probe for
 // it (RFC 4862 5.4.3: two nodes probing the same address at once are both
 // duplicates). A solicitation with a real source is somebody resolving
-// the address, which claims nothing; a probe carrying our nonce is ours.
-func ndpClaim(b []byte, want map[netip.Addr]bool, nonce *ndp.Nonce) (netip.Addr, net.HardwareAddr, bool) {
+// the address, which claims nothing; a probe carrying dadNonce is a
+// netbridge gateway's (ours, or a peer's for the same VM).
+func ndpClaim(b []byte, want map[netip.Addr]bool) (netip.Addr, net.HardwareAddr, bool) {
 	var f ethernet.Frame
 	if err := f.UnmarshalBinary(b); err != nil || f.EtherType != ethernet.EtherTypeIPv6 {
 		return netip.Addr{}, nil, false
@@ -111,8 +127,9 @@ func ndpClaim(b []byte, want map[netip.Addr]bool, nonce *ndp.Nonce) (netip.Addr,
 		if !want[m.TargetAddress] || !ok || !from.IsUnspecified() {
 			return netip.Addr{}, nil, false
 		}
+		ours := hex.EncodeToString(dadNonce(m.TargetAddress))
 		for _, o := range m.Options {
-			if n, ok := o.(*ndp.Nonce); ok && nonce != nil && n.Equal(nonce) {
+			if n, ok := o.(*ndp.Nonce); ok && n.String() == ours {
 				return netip.Addr{}, nil, false
 			}
 		}

@@ -292,3 +292,41 @@ func captureFrames(t *testing.T, ns *netnstest.NS, iface string, out chan<- []by
 		<-done
 	}
 }
+
+// TestDADPeerGatewaysProbeTogether: two netbridge gateways probing the
+// same VM address at once (the active one and a standby, on one legacy
+// L2) hear each other's probes; those carry the same address-derived
+// nonce and are no concurrent DAD: neither reports a duplicate.
+func TestDADPeerGatewaysProbeTogether(t *testing.T) {
+	a := netnstest.New(t, "nb-dpa")
+	b := netnstest.New(t, "nb-dpb")
+	netnstest.Veth(t, a, "eth0", b, "eth0")
+	target := netip.MustParseAddr("2001:db8:30::8")
+	probe := func(ns *netnstest.NS) (map[netip.Addr]net.HardwareAddr, error) {
+		var found map[netip.Addr]net.HardwareAddr
+		err := ns.Do(func() error {
+			p, err := OpenPort("eth0")
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			found, err = p.Probe(context.Background(), []netip.Addr{target}, ProbeOptions{})
+			return err
+		})
+		return found, err
+	}
+	type result struct {
+		found map[netip.Addr]net.HardwareAddr
+		err   error
+	}
+	rb := make(chan result, 1)
+	go func() { f, err := probe(b); rb <- result{f, err} }()
+	fa, err := probe(a)
+	r := <-rb
+	if err != nil || r.err != nil {
+		t.Fatalf("Probe: %v / %v", err, r.err)
+	}
+	if len(fa) != 0 || len(r.found) != 0 {
+		t.Fatalf("peer gateways took each other's probes for a duplicate: %v / %v", fa, r.found)
+	}
+}
