@@ -99,6 +99,11 @@ func TestIPv6Parity(t *testing.T) {
 			return nil
 		})
 		t.Logf("ipv6_advertised_after_ms=%d (duplicate backoff max 1s, probe ~0.3s)", took.Milliseconds())
+		// Goal: the next re-probe (backoff max 1 s + a 0.3 s probe) plus
+		// BGP to the FIB, ~1.5 s; asserted at 2x.
+		if took > 3*time.Second {
+			t.Errorf("the /128 reached dc's FIB %d ms after the legacy host left, want <= 3000", took.Milliseconds())
+		}
 		if rib := frrRoute6(t, lab, vm6+"/128"); rib == "" {
 			t.Fatalf("%s/128 not in FRR's RIB", vm6)
 		}
