@@ -54,9 +54,9 @@ func (p *Port) ignoreOutgoing() error { return ignoreOutgoing(p.conn) }
 func (p *Port) Close() error { return p.conn.Close() }
 
 // ProbeOptions tune duplicate-address probes. Zero values take defaults
-// shorter than RFC 5227's (3 probes 1-2 s apart, 2 s wait): a cutover
-// wave probes many addresses, and a live source VM answers in
-// milliseconds.
+// shorter than RFC 5227's (3 probes 1-2 s apart, 2 s wait) and RFC 4862's
+// (1 probe, 1 s wait): a cutover wave probes many addresses, and a live
+// source VM answers in milliseconds.
 type ProbeOptions struct {
 	Probes   int           // probes per address (default 3)
 	Interval time.Duration // between probes (default 100ms)
