@@ -65,6 +65,10 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// SkipVMs leaves the VMIs out (scenarios that create them themselves).
 	SkipVMs bool
+	// IPv6 makes the lab dual-stack (labnet.EnableIPv6): the segment gets
+	// labnet.Subnet6, the BridgeConfig an IPv6 peer (dc), every VMI its
+	// labnet.VMIP6 beside its IPv4 address.
+	IPv6 bool
 }
 
 // Env is a running lab: namespaces, FRR, API server, netbridge processes.
@@ -81,6 +85,7 @@ type Env struct {
 	StateDir       string
 
 	logf   func(string, ...any)
+	ipv6   bool
 	proxy  net.Listener
 	mu     sync.Mutex
 	procs  map[string]*exec.Cmd
@@ -111,7 +116,7 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 			return nil, err
 		}
 	}
-	e = &Env{Lab: labnet.New(o.Prefix, o.StateDir), BinDir: o.BinDir, StateDir: o.StateDir, logf: o.Logf, procs: map[string]*exec.Cmd{}}
+	e = &Env{Lab: labnet.New(o.Prefix, o.StateDir), BinDir: o.BinDir, StateDir: o.StateDir, logf: o.Logf, ipv6: o.IPv6, procs: map[string]*exec.Cmd{}}
 	defer func() {
 		if err != nil {
 			e.Down()
@@ -126,6 +131,11 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 	}
 	if err := e.Lab.AddHostLink(); err != nil {
 		return e, fmt.Errorf("host link: %w", err)
+	}
+	if o.IPv6 {
+		if err := e.Lab.EnableIPv6(); err != nil {
+			return e, fmt.Errorf("lab ipv6: %w", err)
+		}
 	}
 	o.Logf("lab %s: topology up in %s; starting kube-apiserver + etcd", o.Prefix, time.Since(t0).Round(time.Millisecond))
 	e.Kube, err = testenv.StartEnv(testenv.Options{ExtraCRDPaths: []string{testenv.KubeVirtCRDPath()}})
@@ -306,7 +316,11 @@ func (e *Env) createObjects(ctx context.Context) error {
 			return fmt.Errorf("node %s status: %w", h.Name, err)
 		}
 	}
-	return c.Create(ctx, LabBridgeConfig())
+	bc := LabBridgeConfig()
+	if e.ipv6 {
+		dualStack(bc)
+	}
+	return c.Create(ctx, bc)
 }
 
 // LabBridgeConfig is the lab's BridgeConfig.
@@ -338,6 +352,9 @@ func LabBridgeConfig() *nbv1.BridgeConfig {
 // CreateVMI creates a lab VM's VirtualMachineInstance with its status.
 func (e *Env) CreateVMI(ctx context.Context, v labnet.VM, extraAnnotations map[string]string) error {
 	ann := map[string]string{nbv1.AnnotationIPs: v.IP, nbv1.AnnotationMAC: v.MAC}
+	if e.ipv6 {
+		ann[nbv1.AnnotationIPs] = v.IP + "," + labnet.VMIP6(v)
+	}
 	for k, val := range extraAnnotations {
 		ann[k] = val
 	}
@@ -556,4 +573,13 @@ func WaitFor(timeout, step time.Duration, cond func() bool) error {
 		time.Sleep(step)
 	}
 	return nil
+}
+
+// dualStack adds the lab's IPv6 subnet to the segment and dc's IPv6
+// address as a peer (a /128 needs an IPv6 session; no BFD on it).
+func dualStack(bc *nbv1.BridgeConfig) {
+	i32 := func(v int32) *int32 { return &v }
+	bc.Spec.Segments[0].Subnets = append(bc.Spec.Segments[0].Subnets, labnet.Subnet6)
+	bc.Spec.BGP.Peers = append(bc.Spec.BGP.Peers, nbv1.BGPPeer{Address: labnet.DCFabricIP6, ASN: labnet.DCASN,
+		HoldTime: i32(3), Keepalive: i32(1), GracefulRestart: &nbv1.GracefulRestart{Enabled: true, RestartTime: 30}})
 }

@@ -172,7 +172,7 @@ type fakeAnnouncer struct{ log *callLog }
 
 func (f *fakeAnnouncer) Set(a Announcements) {
 	var arp, macs []string
-	for _, x := range a.ARP {
+	for _, x := range a.Addresses {
 		arp = append(arp, x.Iface+":"+x.IP.String())
 	}
 	for _, m := range a.MACs {

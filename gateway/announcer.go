@@ -16,6 +16,8 @@ import (
 // FrameSender sends the announcer's frames (vlan ports in production).
 type FrameSender interface {
 	GratuitousARP(iface string, ip netip.Addr, mac net.HardwareAddr) error
+	// UnsolicitedNA is the IPv6 twin of GratuitousARP.
+	UnsolicitedNA(iface string, ip netip.Addr, mac net.HardwareAddr) error
 	AnnounceMAC(iface string, mac net.HardwareAddr) error
 	// LearnedMACs are the MACs the bridge learned on a port (legacy hosts
 	// behind the VLAN side).
@@ -49,8 +51,10 @@ func (o AnnouncerOptions) withDefaults() AnnouncerOptions {
 }
 
 // FrameAnnouncer keeps announcements as desired state (Set) and sends each
-// new one on the schedule: gratuitous ARP out of the VLAN side for Active
-// VM IPs, and a RARP per legacy MAC learned on the VLAN port into the
+// new one on the schedule: gratuitous ARP (IPv4) or an unsolicited
+// Neighbor Advertisement (IPv6) out of the VLAN side for Active VM
+// addresses, under one rate limit, and a RARP per legacy MAC learned on
+// the VLAN port into the
 // VXLAN side. An announcement removed from the desired state stops; one
 // that comes back (a takeover) starts its schedule again.
 type FrameAnnouncer struct {
@@ -60,9 +64,9 @@ type FrameAnnouncer struct {
 	log     *zap.Logger
 	wake    chan struct{}
 
-	mu   sync.Mutex
-	arp  map[string]*scheduled[ARPAnnouncement]
-	macs map[string]*scheduled[MACRefresh]
+	mu    sync.Mutex
+	addrs map[string]*scheduled[AddressAnnouncement]
+	macs  map[string]*scheduled[MACRefresh]
 }
 
 type scheduled[T any] struct {
@@ -86,17 +90,19 @@ func (s *scheduled[T]) next(sched []time.Duration) (time.Time, bool) {
 func NewFrameAnnouncer(sender FrameSender, opts AnnouncerOptions, log *zap.Logger) *FrameAnnouncer {
 	opts = opts.withDefaults()
 	return &FrameAnnouncer{sender: sender, opts: opts, limiter: rate.NewLimiter(rate.Limit(opts.Rate), opts.Burst), log: log,
-		wake: make(chan struct{}, 1), arp: map[string]*scheduled[ARPAnnouncement]{}, macs: map[string]*scheduled[MACRefresh]{}}
+		wake: make(chan struct{}, 1), addrs: map[string]*scheduled[AddressAnnouncement]{}, macs: map[string]*scheduled[MACRefresh]{}}
 }
 
-func arpKey(a ARPAnnouncement) string { return a.Iface + "|" + a.IP.String() + "|" + a.MAC.String() }
-func macKey(m MACRefresh) string      { return m.VLANPort + "|" + m.VXLANDevice }
+func addrKey(a AddressAnnouncement) string {
+	return a.Iface + "|" + a.IP.String() + "|" + a.MAC.String()
+}
+func macKey(m MACRefresh) string { return m.VLANPort + "|" + m.VXLANDevice }
 
 // Set implements Announcer.
 func (f *FrameAnnouncer) Set(a Announcements) {
 	now := time.Now()
 	f.mu.Lock()
-	f.arp = retainScheduled(f.arp, a.ARP, arpKey, now)
+	f.addrs = retainScheduled(f.addrs, a.Addresses, addrKey, now)
 	f.macs = retainScheduled(f.macs, a.MACs, macKey, now)
 	f.mu.Unlock()
 	select {
@@ -128,7 +134,7 @@ func (f *FrameAnnouncer) Run(ctx context.Context) {
 	for {
 		arps, macs, next := f.takeDue(time.Now())
 		for _, a := range arps {
-			f.sendARP(ctx, a.what, a.sent)
+			f.sendAddress(ctx, a.what, a.sent)
 		}
 		for _, m := range macs {
 			f.refreshMACs(ctx, m.what, m.sent)
@@ -155,7 +161,7 @@ func (f *FrameAnnouncer) Run(ctx context.Context) {
 
 // takeDue marks the due announcements sent (copies are returned with the
 // slot number) and returns when the next one is due.
-func (f *FrameAnnouncer) takeDue(now time.Time) ([]scheduled[ARPAnnouncement], []scheduled[MACRefresh], time.Time) {
+func (f *FrameAnnouncer) takeDue(now time.Time) ([]scheduled[AddressAnnouncement], []scheduled[MACRefresh], time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var next time.Time
@@ -164,10 +170,10 @@ func (f *FrameAnnouncer) takeDue(now time.Time) ([]scheduled[ARPAnnouncement], [
 			next = t
 		}
 	}
-	var arps []scheduled[ARPAnnouncement]
-	for _, s := range f.arp {
+	var arps []scheduled[AddressAnnouncement]
+	for _, s := range f.addrs {
 		if s.due(now, f.opts.Schedule) {
-			arps = append(arps, scheduled[ARPAnnouncement]{what: s.what, since: s.since, sent: s.sent})
+			arps = append(arps, scheduled[AddressAnnouncement]{what: s.what, since: s.since, sent: s.sent})
 			s.sent++
 		}
 		consider(s.next(f.opts.Schedule))
@@ -183,17 +189,34 @@ func (f *FrameAnnouncer) takeDue(now time.Time) ([]scheduled[ARPAnnouncement], [
 	return arps, macs, next
 }
 
-func (f *FrameAnnouncer) sendARP(ctx context.Context, a ARPAnnouncement, slot int) {
+// sendAddress sends one address announcement: gratuitous ARP for IPv4,
+// an unsolicited NA for IPv6, both under the one limiter.
+func (f *FrameAnnouncer) sendAddress(ctx context.Context, a AddressAnnouncement, slot int) {
 	if f.limiter.Wait(ctx) != nil {
 		return
 	}
-	if err := f.sender.GratuitousARP(a.Iface, a.IP, a.MAC); err != nil {
-		f.log.Warn("gratuitous ARP", zap.String("event", "garpFailed"), zap.String("iface", a.Iface),
+	v6 := a.IP.Is6()
+	var err error
+	if v6 {
+		err = f.sender.UnsolicitedNA(a.Iface, a.IP, a.MAC)
+	} else {
+		err = f.sender.GratuitousARP(a.Iface, a.IP, a.MAC)
+	}
+	if err != nil {
+		ev := "garpFailed"
+		if v6 {
+			ev = "naFailed"
+		}
+		f.log.Warn("address announcement", zap.String("event", ev), zap.String("iface", a.Iface),
 			zap.String("ip", a.IP.String()), zap.Error(err))
 		return
 	}
 	if slot == 0 {
-		f.log.Info("endpoint announced", zap.String("event", "garpSent"), zap.String("segment", a.Segment.String()),
+		ev := "garpSent"
+		if v6 {
+			ev = "naSent"
+		}
+		f.log.Info("endpoint announced", zap.String("event", ev), zap.String("segment", a.Segment.String()),
 			zap.String("ip", a.IP.String()), zap.String("mac", a.MAC.String()))
 	}
 }
@@ -261,6 +284,11 @@ func (s *PortSender) with(iface string, fn func(*vlan.Port) error) error {
 // GratuitousARP implements FrameSender.
 func (s *PortSender) GratuitousARP(iface string, ip netip.Addr, mac net.HardwareAddr) error {
 	return s.with(iface, func(p *vlan.Port) error { return p.GratuitousARP(ip, mac) })
+}
+
+// UnsolicitedNA implements FrameSender.
+func (s *PortSender) UnsolicitedNA(iface string, ip netip.Addr, mac net.HardwareAddr) error {
+	return s.with(iface, func(p *vlan.Port) error { return p.UnsolicitedNA(ip, mac) })
 }
 
 // AnnounceMAC implements FrameSender.

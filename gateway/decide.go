@@ -216,16 +216,17 @@ func advertisedAfter(routes []bgp.Route, rep bgp.ApplyReport, applyErr error, be
 // Announcements are what the active gateway keeps announcing on its
 // attached segments (the announcer repeats new ones on a schedule).
 type Announcements struct {
-	// ARP: a gratuitous ARP per Active VM IPv4 address out of the VLAN
-	// side, so legacy switches and hosts move the VM to this trunk port.
-	ARP []ARPAnnouncement
+	// Addresses: per advertised Active VM address, out of the VLAN side,
+	// a gratuitous ARP (IPv4) or an unsolicited Neighbor Advertisement
+	// (IPv6), so legacy switches and hosts move the VM to this trunk port.
+	Addresses []AddressAnnouncement
 	// MACs: the legacy MACs learned on the VLAN port, announced (RARP)
 	// into the VXLAN side, so the nodes relearn them behind this gateway.
 	MACs []MACRefresh
 }
 
-// ARPAnnouncement is one gratuitous ARP target.
-type ARPAnnouncement struct {
+// AddressAnnouncement is one VM address to announce (GARP or NA by family).
+type AddressAnnouncement struct {
 	Segment SegmentKey
 	Iface   string
 	IP      netip.Addr
@@ -243,7 +244,7 @@ type MACRefresh struct {
 
 // announcements lists what the gateway announces: for every attached,
 // programmed segment that still bridges its VLAN (not Completed), the
-// advertised IPv4 host routes of its Active endpoints.
+// advertised host routes (/32 and /128) of its Active endpoints.
 func announcements(role Role, d Desired, plan hostPlan, attached map[SegmentKey]bool, segErr map[SegmentKey]string) Announcements {
 	var out Announcements
 	if role != RoleGateway {
@@ -259,9 +260,7 @@ func announcements(role Role, d Desired, plan hostPlan, attached map[SegmentKey]
 				continue
 			}
 			for _, pfx := range plan.Advertised[e.ID()] {
-				if pfx.Addr().Is4() {
-					out.ARP = append(out.ARP, ARPAnnouncement{Segment: s.Key, Iface: iface, IP: pfx.Addr(), MAC: e.MAC})
-				}
+				out.Addresses = append(out.Addresses, AddressAnnouncement{Segment: s.Key, Iface: iface, IP: pfx.Addr(), MAC: e.MAC})
 			}
 		}
 		out.MACs = append(out.MACs, MACRefresh{Segment: s.Key, VLANPort: iface, VXLANDevice: vlan.VXLANName(s.VNI)})

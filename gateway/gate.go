@@ -25,8 +25,9 @@ func (l LinkProber) Probe(ctx context.Context, iface string, ips []netip.Addr) (
 	return port.Probe(ctx, ips, l.Options)
 }
 
-// Gate is the activation gate: before an IP is first advertised, an ARP
-// probe on the VLAN side must find nobody else holding it. Probes run in
+// Gate is the activation gate: before an IP is first advertised, a probe
+// on the VLAN side (ARP for IPv4, RFC 4862 DAD for IPv6) must find nobody
+// else holding it. Probes run in
 // the background; verdicts are read by the reconcile loop.
 type Gate struct {
 	prober     Prober
@@ -112,9 +113,6 @@ func (g *Gate) Request(ctx context.Context, iface string, ips []netip.Addr, owne
 	now := time.Now()
 	var due []netip.Addr
 	for _, ip := range ips {
-		if !ip.Is4() {
-			continue
-		}
 		e := g.state[ip]
 		if e == nil {
 			e = &gateEntry{verdict: verdictPending}

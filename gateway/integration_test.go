@@ -281,6 +281,13 @@ type kubeLab struct {
 
 func newKubeLab(t *testing.T, leaseArgs ...string) *kubeLab {
 	t.Helper()
+	return newKubeLabWith(t, nil, leaseArgs...)
+}
+
+// newKubeLabWith is newKubeLab with a hook that changes the lab and the
+// BridgeConfig before any agent starts (nil: none).
+func newKubeLabWith(t *testing.T, setup func(*labnet.Lab, *nbv1.BridgeConfig), leaseArgs ...string) *kubeLab {
+	t.Helper()
 	lab := newLab(t)
 	env := testenv.Start(t, testenv.Options{})
 	ctx := context.Background()
@@ -318,6 +325,9 @@ func newKubeLab(t *testing.T, leaseArgs ...string) *kubeLab {
 			GracefulRestart: &nbv1.GracefulRestart{Enabled: true, RestartTime: 30}}}},
 		Advertise: &nbv1.AdvertiseSpec{HostRoutes: true},
 	}}
+	if setup != nil {
+		setup(lab, bc)
+	}
 	if err := k.c.Create(ctx, bc); err != nil {
 		t.Fatal(err)
 	}

@@ -58,8 +58,8 @@ type Fence interface {
 	TTL() time.Duration
 }
 
-// Prober asks a link who answers for some IPv4 addresses (vlan.Port in
-// production).
+// Prober asks a link who answers for some addresses: ARP probes for IPv4,
+// duplicate address detection for IPv6 (vlan.Port in production).
 type Prober interface {
 	Probe(ctx context.Context, iface string, ips []netip.Addr) (map[netip.Addr]net.HardwareAddr, error)
 }

@@ -210,11 +210,9 @@ func (p *hostPlan) gateIPs(s Segment, e Endpoint, v runtimeView) []netip.Addr {
 			p.Refused = append(p.Refused, refusal{Endpoint: e.ID(), IP: ip, Reason: string(r.Reason), Message: r.Message})
 			continue
 		}
+		// IPv4 and IPv6 alike: a /128 whose source VM still answers is
+		// the same split brain as a /32.
 		switch {
-		case ip.Is6():
-			// No IPv6 duplicate-address probe yet: v6 addresses pass the
-			// gate (see the issue note).
-			cleared = append(cleared, ip)
 		case v.Gate[ip] == verdictClear:
 			cleared = append(cleared, ip)
 		case v.Gate[ip] == verdictDuplicate:

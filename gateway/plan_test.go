@@ -239,3 +239,78 @@ func TestParseFileConfigRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestIPv6ThroughTheGate: a /128 goes through the same activation gate as
+// a /32 — probed while pending, refused as DuplicateAddress while another
+// MAC answers, advertised and announced (unsolicited NA) once clear — and
+// a standby probes it on its own VLAN side (the access uplink, not
+// bridged) exactly as it probes IPv4, announcing nothing.
+func TestIPv6ThroughTheGate(t *testing.T) {
+	vmIP6 := netip.MustParseAddr("2001:db8:100::50")
+	dual := func() Desired {
+		d := desired(StateActive, vmIP, vmIP6)
+		d.Segments[0].Subnets = append(d.Segments[0].Subnets, netip.MustParsePrefix("2001:db8:100::/64"))
+		d.BGP.Peers = append(d.BGP.Peers, Peer{Address: netip.MustParseAddr("2001:db8:ff::1"), ASN: 65000})
+		return d
+	}
+	active := map[SegmentKey]bool{app: true}
+	tests := []struct {
+		name          string
+		attached      map[SegmentKey]bool
+		gate          map[netip.Addr]probeVerdict
+		wantRoutes    []string
+		wantProbes    []probeRequest
+		wantRefused   []string
+		wantAnnounced []string
+	}{
+		{name: "active, both pending: both probed on the VLAN side, nothing advertised", attached: active,
+			gate:       map[netip.Addr]probeVerdict{},
+			wantProbes: []probeRequest{{Iface: "uplink0", IPs: []netip.Addr{vmIP, vmIP6}}}},
+		{name: "active, IPv4 clear, IPv6 pending: the /32 alone", attached: active,
+			gate:       map[netip.Addr]probeVerdict{vmIP: verdictClear},
+			wantRoutes: []string{"10.20.100.50/32"}, wantProbes: []probeRequest{{Iface: "uplink0", IPs: []netip.Addr{vmIP6}}},
+			wantAnnounced: []string{"uplink0 10.20.100.50"}},
+		{name: "active, IPv6 duplicate: refused, re-probed, the /32 still advertised", attached: active,
+			gate:       map[netip.Addr]probeVerdict{vmIP: verdictClear, vmIP6: verdictDuplicate},
+			wantRoutes: []string{"10.20.100.50/32"}, wantProbes: []probeRequest{{Iface: "uplink0", IPs: []netip.Addr{vmIP6}}},
+			wantRefused: []string{"2001:db8:100::50 DuplicateAddress"}, wantAnnounced: []string{"uplink0 10.20.100.50"}},
+		{name: "active, both clear: /32 and /128 advertised, GARP and NA", attached: active,
+			gate:          map[netip.Addr]probeVerdict{vmIP: verdictClear, vmIP6: verdictClear},
+			wantRoutes:    []string{"10.20.100.50/32", "2001:db8:100::50/128"},
+			wantAnnounced: []string{"uplink0 10.20.100.50", "uplink0 2001:db8:100::50"}},
+		{name: "standby, IPv6 pending: probed from its own access uplink, nothing announced", attached: map[SegmentKey]bool{},
+			gate:       map[netip.Addr]probeVerdict{vmIP: verdictClear},
+			wantRoutes: []string{"10.20.100.50/32"}, wantProbes: []probeRequest{{Iface: "uplink0", IPs: []netip.Addr{vmIP6}}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := dual()
+			p := buildPlan(d, planView(d, RoleGateway, gwVT, tc.attached, tc.gate))
+			var routes []string
+			for _, r := range p.BGP.Routes {
+				routes = append(routes, r.Prefix.String())
+			}
+			if !slices.Equal(routes, tc.wantRoutes) {
+				t.Errorf("routes %v, want %v", routes, tc.wantRoutes)
+			}
+			probes := probeRequests(d, p, nil)
+			if !slices.EqualFunc(probes, tc.wantProbes, func(a, b probeRequest) bool { return a.Iface == b.Iface && slices.Equal(a.IPs, b.IPs) }) {
+				t.Errorf("probes %v, want %v", probes, tc.wantProbes)
+			}
+			var refused []string
+			for _, r := range p.Refused {
+				refused = append(refused, r.IP.String()+" "+r.Reason)
+			}
+			if !slices.Equal(refused, tc.wantRefused) {
+				t.Errorf("refused %v, want %v", refused, tc.wantRefused)
+			}
+			var announced []string
+			for _, a := range announcements(RoleGateway, d, p, tc.attached, nil).Addresses {
+				announced = append(announced, a.Iface+" "+a.IP.String())
+			}
+			if !slices.Equal(announced, tc.wantAnnounced) {
+				t.Errorf("announced %v, want %v", announced, tc.wantAnnounced)
+			}
+		})
+	}
+}

@@ -14,14 +14,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Port sends and receives raw frames on one interface: ARP probes for
-// duplicate addresses, gratuitous ARP for VM IPs on the VLAN side, and
+// Port sends and receives raw frames on one interface: ARP and IPv6 DAD
+// probes for duplicate addresses, gratuitous ARP and unsolicited Neighbor
+// Advertisements for VM IPs on the VLAN side, and
 // RARP-style MAC announcements into the VXLAN side. It works in the network
 // namespace of the thread that opened it.
 //
 // Bridge ports (the VLAN sub-interface, the VXLAN device) hand received
 // frames to the bridge before protocol-specific sockets see them, so Port
-// listens to every EtherType and picks ARP itself; it ignores frames the
+// listens to every EtherType and picks ARP and NDP itself; it ignores frames the
 // host sends out of the port, or a VM's own ARP flooded out of the VLAN
 // side would look like a duplicate.
 type Port struct {
@@ -53,9 +54,9 @@ func (p *Port) ignoreOutgoing() error { return ignoreOutgoing(p.conn) }
 func (p *Port) Close() error { return p.conn.Close() }
 
 // ProbeOptions tune duplicate-address probes. Zero values take defaults
-// shorter than RFC 5227's (3 probes 1-2 s apart, 2 s wait): a cutover
-// wave probes many addresses, and a live source VM answers in
-// milliseconds.
+// shorter than RFC 5227's (3 probes 1-2 s apart, 2 s wait) and RFC 4862's
+// (1 probe, 1 s wait): a cutover wave probes many addresses, and a live
+// source VM answers in milliseconds.
 type ProbeOptions struct {
 	Probes   int           // probes per address (default 3)
 	Interval time.Duration // between probes (default 100ms)
@@ -82,10 +83,16 @@ func (o ProbeOptions) withDefaults() ProbeOptions {
 	return o
 }
 
-// Probe sends RFC 5227 ARP probes (sender IP 0.0.0.0, so no host updates
-// its cache) for each IPv4 address and returns the addresses some host
-// answered for, with that host's MAC. An empty map means nobody on the
-// link holds any of them. Only one Probe may run on a Port at a time.
+// Probe asks the link who holds each address and returns the addresses
+// some other host claimed, with that host's MAC. An empty map means nobody
+// on the link holds any of them. Only one Probe may run on a Port at a time.
+//
+// IPv4 addresses get RFC 5227 ARP probes (sender IP 0.0.0.0, so no host
+// updates its cache); IPv6 addresses get RFC 4862 duplicate address
+// detection probes (a Neighbor Solicitation from ::, to the target's
+// solicited-node group, hop limit 255): a Neighbor Advertisement for the
+// target, or another node's probe for it, claims it. Both families share
+// the schedule below and one listening loop.
 //
 // The wait is bounded: Probe returns at the latest ProbeBound(opts) after
 // it starts (the last probe goes out (Probes-1)*Interval in, then Wait
@@ -95,19 +102,32 @@ func (o ProbeOptions) withDefaults() ProbeOptions {
 func (p *Port) Probe(ctx context.Context, ips []netip.Addr, opts ProbeOptions) (map[netip.Addr]net.HardwareAddr, error) {
 	opts = opts.withDefaults()
 	want := map[netip.Addr]bool{}
+	v6 := false
 	for _, ip := range ips {
-		if !ip.Is4() {
-			return nil, fmt.Errorf("probe %s: only IPv4 is supported (IPv6 DAD is not implemented)", ip)
+		if !ip.IsValid() || ip.Is4In6() {
+			return nil, fmt.Errorf("probe %s: not an IPv4 or IPv6 address", ip)
 		}
 		want[ip] = true
+		v6 = v6 || ip.Is6()
 	}
 	found := map[netip.Addr]net.HardwareAddr{}
 	if len(want) == 0 {
 		return found, nil
 	}
+	if v6 {
+		if err := p.joinNDPGroups(want); err != nil {
+			return nil, fmt.Errorf("probe on %s: %w", p.ifi.Name, err)
+		}
+	}
 	frames := make([][]byte, 0, len(ips))
 	for ip := range want {
-		f, err := arpFrame(arp.OperationRequest, p.ifi.HardwareAddr, netip.IPv4Unspecified(), ethernet.Broadcast, ip, p.ifi.HardwareAddr)
+		var f []byte
+		var err error
+		if ip.Is4() {
+			f, err = arpFrame(arp.OperationRequest, p.ifi.HardwareAddr, netip.IPv4Unspecified(), ethernet.Broadcast, ip, p.ifi.HardwareAddr)
+		} else {
+			f, err = dadFrame(p.ifi.HardwareAddr, ip)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("probe %s: %w", ip, err)
 		}
@@ -158,11 +178,12 @@ func (p *Port) Probe(ctx context.Context, ips []netip.Addr, opts ProbeOptions) (
 		if err != nil {
 			return nil, fmt.Errorf("probe on %s: read: %w", p.ifi.Name, err)
 		}
-		pkt, ok := parseARP(buf[:n])
 		// Any ARP whose sender is one of our addresses claims it: a reply
 		// to our probe, or that host's own request or announcement.
-		if ok && want[pkt.SenderIP] {
+		if pkt, ok := parseARP(buf[:n]); ok && want[pkt.SenderIP] {
 			found[pkt.SenderIP] = append(net.HardwareAddr(nil), pkt.SenderHardwareAddr...)
+		} else if ip, mac, ok := ndpClaim(buf[:n], want); ok {
+			found[ip] = mac
 		}
 	}
 	cancel() // stop the sender if every address was claimed early

@@ -131,10 +131,12 @@ func TestPortOnTheStretch(t *testing.T) {
 	})
 }
 
-func TestProbeRejectsIPv6(t *testing.T) {
+func TestProbeRejectsMappedAddresses(t *testing.T) {
 	p := &Port{ifi: &net.Interface{Name: "x"}}
-	if _, err := p.Probe(context.Background(), []netip.Addr{netip.MustParseAddr("2001:db8::1")}, ProbeOptions{}); err == nil {
-		t.Fatal("want an error for IPv6")
+	for _, ip := range []netip.Addr{netip.MustParseAddr("::ffff:10.0.0.1"), {}} {
+		if _, err := p.Probe(context.Background(), []netip.Addr{ip}, ProbeOptions{}); err == nil {
+			t.Errorf("Probe(%v): want an error", ip)
+		}
 	}
 }
 

@@ -132,7 +132,7 @@ func TestTaggedTrunkInQEMU(t *testing.T) {
 		}
 	}
 	// Every check of the guest is expected; fewer means it stopped early.
-	const wantChecks = 18
+	const wantChecks = 23
 	if !done || fails > 0 || passes != wantChecks {
 		t.Errorf("guest: %d passed, %d failed, finished %t (want %d passes); console:\n%s", passes, fails, done, wantChecks, out)
 	}

@@ -133,6 +133,7 @@ func run() bool {
 	c.check("tagged-arp-reaches-vm", expectHolder(legacy, "trunkb.100", vmIP, vmMAC))
 	c.check("udp-roundtrip-over-tag", udpRoundTrip(legacy, node))
 	c.check("other-tag-isolated", expectHolder(legacy, "trunkb.200", vmIP, nil))
+	ipv6Checks(c, legacy)
 
 	res, err = gw.Reconcile(context.Background(), []vlan.Segment{gwSeg})
 	if err == nil && res.Changes != 0 {
