@@ -24,7 +24,7 @@ import (
 // netlink changes need CAP_NET_ADMIN in effect.
 var rootAgents = map[string][]corev1.Capability{
 	"netbridge-gateway": {"NET_ADMIN", "NET_RAW"}, // netlink + ARP probes/GARP
-	"netbridge-node":    {"NET_ADMIN"},            // netlink only
+	"netbridge-node":    {"NET_ADMIN", "NET_RAW"}, // netlink + VM announcements off the underlay
 }
 
 func podSpecOf(t *testing.T, o *unstructured.Unstructured) (*corev1.PodTemplateSpec, bool) {
@@ -82,6 +82,17 @@ func checkPod(t *testing.T, where, name string, spec *corev1.PodSpec) {
 	}
 	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
 		w := where + " container " + c.Name
+		if spec.HostNetwork {
+			// In the host's namespace an empty host is every address of
+			// the node: bind the node's internal address instead.
+			for _, a := range c.Args {
+				for _, flag := range []string{"--metrics-bind-address=", "--health-probe-bind-address="} {
+					if v, ok := strings.CutPrefix(a, flag); ok && strings.HasPrefix(v, ":") {
+						t.Errorf("%s: %s%s listens on every address of the node; bind $(HOST_IP)", w, flag, v)
+					}
+				}
+			}
+		}
 		sc := c.SecurityContext
 		if sc == nil {
 			t.Errorf("%s: no securityContext", w)
