@@ -151,6 +151,11 @@ func TestBuildPlan(t *testing.T) {
 			action: "advertise 10.20.100.10/32 from gw-a (standby gw-b, prepended)",
 		},
 		{
+			name:   "segment in phase Extended: activation bridges, advertises nothing",
+			mutate: func(s *runbook.Snapshot) { s.BridgeConfigs[0].Spec.Segments[0].Phase = nbv1.PhaseExtended },
+			action: "bridge 10.20.100.10/32 through gw-a; not advertised: the segment is in phase Extended",
+		},
+		{
 			name:   "active gateway has not reported",
 			mutate: func(s *runbook.Snapshot) { s.Gateways = s.Gateways[1:] },
 			failed: []string{runbook.CheckProgrammed, runbook.CheckBGP},

@@ -217,9 +217,21 @@ func planVM(s *Snapshot, vm types.NamespacedName) (PlanItem, *SegmentRef, []Chec
 	if gw == "" {
 		gw = "<no active gateway>"
 	}
-	if allActive {
+	// Host routes belong to the Routed phase: in Extended activation only
+	// bridges the VM (the legacy router keeps routing the subnet).
+	extended := false
+	if _, seg, _ := s.Segment(*ref); seg != nil && (seg.Phase == "" || seg.Phase == nbv1.PhaseExtended) {
+		extended = true
+	}
+	switch {
+	case allActive && extended:
+		item.Action = "none: already active, bridged by " + gw + " (phase Extended: no host routes until the segment is Routed)"
+	case allActive:
 		item.Action = "none: already active, advertised from " + gw
-	} else {
+	case extended:
+		item.Action = fmt.Sprintf("bridge %s through %s; not advertised: the segment is in phase Extended, host routes start in phase Routed",
+			strings.Join(prefixes, ", "), gw)
+	default:
 		item.Action = fmt.Sprintf("advertise %s from %s", strings.Join(prefixes, ", "), gw)
 		if len(item.Standby) > 0 {
 			item.Action += fmt.Sprintf(" (standby %s, prepended)", strings.Join(item.Standby, ", "))
