@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -51,4 +52,20 @@ func startPeerLink(ctx context.Context, o Options, src *kube.Source, log *zap.Lo
 		return nil, fmt.Errorf("peer channel: %w", err)
 	}
 	return link, nil
+}
+
+// spreadAlive is rule 9's health of the other candidates: alive on the
+// peer channel, or not heard yet while this gateway is starting (at a
+// cold start of every gateway, peers that are up but not heard yet must
+// not look dead, or every gateway would prefer itself). Without the
+// channel every candidate counts (nil).
+func spreadAlive(peers gateway.PeerChannel, grace time.Duration) func(string) bool {
+	if peers == nil {
+		return nil
+	}
+	start := time.Now()
+	return func(name string) bool {
+		v := peers.Peers()[name]
+		return v.Alive || (v.LastHeard.IsZero() && time.Since(start) < grace)
+	}
 }
