@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -26,14 +25,9 @@ func haOptions(p PeerOptions) gateway.HAOptions {
 // startPeerLink opens the peer channel on this gateway's VTEP (the flag,
 // else what the API says: node annotation or InternalIP).
 func startPeerLink(ctx context.Context, o Options, src *kube.Source, log *zap.Logger) (*peerlink.Link, error) {
-	key, err := os.ReadFile(o.Peer.KeyFile)
+	key, err := readPeerKey(o.Peer.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("--peer-key-file: %w", err)
-	}
-	switch len(key) {
-	case 16, 24, 32:
-	default:
-		return nil, fmt.Errorf("--peer-key-file %s: %d bytes, want 16, 24 or 32 raw bytes", o.Peer.KeyFile, len(key))
+		return nil, err
 	}
 	vtep := o.VTEP
 	if !vtep.IsValid() {
@@ -51,6 +45,7 @@ func startPeerLink(ctx context.Context, o Options, src *kube.Source, log *zap.Lo
 	if err != nil {
 		return nil, fmt.Errorf("peer channel: %w", err)
 	}
+	go watchPeerKey(ctx, o.Peer.KeyFile, key, link, peerKeyPoll, log.Named("peerkey"))
 	return link, nil
 }
 
