@@ -299,3 +299,89 @@ func equalHoldings(a, b map[gateway.SegmentKey]holding) bool {
 	}
 	return true
 }
+
+// TestSpreadNeverDelaysTheLastStandby: a standby asked to take a Lease
+// early (its holder silent) waits SpreadDelay only while another healthy
+// gateway is preferred; when the silent holder was the preferred one and
+// this standby is the only healthy candidate left, it takes the Lease at
+// once — the failover budget of two-gateway segments is unchanged.
+func TestSpreadNeverDelaysTheLastStandby(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const ns = "netbridge-system"
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"gw1", "gw2", "gw3"}
+	// Two segments whose preferred gateway among all three is gw1.
+	var keys []gateway.SegmentKey
+	for i := 0; len(keys) < 2; i++ {
+		k := gateway.SegmentKey{BridgeConfig: "last", Segment: fmt.Sprintf("seg%d", i)}
+		if nbv1.PreferredGateway(k, names) == "gw1" {
+			keys = append(keys, k)
+		}
+	}
+	var amu sync.Mutex
+	alive := map[string]bool{"gw1": true, "gw2": true, "gw3": true}
+	isAlive := func(n string) bool { amu.Lock(); defer amu.Unlock(); return alive[n] }
+	timings := kube.LeaseTimings{LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second}
+	log := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
+	el := map[string]*kube.Election{}
+	for _, n := range names {
+		e := kube.NewElection(cs.CoordinationV1(), ns, n, timings, log.Named(n), func() {})
+		e.SetSpread(isAlive, kube.DefaultSpreadDelay)
+		cands := map[gateway.SegmentKey][]string{}
+		for _, k := range keys {
+			cands[k] = names
+		}
+		e.SetCandidates(cands)
+		el[n] = e
+	}
+	el["gw1"].Sync(ctx, keys)
+	el["gw2"].Sync(ctx, keys)
+	el["gw3"].Sync(ctx, keys)
+	for _, k := range keys {
+		if !el["gw1"].Lease(k).Held {
+			t.Fatalf("%s: gw1 (preferred) does not hold it", k)
+		}
+	}
+	early := func(n string, k gateway.SegmentKey) time.Duration {
+		start := time.Now()
+		el[n].AcquireNow(k, "gw1")
+		for !el[n].Lease(k).Held {
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("%s did not take %s early", n, k)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+	// gw1 silent but gw3 alive and (say) preferred among gw2/gw3: whoever
+	// is not preferred among the healthy waits.
+	amu.Lock()
+	alive["gw1"] = false
+	amu.Unlock()
+	k0 := keys[0]
+	pref := nbv1.PreferredGateway(k0, []string{"gw2", "gw3"})
+	other := map[string]string{"gw2": "gw3", "gw3": "gw2"}[pref]
+	waited := early(other, k0)
+	t.Logf("nonpreferred_early_acquire_ms=%d spread_delay_ms=%d", waited.Milliseconds(), kube.DefaultSpreadDelay.Milliseconds())
+	if waited < kube.DefaultSpreadDelay {
+		t.Errorf("%s is not preferred for %s among the healthy yet took it after %s, before SpreadDelay", other, k0, waited)
+	}
+	// gw1 silent and gw3 dead too: gw2 is the last standby and never waits.
+	amu.Lock()
+	alive["gw3"] = false
+	amu.Unlock()
+	k1 := keys[1]
+	took := early("gw2", k1)
+	t.Logf("last_standby_early_acquire_ms=%d", took.Milliseconds())
+	if took >= kube.DefaultSpreadDelay {
+		t.Errorf("the last healthy standby took %s to acquire early: it waited for a dead preferred gateway", took)
+	}
+}
