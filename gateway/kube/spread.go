@@ -122,17 +122,23 @@ func (e *Election) deferToPreferred(el *elector, now time.Time, delay time.Durat
 
 // rebalanceAsked: this gateway holds the Lease, read a new rebalance token
 // on it, and another healthy gateway is preferred. The first token read is
-// only recorded: an old request must not move segments after a restart.
+// only recorded: an old request must not move segments after a restart. A
+// holder that does not lead right now (a renewal missed under load) keeps
+// the token pending and looks again at its next attempt.
 func (e *Election) rebalanceAsked(el *elector, lease *coordinationv1.Lease, holder string) bool {
 	if e.spread == nil {
 		return false
 	}
 	tok := lease.Annotations[nbv1.AnnotationRebalance]
 	el.mu.Lock()
-	changed := el.tokenRead && tok != el.rebalanceToken
-	el.rebalanceToken, el.tokenRead = tok, true
+	fresh := el.tokenRead && tok != el.rebalanceToken
+	el.tokenRead = true
+	pending := fresh && holder == e.identity && !el.leading
+	if !pending {
+		el.rebalanceToken = tok
+	}
 	el.mu.Unlock()
-	if !changed || tok == "" || holder != e.identity || !el.isLeading() {
+	if !fresh || pending || tok == "" || holder != e.identity {
 		return false
 	}
 	pref := e.preferredHolder(el.key)
@@ -144,7 +150,7 @@ func (e *Election) rebalanceAsked(el *elector, lease *coordinationv1.Lease, hold
 // channel the new holder also waits for our fresh yield), wait SpreadDelay
 // for that pass, then clear the holder so the preferred gateway takes the
 // Lease in one round trip. This gateway then defers to it like any other
-// non-preferred one.
+// non-preferred one, a retry period longer.
 func (e *Election) handOver(ctx context.Context, el *elector, lease *coordinationv1.Lease) {
 	pref := e.preferredHolder(el.key)
 	e.log.Info("rebalance: handing the segment over to its preferred gateway", zap.String("event", "rebalanceHandover"),
@@ -168,8 +174,10 @@ func (e *Election) handOver(ctx context.Context, el *elector, lease *coordinatio
 			zap.String("segment", el.key.String()), zap.Error(err))
 		return
 	}
+	// We gave it away on purpose: wait a retry period longer than the
+	// others before taking it back (the preferred one may be slow).
 	el.mu.Lock()
-	el.freeSince = time.Now()
+	el.freeSince = time.Now().Add(e.timings.RetryPeriod)
 	el.mu.Unlock()
 }
 
