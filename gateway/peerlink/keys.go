@@ -74,20 +74,21 @@ func (l *Link) advanceRotation() {
 	l.mu.Unlock()
 
 	l.keysMu.Lock()
-	step := ""
+	ev := ""
 	var err error
 	switch {
 	case !bytes.Equal(l.keyring.GetPrimaryKey(), target):
 		if allAccept {
-			err, step = l.keyring.UseKey(target), "peerlinkKeyInUse"
+			ev = "peerlinkKeyInUse"
+			err = l.keyring.UseKey(target)
 		}
 	case allUse:
+		ev = "peerlinkKeyRotated"
 		for _, k := range l.keyring.GetKeys() {
 			if !bytes.Equal(k, target) && err == nil {
 				err = l.keyring.RemoveKey(k)
 			}
 		}
-		step = "peerlinkKeyRotated"
 	}
 	view := keyViewOf(l.keyring)
 	l.keysMu.Unlock()
@@ -95,17 +96,17 @@ func (l *Link) advanceRotation() {
 		l.log.Error("peer channel key rotation step failed", zap.String("event", "peerlinkKeyRotationFailed"), zap.Error(err))
 		return
 	}
-	if step == "" {
+	if ev == "" {
 		return
 	}
 	l.mu.Lock()
 	l.keyView = view
-	if step == "peerlinkKeyRotated" && bytes.Equal(l.target, target) {
+	if ev == "peerlinkKeyRotated" && bytes.Equal(l.target, target) {
 		l.target = nil
 	}
 	l.mu.Unlock()
 	sort.Strings(waiting)
-	l.log.Info("peer channel key rotation step", zap.String("event", step), zap.String("keyID", id), zap.Strings("peersNotUsingIt", waiting))
+	l.log.Info("peer channel key rotation step", zap.String("event", ev), zap.String("keyID", id), zap.Strings("peersNotUsingIt", waiting))
 	wake(l.kick)
 }
 
