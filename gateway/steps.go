@@ -84,6 +84,9 @@ func (s electionStep) run(ctx context.Context, p *pass) {
 	leading := map[SegmentKey]bool{}
 	if s.role == RoleGateway && s.election != nil {
 		keys := electedSegments(p.d)
+		if se, ok := s.election.(spreadElection); ok {
+			se.SetCandidates(segmentCandidates(p.d))
+		}
 		s.election.Sync(ctx, keys)
 		for _, k := range keys {
 			leading[k] = s.election.Leading(k)
@@ -259,4 +262,22 @@ func (s reportStep) run(ctx context.Context, p *pass) {
 			a.log.Warn("publish status", zap.String("event", "statusPublishFailed"), zap.Error(err))
 		}
 	}
+}
+
+// spreadElection is an election that spreads the active roles over the
+// healthy gateways (rule 9, docs/ha.md "Spread"): it needs every
+// segment's candidates.
+type spreadElection interface {
+	SetCandidates(map[SegmentKey][]string)
+}
+
+// segmentCandidates are the candidates of the elected segments.
+func segmentCandidates(d Desired) map[SegmentKey][]string {
+	out := map[SegmentKey][]string{}
+	for _, s := range d.Segments {
+		if s.Error == "" {
+			out[s.Key] = s.Candidates
+		}
+	}
+	return out
 }

@@ -71,9 +71,9 @@ func startKube(ctx context.Context, o Options, deps *gateway.Deps, reg *promethe
 			deps.Fence = fence
 		}
 	}
-	onLease := func() {
+	onLease := func(name string) {
 		if election != nil {
-			election.Poke()
+			election.PokeLease(name)
 		}
 	}
 	log.Info("waiting for the API server's caches", zap.String("event", "cacheSyncWait"))
@@ -95,6 +95,8 @@ func startKube(ctx context.Context, o Options, deps *gateway.Deps, reg *promethe
 			reg.MustRegister(peerlink.Collector(link))
 			deps.Peers = link
 		}
+		// Peers not heard within 10 heartbeats of our start count as dead.
+		election.SetSpread(spreadAlive(deps.Peers, 10*o.Peer.Heartbeat), kube.DefaultSpreadDelay)
 	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

@@ -3,7 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"os"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -25,14 +25,9 @@ func haOptions(p PeerOptions) gateway.HAOptions {
 // startPeerLink opens the peer channel on this gateway's VTEP (the flag,
 // else what the API says: node annotation or InternalIP).
 func startPeerLink(ctx context.Context, o Options, src *kube.Source, log *zap.Logger) (*peerlink.Link, error) {
-	key, err := os.ReadFile(o.Peer.KeyFile)
+	key, err := readPeerKey(o.Peer.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("--peer-key-file: %w", err)
-	}
-	switch len(key) {
-	case 16, 24, 32:
-	default:
-		return nil, fmt.Errorf("--peer-key-file %s: %d bytes, want 16, 24 or 32 raw bytes", o.Peer.KeyFile, len(key))
+		return nil, err
 	}
 	vtep := o.VTEP
 	if !vtep.IsValid() {
@@ -50,5 +45,22 @@ func startPeerLink(ctx context.Context, o Options, src *kube.Source, log *zap.Lo
 	if err != nil {
 		return nil, fmt.Errorf("peer channel: %w", err)
 	}
+	go watchPeerKey(ctx, o.Peer.KeyFile, key, link, peerKeyPoll, log.Named("peerkey"))
 	return link, nil
+}
+
+// spreadAlive is rule 9's health of the other candidates: alive on the
+// peer channel, or not heard yet while this gateway is starting (at a
+// cold start of every gateway, peers that are up but not heard yet must
+// not look dead, or every gateway would prefer itself). Without the
+// channel every candidate counts (nil).
+func spreadAlive(peers gateway.PeerChannel, grace time.Duration) func(string) bool {
+	if peers == nil {
+		return nil
+	}
+	start := time.Now()
+	return func(name string) bool {
+		v := peers.Peers()[name]
+		return v.Alive || (v.LastHeard.IsZero() && time.Since(start) < grace)
+	}
 }

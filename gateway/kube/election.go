@@ -55,6 +55,9 @@ type Election struct {
 
 	mu      sync.Mutex
 	running map[gateway.SegmentKey]*elector
+
+	// spread is rule 9 (docs/ha.md "Spread"): nil until SetSpread.
+	spread *spread
 }
 
 // SetFastRenewPeriod sets the renewal period used while FastRenew is on
@@ -143,6 +146,18 @@ type elector struct {
 	// after an outage instead of firing at its end.
 	observedRV string
 	observedAt time.Time
+	// freeSince: when this gateway, not the preferred holder, first saw
+	// the Lease free (or was asked to take it early); it acquires only
+	// SpreadDelay later (rule 9).
+	freeSince time.Time
+	// expiry wakes the elector when the holder's Lease runs out in our
+	// observation: every candidate looks at that instant, not at its next
+	// retry tick, so the preferred one is first (rule 9).
+	expiry *time.Timer
+	// rebalanceToken is the last AnnotationRebalance value read; a new
+	// value read while holding asks for a handover.
+	rebalanceToken string
+	tokenRead      bool
 }
 
 // Sync starts electors for new segments and stops (releasing the lease)
@@ -277,6 +292,7 @@ func (e *Election) setLeading(el *elector, leading bool) {
 
 func (e *Election) run(ctx context.Context, el *elector) {
 	defer close(el.done)
+	defer el.stopExpiry()
 	t := e.timings
 	tick := time.NewTicker(t.RetryPeriod)
 	defer tick.Stop()
@@ -388,6 +404,13 @@ func (e *Election) attempt(ctx context.Context, el *elector) {
 	lease, err := e.leases.Leases(e.namespace).Get(cctx, nbv1.LeaseName(el.key), metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
+		// A new segment: nobody bridges it yet, and every gateway
+		// creates its electors at once (a start-up burst of API calls):
+		// the others wait a whole retry period for the preferred one.
+		if e.spread != nil && e.deferToPreferred(el, now, e.timings.RetryPeriod, "", false) {
+			e.apiResult(el, nil)
+			return
+		}
 		lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: nbv1.LeaseName(el.key), Namespace: e.namespace,
 			Labels: map[string]string{"app.kubernetes.io/managed-by": "netbridge-gateway"}}}
 		e.fill(lease, now, true)
@@ -405,12 +428,26 @@ func (e *Election) attempt(ctx context.Context, el *elector) {
 	holder, observedAt, early := e.observe(el, lease, now)
 	prevSeen := observedAt
 	dur := e.holderDuration(lease, holder)
+	if e.rebalanceAsked(el, lease, holder) {
+		e.handOver(cctx, el, lease)
+		return
+	}
 	// Early: the holder was heard claiming and is silent past its
 	// grants; the write is on the resourceVersion just read, so it
 	// fails if anyone (the holder, another standby) wrote since.
 	earlyOK := early != "" && holder == early
 	free := holder == "" || holder == e.identity || now.After(observedAt.Add(dur)) || earlyOK
+	if free && holder != e.identity && e.spread != nil && e.deferToPreferred(el, now, e.spread.delay, early, earlyOK) {
+		e.apiResult(el, nil)
+		return
+	}
+	if !free || holder == e.identity {
+		el.mu.Lock()
+		el.freeSince = time.Time{}
+		el.mu.Unlock()
+	}
 	if !free {
+		e.wakeAtExpiry(el, observedAt.Add(dur).Sub(now))
 		e.apiResult(el, nil)
 		if el.isLeading() {
 			// Someone else holds it: we lost it (e.g. our renewals

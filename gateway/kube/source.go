@@ -52,20 +52,27 @@ func NewSource(cfg *rest.Config, scheme *runtime.Scheme, namespace, nodeName str
 
 // Start runs the informers and waits for their first sync; every change
 // afterwards calls onChange.
-// onLeaseChange, when set, is called too for segment Lease changes (a
-// released lease is taken over without waiting for the next retry).
-func (k *Source) Start(ctx context.Context, onChange, onLeaseChange func(), log *zap.Logger) error {
-	handler := func(also func()) toolscache.ResourceEventHandlerFuncs {
-		fire := func() {
+// onLeaseChange, when set, is called too with the name of a changed Lease
+// (a released lease is taken over without waiting for the next retry; only
+// that segment's elector needs to look).
+func (k *Source) Start(ctx context.Context, onChange func(), onLeaseChange func(name string), log *zap.Logger) error {
+	handler := func(also func(name string)) toolscache.ResourceEventHandlerFuncs {
+		fire := func(obj any) {
 			onChange()
-			if also != nil {
-				also()
+			if also == nil {
+				return
+			}
+			if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if l, ok := obj.(*coordinationv1.Lease); ok {
+				also(l.Name)
 			}
 		}
 		return toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { fire() },
-			UpdateFunc: func(any, any) { fire() },
-			DeleteFunc: func(any) { fire() },
+			AddFunc:    func(obj any) { fire(obj) },
+			UpdateFunc: func(_, obj any) { fire(obj) },
+			DeleteFunc: func(obj any) { fire(obj) },
 		}
 	}
 	// GetInformer needs discovery: wait for the API server rather than
@@ -81,7 +88,7 @@ func (k *Source) Start(ctx context.Context, onChange, onLeaseChange func(), log 
 		if err != nil {
 			return fmt.Errorf("informer %T: %w", obj, err)
 		}
-		var also func()
+		var also func(string)
 		if _, isLease := obj.(*coordinationv1.Lease); isLease {
 			also = onLeaseChange
 		}

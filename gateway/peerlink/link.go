@@ -63,7 +63,11 @@ type Link struct {
 	cfg     Config
 	self    netip.AddrPort
 	keyring *memberlist.Keyring
-	keysMu  sync.Mutex // one SetKeys at a time: add, use, remove
+	keysMu  sync.Mutex // one keyring change at a time
+	// Under mu: the key a rotation moves to (nil: none under way) and
+	// what the heartbeats say of our keyring.
+	target  []byte
+	keyView keyState
 	log     *zap.Logger
 	ml      *memberlist.Memberlist
 
@@ -113,6 +117,7 @@ func Start(ctx context.Context, cfg Config) (*Link, error) {
 		return nil, fmt.Errorf("peerlink: keyring: %w", err)
 	}
 	l.keyring = keyring
+	l.keyView = keyViewOf(keyring)
 	mlog := log.New(&memberlistLog{log: l.log, dropped: l.countDrop}, "", 0)
 	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
 		BindAddrs: []string{cfg.BindAddr.String()}, BindPort: cfg.Port, Logger: mlog})
@@ -198,41 +203,6 @@ func (l *Link) Peers() map[string]PeerView {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.tr.view(time.Now())
-}
-
-// SetKeys replaces the keys without a restart (a restart would cost the
-// peers' acks, and with them the peer grant): messages are encrypted with
-// primary and accepted with primary or any of others. Rotate in three
-// steps, each on every gateway before the next: add the new key to others,
-// make it primary (keeping the old one in others), drop the old one. An
-// invalid key is refused and the keys stay as they were.
-func (l *Link) SetKeys(primary []byte, others ...[]byte) error {
-	l.keysMu.Lock()
-	defer l.keysMu.Unlock()
-	keep := map[string]bool{string(primary): true}
-	for i, k := range append([][]byte{primary}, others...) {
-		if err := memberlist.ValidateKey(k); err != nil {
-			return fmt.Errorf("peerlink keys: key %d is %d bytes, want 16, 24 or 32: %w", i, len(k), err)
-		}
-		keep[string(k)] = true
-	}
-	for k := range keep {
-		if err := l.keyring.AddKey([]byte(k)); err != nil {
-			return fmt.Errorf("peerlink keys: add: %w", err)
-		}
-	}
-	if err := l.keyring.UseKey(primary); err != nil {
-		return fmt.Errorf("peerlink keys: use primary: %w", err)
-	}
-	for _, k := range l.keyring.GetKeys() {
-		if !keep[string(k)] {
-			if err := l.keyring.RemoveKey(k); err != nil {
-				return fmt.Errorf("peerlink keys: remove: %w", err)
-			}
-		}
-	}
-	l.log.Info("peer channel keys replaced", zap.String("event", "peerlinkKeysChanged"), zap.Int("keys", len(keep)))
-	return nil
 }
 
 // PeerGrant returns until when the named peers (a segment's other
@@ -350,7 +320,8 @@ func (l *Link) send(only string, reply bool) {
 	}
 	seq := l.tr.beginRound(now)
 	m := message{V: wireVersion, From: l.cfg.Name, Addr: l.self.String(), Boot: l.tr.boot, Seq: seq, Reply: reply,
-		Sent: now.UnixNano(), DeadAfter: int64(l.cfg.DeadAfter), Claims: maps.Clone(l.claims), Acks: l.tr.acks()}
+		Sent: now.UnixNano(), DeadAfter: int64(l.cfg.DeadAfter), Claims: maps.Clone(l.claims), Acks: l.tr.acks(),
+		Keys: &keyState{Accept: l.keyView.Accept, Use: l.keyView.Use}}
 	l.mu.Unlock()
 
 	var sent, failed uint64
@@ -427,6 +398,7 @@ func (l *Link) watchLoop(ctx context.Context) {
 			l.logChanges(prev, view)
 			wake(l.notify)
 		}
+		l.advanceRotation()
 		if !timer.Stop() {
 			select {
 			case <-timer.C:

@@ -36,6 +36,15 @@ type message struct {
 	// Acks holds, per peer of the sender, the newest message it accepted
 	// from that peer.
 	Acks map[string]ack `json:"k,omitempty"`
+	// Keys says which keys the sender accepts and which it encrypts with
+	// (key ids, never keys): peers advance a key rotation on it.
+	Keys *keyState `json:"y,omitempty"`
+}
+
+// keyState is a gateway's keyring by key id (keyID).
+type keyState struct {
+	Accept []string `json:"a"`
+	Use    string   `json:"u"`
 }
 
 // Claim is what a gateway says about one segment.

@@ -1,6 +1,7 @@
 package peerlink
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -302,9 +303,12 @@ func replay(t *testing.T, g *gateway, dst netip.AddrPort, datagrams [][]byte) {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// TestKeyRotationKeepsPeers rotates the shared key in memberlist's three
-// steps while two gateways talk: no message fails authentication, the
-// peers stay alive and acked, and afterwards the old key is refused.
+// TestKeyRotationKeepsPeers rotates the shared key with RotateKey while
+// two gateways talk, the second getting the new key a while after the
+// first (kubelet updates each node's Secret on its own schedule): no
+// message fails authentication, the peers stay alive and acked, the first
+// keeps encrypting with the old key until the second accepts the new one,
+// and afterwards the old key is refused.
 func TestKeyRotationKeepsPeers(t *testing.T) {
 	gws := underlay(t, "a", "b", "m")
 	a, b, m := gws[0], gws[1], gws[2]
@@ -318,38 +322,38 @@ func TestKeyRotationKeepsPeers(t *testing.T) {
 	if _, ok := waitFor(5*time.Second, both); !ok {
 		t.Fatalf("a and b never saw each other")
 	}
-	if err := la.SetKeys(make([]byte, 7)); err == nil {
-		t.Fatalf("SetKeys accepted a 7-byte key")
+	if err := la.RotateKey(make([]byte, 7)); err == nil {
+		t.Fatalf("RotateKey accepted a 7-byte key")
 	}
 	oldKey, newKey := testKey, []byte("a fresh 32-byte key for rotation")
-	steps := []struct {
-		name           string
-		primary, other []byte
-	}{
-		{"add new", oldKey, newKey},
-		{"use new", newKey, oldKey},
-		{"drop old", newKey, nil},
+	if err := la.RotateKey(newKey); err != nil {
+		t.Fatal(err)
 	}
-	for _, s := range steps {
+	// b lags: a accepts both and must keep encrypting with the old key.
+	frac := mostly(20*testHeartbeat, both)
+	t.Logf("rotation_step=%q peers_ok_pct=%.0f", "a accepts new, b not yet", 100*frac)
+	if !bytes.Equal(la.keyring.GetPrimaryKey(), oldKey) {
+		t.Fatalf("a encrypts with the new key before b accepts it")
+	}
+	if err := lb.RotateKey(newKey); err != nil {
+		t.Fatal(err)
+	}
+	done := func() bool {
 		for _, l := range []*Link{la, lb} {
-			var others [][]byte
-			if s.other != nil {
-				others = append(others, s.other)
+			ks := l.keyring.GetKeys()
+			if len(ks) != 1 || !bytes.Equal(ks[0], newKey) {
+				return false
 			}
-			if err := l.SetKeys(s.primary, others...); err != nil {
-				t.Fatalf("%s: %v", s.name, err)
-			}
-			// The other side lags a heartbeat or two behind, as in a rollout.
-			time.Sleep(2 * testHeartbeat)
 		}
-		// The proof is that nothing failed authentication (below); the
-		// share of time both were fine is printed, since a loaded machine
-		// can stall this process past DeadAfter on its own.
-		frac := mostly(4*testHeartbeat, both)
-		t.Logf("rotation_step=%q peers_ok_pct=%.0f", s.name, 100*frac)
-		if _, ok := waitFor(time.Second, both); !ok {
-			t.Errorf("%s: a and b do not see each other", s.name)
-		}
+		return true
+	}
+	took, ok := waitFor(5*time.Second, done)
+	if !ok {
+		t.Fatalf("rotation did not complete: a %d keys, b %d keys", len(la.keyring.GetKeys()), len(lb.keyring.GetKeys()))
+	}
+	t.Logf("rotation_complete_ms=%d", took.Milliseconds())
+	if _, ok := waitFor(time.Second, both); !ok {
+		t.Errorf("after the rotation a and b do not see each other")
 	}
 	for _, l := range []*Link{la, lb} {
 		if n := l.Stats().Dropped[DropDecrypt]; n != 0 {

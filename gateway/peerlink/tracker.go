@@ -58,6 +58,7 @@ type peerState struct {
 	ackedSent time.Time
 	deadAfter time.Duration
 	claims    map[string]Claim
+	keys      *keyState
 }
 
 // tracker is the channel's bookkeeping, free of I/O and clocks: callers
@@ -179,6 +180,7 @@ func (t *tracker) receive(m message, now time.Time, wall time.Time) string {
 	}
 	p.claims = maps.Clone(m.Claims)
 	p.deadAfter = time.Duration(m.DeadAfter)
+	p.keys = m.Keys
 	return ""
 }
 
