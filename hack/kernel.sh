@@ -16,7 +16,7 @@ out="$root/.cache/kernel/${DEBIAN_KERNEL_PKG}"
 # (bridge family) and the BFD guard (inet family) use: meta, cmp, payload,
 # lookup, counter; libcrc32c needs crc32c_generic loaded before it.
 modules=(llc stp garp mrp 8021q bridge udp_tunnel ip6_udp_tunnel vxlan veth
-  crc32c_generic libcrc32c nfnetlink nf_tables)
+  crc32c_generic libcrc32c nfnetlink nf_tables nft_meta_bridge)
 
 if ! command -v qemu-system-x86_64 >/dev/null; then
   echo "installing qemu-system-x86..." >&2

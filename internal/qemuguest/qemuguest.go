@@ -64,7 +64,7 @@ func Kernel(ctx context.Context, t testing.TB, root string) string {
 // it runs in a guest with no libc.
 func BuildStatic(ctx context.Context, t testing.TB, root, pkg, out string) {
 	t.Helper()
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	build := exec.CommandContext(ctx, "go", "build", "-ldflags=-s -w", "-o", out, pkg)
 	build.Dir = root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := build.CombinedOutput(); err != nil {
