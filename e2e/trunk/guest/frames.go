@@ -85,6 +85,9 @@ func send(ns *netnstest.NS, iface string, frame []byte, count int) error {
 type capture struct {
 	where string
 	fd    int
+	// outgoing: count the frames the interface sends too (a trace along
+	// the path), not only those it receives.
+	outgoing bool
 }
 
 func openCapture(ns *netnstest.NS, iface string) (*capture, error) {
@@ -100,20 +103,26 @@ func openCapture(ns *netnstest.NS, iface string) (*capture, error) {
 	return &capture{where: ns.Name + "/" + iface, fd: fd}, nil
 }
 
-// count reads until the deadline and returns how many received frames
-// (PACKET_OUTGOING excluded) carry marker.
+// count reads until the deadline, and after it what is still queued (the
+// captures are read one after the other against one deadline), and returns
+// how many received frames (PACKET_OUTGOING excluded) carry marker.
 func (c *capture) count(marker string, until time.Time) int {
 	buf := make([]byte, 65536)
 	n := 0
+	hardStop := until.Add(2 * time.Second) // a chatty interface never goes quiet
 	for {
 		l, from, err := unix.Recvfrom(c.fd, buf, 0)
 		if err == nil {
 			ll, ok := from.(*unix.SockaddrLinklayer)
-			if !(ok && ll.Pkttype == unix.PACKET_OUTGOING) && bytes.Contains(buf[:l], []byte(marker)) {
+			out := ok && ll.Pkttype == unix.PACKET_OUTGOING
+			if (c.outgoing || !out) && bytes.Contains(buf[:l], []byte(marker)) {
 				n++
 			}
 		}
-		if time.Now().After(until) {
+		now := time.Now()
+		// Past the deadline: stop at the first empty read (the queue is
+		// drained), not at the first frame.
+		if (err != nil && now.After(until)) || now.After(hardStop) {
 			return n
 		}
 	}

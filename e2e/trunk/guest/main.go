@@ -374,7 +374,8 @@ func segmentsUp(gw *netnstest.NS) error {
 // trace resends a broadcast from h and prints where along the path to the
 // VM it was seen (a diagnosis for a failed check, not a check).
 func trace(ns map[string]*netnstest.NS, h *host, vni uint32, marker string) {
-	places := []struct{ ns, iface string }{{"gw", vlan.VLANName(vni)}, {"node", "ul0"}, {"node", vlan.VXLANName(vni)}}
+	places := []struct{ ns, iface string }{{"gw", vlan.VLANName(vni)}, {"gw", vlan.VXLANName(vni)}, {"gw", "ul0"},
+		{"node", "ul0"}, {"node", vlan.VXLANName(vni)}, {"node", "p-" + h.name}}
 	var caps []*capture
 	for _, p := range places {
 		c, err := openCapture(ns[p.ns], p.iface)
@@ -383,10 +384,12 @@ func trace(ns map[string]*netnstest.NS, h *host, vni uint32, marker string) {
 			continue
 		}
 		defer c.close()
+		c.outgoing = true
 		caps = append(caps, c)
 	}
 	_ = send(h.ns, "eth0", broadcastFrame(h.hw(), marker), 3)
 	until := time.Now().Add(time.Second)
+	fmt.Printf("INFO trace %s: 3 frames sent, counts include frames sent by each interface\n", marker)
 	for _, c := range caps {
 		fmt.Printf("INFO trace %s from %s: %s saw %d\n", marker, h.name, c.where, c.count(marker, until))
 	}
