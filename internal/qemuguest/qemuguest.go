@@ -108,7 +108,6 @@ func Boot(ctx context.Context, kernelDir, dir string, g Guest) (Result, error) {
 		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
 		"-kernel", filepath.Join(kernelDir, "vmlinuz"), "-initrd", initrd,
 		"-append", "console=ttyS0 quiet panic=-1 rdinit=/init")
-	qemu.Stdin = nil
 	pr, pw := io.Pipe()
 	qemu.Stdout, qemu.Stderr = pw, pw
 	var res Result

@@ -50,26 +50,26 @@ var (
 	nodeVTEP = netip.MustParseAddr("192.0.2.2")
 )
 
-// host is one interface with a fixed MAC in its own namespace.
+// host is one interface (eth0) with a fixed MAC in the namespace of its
+// name.
 type host struct {
 	name string
 	mac  string
 	ips  []string // CIDR
-	ns   *netnstest.NS
 }
 
-func (h *host) hw() net.HardwareAddr { m, _ := net.ParseMAC(h.mac); return m }
+func (h host) hw() net.HardwareAddr { m, _ := net.ParseMAC(h.mac); return m }
 
 // The legacy hosts and the VMs. hB also holds 10.0.100.2 (an address of
 // segment a's subnet, on the wrong VLAN) and 10.0.200.77, the address of
 // endpoint vmdup: the duplicate the gate must catch. hU holds addresses of
 // both subnets on the unused VLAN.
 var (
-	hA   = &host{name: "hA", mac: "02:00:00:00:a1:01", ips: []string{"10.0.100.1/24"}}
-	hB   = &host{name: "hB", mac: "02:00:00:00:b2:01", ips: []string{"10.0.200.1/24", "10.0.100.2/24", "10.0.200.77/24"}}
-	hU   = &host{name: "hU", mac: "02:00:00:00:c3:01", ips: []string{"10.0.100.9/24", "10.0.200.9/24"}}
-	vmA  = &host{name: "vmA", mac: "02:00:00:01:00:50", ips: []string{"10.0.100.50/24"}}
-	vmB  = &host{name: "vmB", mac: "02:00:00:02:00:50", ips: []string{"10.0.200.50/24"}}
+	hA   = host{name: "hA", mac: "02:00:00:00:a1:01", ips: []string{"10.0.100.1/24"}}
+	hB   = host{name: "hB", mac: "02:00:00:00:b2:01", ips: []string{"10.0.200.1/24", "10.0.100.2/24", "10.0.200.77/24"}}
+	hU   = host{name: "hU", mac: "02:00:00:00:c3:01", ips: []string{"10.0.100.9/24", "10.0.200.9/24"}}
+	vmA  = host{name: "vmA", mac: "02:00:00:01:00:50", ips: []string{"10.0.100.50/24"}}
+	vmB  = host{name: "vmB", mac: "02:00:00:02:00:50", ips: []string{"10.0.200.50/24"}}
 	vmUp = "02:00:00:02:00:77" // vmdup's MAC: never attached, its IP is hB's
 )
 
@@ -88,9 +88,6 @@ func run() bool {
 		if ns[n], err = inguest.NewNS(n); !c.Check("netns-"+n, err) {
 			return true
 		}
-	}
-	for _, h := range []*host{hA, hB, hU, vmA, vmB} {
-		h.ns = ns[h.name]
 	}
 	if !c.Check("topology", topology(ns)) {
 		return true
@@ -122,11 +119,11 @@ func run() bool {
 	c.Check("gateway-tag-guard-nftables", logLacks("tagGuardUnavailable"))
 
 	// (a) two segments on one trunk.
-	c.Check("seg-vmA-reaches-vlan100-host", expectHolder(vmA, "10.0.100.1", hA.hw()))
-	c.Check("seg-vmB-reaches-vlan200-host", expectHolder(vmB, "10.0.200.1", hB.hw()))
-	c.Check("seg-vmA-not-vlan200-host", expectHolder(vmA, "10.0.100.2", nil))
-	c.Check("seg-vmA-not-unused-vlan-host", expectHolder(vmA, "10.0.100.9", nil))
-	c.Check("seg-vmB-not-unused-vlan-host", expectHolder(vmB, "10.0.200.9", nil))
+	c.Check("seg-vmA-reaches-vlan100-host", expectHolder(ns, vmA, "10.0.100.1", hA.hw()))
+	c.Check("seg-vmB-reaches-vlan200-host", expectHolder(ns, vmB, "10.0.200.1", hB.hw()))
+	c.Check("seg-vmA-not-vlan200-host", expectHolder(ns, vmA, "10.0.100.2", nil))
+	c.Check("seg-vmA-not-unused-vlan-host", expectHolder(ns, vmA, "10.0.100.9", nil))
+	c.Check("seg-vmB-not-unused-vlan-host", expectHolder(ns, vmB, "10.0.200.9", nil))
 	caps, err := captures(ns)
 	if !c.Check("captures", err) {
 		return true
@@ -138,18 +135,18 @@ func run() bool {
 	}()
 	window := 1500 * time.Millisecond
 	c.Check("seg-broadcast-vlan100-only-in-segment-a", expectFrames("nb-bcast-100",
-		func() error { return send(hA.ns, "eth0", broadcastFrame(hA.hw(), "nb-bcast-100"), 3) },
+		func() error { return send(ns["hA"], "eth0", broadcastFrame(hA.hw(), "nb-bcast-100"), 3) },
 		map[*capture]int{caps["vmA"]: 1, caps["vmB"]: 0, caps["hB"]: 0, caps["hU"]: 0}, window))
 	if !c.Check("seg-broadcast-vlan200-only-in-segment-b", expectFrames("nb-bcast-200",
-		func() error { return send(hB.ns, "eth0", broadcastFrame(hB.hw(), "nb-bcast-200"), 3) },
+		func() error { return send(ns["hB"], "eth0", broadcastFrame(hB.hw(), "nb-bcast-200"), 3) },
 		map[*capture]int{caps["vmB"]: 1, caps["vmA"]: 0, caps["hA"]: 0, caps["hU"]: 0}, window)) {
 		trace(ns, hB, vniB, "nb-trace-200")
 	}
 	c.Check("seg-unused-vlan-never-enters", expectFrames("nb-bcast-300",
-		func() error { return send(hU.ns, "eth0", broadcastFrame(hU.hw(), "nb-bcast-300"), 3) },
+		func() error { return send(ns["hU"], "eth0", broadcastFrame(hU.hw(), "nb-bcast-300"), 3) },
 		map[*capture]int{caps["vmA"]: 0, caps["vmB"]: 0, caps["hA"]: 0, caps["hB"]: 0}, window))
 	if !c.Check("seg-vm-broadcast-only-on-own-vlan", expectFrames("nb-bcast-vmA",
-		func() error { return send(vmA.ns, "eth0", broadcastFrame(vmA.hw(), "nb-bcast-vmA"), 3) },
+		func() error { return send(ns["vmA"], "eth0", broadcastFrame(vmA.hw(), "nb-bcast-vmA"), 3) },
 		map[*capture]int{caps["hA"]: 1, caps["hB"]: 0, caps["hU"]: 0, caps["vmB"]: 0}, window)) {
 		trace(ns, vmA, vniA, "nb-trace-vmA")
 	}
@@ -222,11 +219,11 @@ func topology(ns map[string]*netnstest.NS) error {
 		}
 	}
 	for _, p := range []struct {
-		h   *host
+		h   host
 		vid uint16
 	}{{hA, vidA}, {hB, vidB}, {hU, vidUnused}} {
 		port := "p-" + p.h.name
-		if err := veth(ns["sw"], port, p.h.ns, "eth0", p.h.mac); err != nil {
+		if err := veth(ns["sw"], port, ns[p.h.name], "eth0", p.h.mac); err != nil {
 			return err
 		}
 		l, err := sw.LinkByName(port)
@@ -242,7 +239,7 @@ func topology(ns map[string]*netnstest.NS) error {
 		if err := sw.BridgeVlanAdd(l, p.vid, true, true, false, true); err != nil {
 			return fmt.Errorf("access port %s VLAN %d: %w", port, p.vid, err)
 		}
-		if err := addAddrs(p.h.ns, "eth0", p.h.ips...); err != nil {
+		if err := addAddrs(ns[p.h.name], "eth0", p.h.ips...); err != nil {
 			return err
 		}
 	}
@@ -264,11 +261,11 @@ func nodeSide(ns map[string]*netnstest.NS) error {
 		return fmt.Errorf("node reconcile: %w", err)
 	}
 	for _, v := range []struct {
-		h   *host
+		h   host
 		vni uint32
 	}{{vmA, vniA}, {vmB, vniB}} {
 		port := "p-" + v.h.name
-		if err := veth(node, port, v.h.ns, "eth0", v.h.mac); err != nil {
+		if err := veth(node, port, ns[v.h.name], "eth0", v.h.mac); err != nil {
 			return err
 		}
 		br, err := node.Handle.LinkByName(vlan.BridgeName(v.vni))
@@ -285,7 +282,7 @@ func nodeSide(ns map[string]*netnstest.NS) error {
 		if err := node.Handle.LinkSetMaster(l, br); err != nil {
 			return err
 		}
-		if err := addAddrs(v.h.ns, "eth0", v.h.ips...); err != nil {
+		if err := addAddrs(ns[v.h.name], "eth0", v.h.ips...); err != nil {
 			return err
 		}
 	}
@@ -373,7 +370,7 @@ func segmentsUp(gw *netnstest.NS) error {
 
 // trace resends a broadcast from h and prints where along the path to the
 // VM it was seen (a diagnosis for a failed check, not a check).
-func trace(ns map[string]*netnstest.NS, h *host, vni uint32, marker string) {
+func trace(ns map[string]*netnstest.NS, h host, vni uint32, marker string) {
 	places := []struct{ ns, iface string }{{"gw", vlan.VLANName(vni)}, {"gw", vlan.VXLANName(vni)}, {"gw", "ul0"},
 		{"node", "ul0"}, {"node", vlan.VXLANName(vni)}, {"node", "p-" + h.name}}
 	var caps []*capture
@@ -387,7 +384,7 @@ func trace(ns map[string]*netnstest.NS, h *host, vni uint32, marker string) {
 		c.outgoing = true
 		caps = append(caps, c)
 	}
-	_ = send(h.ns, "eth0", broadcastFrame(h.hw(), marker), 3)
+	_ = send(ns[h.name], "eth0", broadcastFrame(h.hw(), marker), 3)
 	until := time.Now().Add(time.Second)
 	fmt.Printf("INFO trace %s: 3 frames sent, counts include frames sent by each interface\n", marker)
 	for _, c := range caps {
@@ -436,12 +433,12 @@ func captures(ns map[string]*netnstest.NS) (map[string]*capture, error) {
 }
 
 // expectHolder ARP-probes ip from h; want nil means nobody may answer.
-func expectHolder(h *host, ip string, want net.HardwareAddr) error {
+func expectHolder(ns map[string]*netnstest.NS, h host, ip string, want net.HardwareAddr) error {
 	addr := netip.MustParseAddr(ip)
 	var found map[netip.Addr]net.HardwareAddr
 	// A few tries: the first ARP crosses a cold path (VXLAN flood, learning).
 	for i := 0; i < 3; i++ {
-		err := h.ns.Do(func() error {
+		err := ns[h.name].Do(func() error {
 			p, err := vlan.OpenPort("eth0")
 			if err != nil {
 				return err

@@ -124,16 +124,3 @@ func NewNS(name string) (*netnstest.NS, error) {
 	}
 	return n, h.LinkSetUp(lo)
 }
-
-// CurrentNS is the calling thread's namespace as an NS.
-func CurrentNS(name string) (*netnstest.NS, error) {
-	h, err := netns.Get()
-	if err != nil {
-		return nil, err
-	}
-	nh, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, err
-	}
-	return &netnstest.NS{Name: name, Handle: nh, NsHandle: h}, nil
-}
