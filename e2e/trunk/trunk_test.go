@@ -22,7 +22,7 @@ import (
 const (
 	bootBudget  = 60 * time.Second
 	guestBudget = 3 * time.Minute
-	wantChecks  = 35
+	wantChecks  = 39
 )
 
 // TestTrunk: two tagged segments of one BridgeConfig on one trunk (plus a

@@ -108,14 +108,6 @@ func run() bool {
 		return true
 	}
 	c.Check("gateway-bfd-guard-nftables", logLacks("bfdGuardUnavailable"))
-	if scratch, err := inguest.NewNS("scratch"); err == nil {
-		if f, err := vlan.NewFenceIn(scratch.NsHandle, time.Second); err != nil {
-			fmt.Printf("INFO fence in this kernel: %v\n", err)
-		} else {
-			fmt.Println("INFO fence in this kernel: installed")
-			_ = f.Close()
-		}
-	}
 	c.Check("gateway-tag-guard-nftables", logLacks("tagGuardUnavailable"))
 
 	// (a) two segments on one trunk.
@@ -176,10 +168,47 @@ func run() bool {
 	c.Check("dup-gate-metrics", expectMetrics(ns["gw"], "netbridge_gateway_duplicate_address_total 1",
 		`netbridge_gateway_endpoints{state="refused"} 1`))
 	c.Check("dup-gate-clears-free-address", waitLog(30*time.Second, `"event":"addressFree"`, `"ip":"10.0.200.50"`))
+
+	// The kernel fence on a tagged sub-interface, judged by frames. File
+	// mode has no fence (it needs the Lease); the test drives one on the
+	// gateway's nb-vl-1100 as the HA agent would.
+	fenceChecks(c, ns, caps, window)
 	if c.Failed {
 		dumpLog()
 	}
 	return c.Failed
+}
+
+// fenceChecks: while the agent vouches for the sub-interface, a legacy
+// broadcast crosses once; once the vouching lapses (no refresh within the
+// TTL: a hung agent), nothing crosses it, while the unguarded VLAN 200
+// sub-interface keeps bridging.
+func fenceChecks(c *inguest.Checker, ns map[string]*netnstest.NS, caps map[string]*capture, window time.Duration) {
+	const ttl = 800 * time.Millisecond
+	port := vlan.VLANName(vniA)
+	f, err := vlan.NewFenceIn(ns["gw"].NsHandle, ttl)
+	if !c.Check("fence-install-on-subinterface", err) {
+		return
+	}
+	defer func() { _ = f.Remove(); _ = f.Close() }()
+	err = f.Guard([]string{port}, map[string]time.Duration{port: ttl})
+	if err == nil {
+		err = expectFrames("nb-fence-alive", func() error { return send(ns["hA"], "eth0", broadcastFrame(hA.hw(), "nb-fence-alive"), 1) },
+			map[*capture]int{caps["vmA"]: 1}, 300*time.Millisecond)
+	}
+	if err == nil {
+		if n := caps["vmA"].count("nb-fence-alive", time.Now()); n != 0 {
+			err = fmt.Errorf("vmA saw the one broadcast %d more times", n)
+		}
+	}
+	c.Check("fence-alive-subinterface-bridges-once", err)
+	time.Sleep(ttl + 400*time.Millisecond)
+	c.Check("fence-lapsed-subinterface-drops", expectFrames("nb-fence-lapsed",
+		func() error { return send(ns["hA"], "eth0", broadcastFrame(hA.hw(), "nb-fence-lapsed"), 3) },
+		map[*capture]int{caps["vmA"]: 0}, window))
+	c.Check("fence-unguarded-subinterface-bridges", expectFrames("nb-fence-other",
+		func() error { return send(ns["hB"], "eth0", broadcastFrame(hB.hw(), "nb-fence-other"), 3) },
+		map[*capture]int{caps["vmB"]: 1}, window))
 }
 
 func topology(ns map[string]*netnstest.NS) error {
