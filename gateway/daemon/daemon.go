@@ -233,6 +233,13 @@ func startGatewayParts(ctx context.Context, o Options, deps *gateway.Deps, dp *v
 	} else {
 		closers = append(closers, func() { _ = guard.Close() })
 	}
+	// Stacked tags on the trunk must not ride into a segment (vlan.TagGuard).
+	if tags, err := vlan.NewTagGuard(); err != nil {
+		log.Error("VLAN tag guard unavailable: double-tagged frames may cross the sub-interfaces",
+			zap.String("event", "tagGuardUnavailable"), zap.Error(err))
+	} else {
+		closers = append(closers, func() { _ = tags.Close() })
+	}
 	speaker := bgp.New(log.Named("bgp"))
 	// Session state comes from BGP's own events: the metrics and the
 	// status follow a session at once, not at the next resync.

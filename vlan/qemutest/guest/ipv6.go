@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netbridge-io/netbridge/internal/netnstest"
+	"github.com/netbridge-io/netbridge/internal/qemuguest/inguest"
 	"github.com/netbridge-io/netbridge/vlan"
 )
 
@@ -31,15 +32,15 @@ var (
 
 const legacyVLAN = "trunkb.100"
 
-func ipv6Checks(c *checker, legacy *netnstest.NS) {
+func ipv6Checks(c *inguest.Checker, legacy *netnstest.NS) {
 	l, err := legacy.Handle.LinkByName(legacyVLAN)
 	if err == nil {
 		err = legacy.Handle.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: legacyIP6.AsSlice(), Mask: net.CIDRMask(64, 128)}, Flags: unix.IFA_F_NODAD})
 	}
-	if !c.check("ipv6-legacy-address", err) {
+	if !c.Check("ipv6-legacy-address", err) {
 		return
 	}
-	c.check("tagged-dad-finds-legacy-ipv6", func() error {
+	c.Check("tagged-dad-finds-legacy-ipv6", func() error {
 		p, err := vlan.OpenPort(vlan.VLANName(vni))
 		if err != nil {
 			return err
@@ -57,20 +58,20 @@ func ipv6Checks(c *checker, legacy *netnstest.NS) {
 		}
 		return nil
 	}())
-	c.check("tagged-na-overrides-stale-entry", func() error {
+	c.Check("tagged-na-overrides-stale-entry", func() error {
 		if err := legacy.Handle.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_INET6, State: netlink.NUD_STALE,
 			IP: movedIP6.AsSlice(), HardwareAddr: oldMAC}); err != nil {
 			return err
 		}
 		return announceAndWait(legacy, l.Attrs().Index, movedIP6, true)
 	}())
-	c.check("untracked-na-ignored-by-host", func() error {
+	c.Check("untracked-na-ignored-by-host", func() error {
 		if err := sysctl(legacy, "net/ipv6/conf/"+legacyVLAN+"/accept_untracked_na", "1"); err != nil {
 			return err
 		}
 		return announceAndWait(legacy, l.Attrs().Index, newIP6, false)
 	}())
-	c.check("untracked-na-creates-stale-on-router", func() error {
+	c.Check("untracked-na-creates-stale-on-router", func() error {
 		if err := sysctl(legacy, "net/ipv6/conf/all/forwarding", "1"); err != nil {
 			return err
 		}

@@ -12,9 +12,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -24,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netbridge-io/netbridge/internal/netnstest"
+	"github.com/netbridge-io/netbridge/internal/qemuguest/inguest"
 	"github.com/netbridge-io/netbridge/vlan"
 )
 
@@ -40,40 +38,17 @@ var (
 )
 
 func main() {
-	failed := run()
-	fmt.Println("DONE")
-	if failed {
-		fmt.Println("RESULT FAIL")
-	} else {
-		fmt.Println("RESULT PASS")
-	}
-	unix.Sync()
-	if os.Getpid() == 1 {
-		_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
-	}
-}
-
-type checker struct{ failed bool }
-
-// check prints the verdict of one step and tells whether to go on.
-func (c *checker) check(name string, err error) bool {
-	if err != nil {
-		c.failed = true
-		fmt.Printf("FAIL %s: %s\n", name, strings.ReplaceAll(err.Error(), "\n", "; "))
-		return false
-	}
-	fmt.Printf("PASS %s\n", name)
-	return true
+	inguest.PowerOff(run())
 }
 
 func run() bool {
-	c := &checker{}
-	if !c.check("boot", boot()) {
+	c := &inguest.Checker{}
+	if !c.Check("boot", inguest.Boot()) {
 		return true
 	}
 	log := zap.NewNop()
 	root, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if !c.check("netlink", err) {
+	if !c.Check("netlink", err) {
 		return true
 	}
 	gw := vlan.New(root, log)
@@ -81,20 +56,20 @@ func run() bool {
 	if err == nil && !caps.VLAN {
 		err = fmt.Errorf("probe says no 802.1Q: %+v", caps)
 	}
-	if !c.check("probe-8021q", err) {
+	if !c.Check("probe-8021q", err) {
 		return true
 	}
 
-	legacy, err := newNS("legacy")
-	if !c.check("netns-legacy", err) {
+	legacy, err := inguest.NewNS("legacy")
+	if !c.Check("netns-legacy", err) {
 		return true
 	}
-	node, err := newNS("node")
-	if !c.check("netns-node", err) {
+	node, err := inguest.NewNS("node")
+	if !c.Check("netns-node", err) {
 		return true
 	}
 	rootNS := &netnstest.NS{Name: "root", Handle: root, NsHandle: mustCurrentNS()}
-	if !c.check("topology", topology(rootNS, legacy, node)) {
+	if !c.Check("topology", topology(rootNS, legacy, node)) {
 		return true
 	}
 
@@ -102,7 +77,7 @@ func run() bool {
 	nodeSeg := vlan.Segment{Name: "legacy-100", VNI: vni, Role: vlan.RoleNode, MTU: 1450,
 		LocalVTEP: nodeVTEP, FloodVTEPs: []netip.Addr{gwVTEP}}
 	_, err = nodeDP.Reconcile(context.Background(), []vlan.Segment{nodeSeg})
-	if !c.check("reconcile-node", err) {
+	if !c.Check("reconcile-node", err) {
 		return true
 	}
 	// The node's bridge plays the VM: it holds the VM's address and MAC.
@@ -115,7 +90,7 @@ func run() bool {
 		vmMAC = br.Attrs().HardwareAddr
 		return node.Handle.AddrAdd(br, &netlink.Addr{IPNet: &net.IPNet{IP: vmIP.AsSlice(), Mask: net.CIDRMask(24, 32)}})
 	}()
-	if !c.check("vm-address", err) {
+	if !c.Check("vm-address", err) {
 		return true
 	}
 
@@ -126,25 +101,25 @@ func run() bool {
 	if err == nil && res.Changes == 0 {
 		err = errors.New("first reconcile changed nothing")
 	}
-	if !c.check("reconcile-gateway-tagged", err) {
+	if !c.Check("reconcile-gateway-tagged", err) {
 		return true
 	}
-	c.check("vlan-device", checkVLANDevice(root))
-	c.check("tagged-arp-reaches-vm", expectHolder(legacy, "trunkb.100", vmIP, vmMAC))
-	c.check("udp-roundtrip-over-tag", udpRoundTrip(legacy, node))
-	c.check("other-tag-isolated", expectHolder(legacy, "trunkb.200", vmIP, nil))
+	c.Check("vlan-device", checkVLANDevice(root))
+	c.Check("tagged-arp-reaches-vm", expectHolder(legacy, "trunkb.100", vmIP, vmMAC))
+	c.Check("udp-roundtrip-over-tag", udpRoundTrip(legacy, node))
+	c.Check("other-tag-isolated", expectHolder(legacy, "trunkb.200", vmIP, nil))
 	ipv6Checks(c, legacy)
 
 	res, err = gw.Reconcile(context.Background(), []vlan.Segment{gwSeg})
 	if err == nil && res.Changes != 0 {
 		err = fmt.Errorf("re-run changed %d things", res.Changes)
 	}
-	c.check("idempotent", err)
+	c.Check("idempotent", err)
 	res, err = vlan.New(root, log).Reconcile(context.Background(), []vlan.Segment{gwSeg})
 	if err == nil && res.Changes != 0 {
 		err = fmt.Errorf("restarted agent changed %d things", res.Changes)
 	}
-	c.check("restart-adopts", err)
+	c.Check("restart-adopts", err)
 
 	standby := gwSeg
 	standby.Uplink = ""
@@ -154,85 +129,15 @@ func run() bool {
 			err = errors.New("VLAN sub-interface still there")
 		}
 	}
-	if c.check("standby-detaches-vlan", err) {
-		c.check("detached-vlan-unreachable", expectHolder(legacy, "trunkb.100", vmIP, nil))
+	if c.Check("standby-detaches-vlan", err) {
+		c.Check("detached-vlan-unreachable", expectHolder(legacy, "trunkb.100", vmIP, nil))
 	}
 	_, err = gw.Reconcile(context.Background(), nil)
 	if err == nil {
 		err = noOwnedLinks(root)
 	}
-	c.check("remove-segment", err)
-	return c.failed
-}
-
-func boot() error {
-	for _, m := range []struct{ src, dst, fstype string }{
-		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"},
-	} {
-		if err := os.MkdirAll(m.dst, 0o755); err != nil {
-			return err
-		}
-		if err := unix.Mount(m.src, m.dst, m.fstype, 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
-			return fmt.Errorf("mount %s: %w", m.dst, err)
-		}
-	}
-	order, err := os.ReadFile("/modules/order")
-	if err != nil {
-		return err
-	}
-	for _, m := range strings.Fields(string(order)) {
-		f, err := os.Open(filepath.Join("/modules", m+".ko"))
-		if err != nil {
-			return err
-		}
-		err = unix.FinitModule(int(f.Fd()), "", 0)
-		f.Close()
-		if err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("load module %s: %w", m, err)
-		}
-	}
-	lo, err := netlink.LinkByName("lo")
-	if err != nil {
-		return err
-	}
-	return netlink.LinkSetUp(lo)
-}
-
-// newNS makes an unnamed namespace (busybox-free guest: no `ip netns`).
-func newNS(name string) (*netnstest.NS, error) {
-	type result struct {
-		ns  netns.NsHandle
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		orig, err := netns.Get()
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		h, err := netns.New()
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		ch <- result{ns: h, err: netns.Set(orig)}
-	}()
-	r := <-ch
-	if r.err != nil {
-		return nil, fmt.Errorf("new netns %s: %w", name, r.err)
-	}
-	h, err := netlink.NewHandleAt(r.ns, unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, err
-	}
-	n := &netnstest.NS{Name: name, Handle: h, NsHandle: r.ns}
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		return nil, err
-	}
-	return n, h.LinkSetUp(lo)
+	c.Check("remove-segment", err)
+	return c.Failed
 }
 
 func topology(root, legacy, node *netnstest.NS) error {
