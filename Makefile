@@ -70,7 +70,7 @@ BFD_SOAK ?= 10m
 test: deps
 	NETBRIDGE_BFD_SOAK=30s KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v -E '/(e2e|gateway|controller)(/|$$)')
 	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test $(GOTEST_FLAGS) -race $(RACE_PKGS)
-	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test -count=1 -v -timeout 30m ./e2e/...
+	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test -count=1 -p 1 -v -timeout 40m ./e2e/...
 	NETBRIDGE_BFD_SOAK=$(BFD_SOAK) $(GO) test -count=1 -v -timeout 20m -run '^TestBFDSoak$$' ./bgp/
 
 ## race: only the race-detector part of `make test`
@@ -85,7 +85,7 @@ bench: deps
 
 ## e2e: the end-to-end scenarios only
 e2e: deps
-	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test -count=1 -v -timeout 30m ./e2e/...
+	KUBEBUILDER_ASSETS="$$(bash hack/testenv.sh)" $(GO) test -count=1 -p 1 -v -timeout 40m ./e2e/...
 
 ## lab: README's main command: the whole lab in namespaces (FRR, API server,
 ## controller, two gateways, two nodes, two VMs); waits for Ctrl-C
