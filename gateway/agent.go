@@ -37,6 +37,8 @@ type Deps struct {
 	Fence     Fence
 	Gate      *Gate
 	Reach     *Reachability
+	// Sweep sweeps Routed segments' legacy side (nil: not swept).
+	Sweep *Sweeper
 	Announcer Announcer
 	Sink      StatusSink
 	Metrics   *Metrics

@@ -36,6 +36,8 @@ type SegmentReport struct {
 	Role       string // Active, Standby, Node
 	Programmed bool
 	Error      string
+	// Sweep is the last legacy-side sweep (Routed, active gateway only).
+	Sweep *SweepResult
 }
 
 // EndpointReport is one active endpoint as this gateway programmed it.
@@ -69,6 +71,7 @@ func (a *Agent) buildReport(ctx context.Context, p *pass) Report {
 	}
 	r := Report{NodeName: a.opts.NodeName, Role: a.opts.Role, Problems: p.problems, At: time.Now(),
 		Segments: segmentReports(a.opts.Role, p), Advertised: sortedPrefixes(advertised)}
+	a.addSweeps(r.Segments, p)
 	if a.deps.Speaker != nil {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if st, err := a.deps.Speaker.Status(sctx); err == nil {

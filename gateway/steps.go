@@ -229,6 +229,14 @@ func (s reportStep) run(ctx context.Context, p *pass) {
 			reach.Request(ctx, r.Iface, r.IPs, owners)
 		}
 	}
+	if sw := a.deps.Sweep; sw != nil {
+		keep := map[SegmentKey]bool{}
+		for _, r := range sweepRequests(p.d, a.opts.Role, p.attached, p.segErr) {
+			keep[r.Key] = true
+			sw.Request(ctx, r)
+		}
+		sw.Retain(keep)
+	}
 	report := a.buildReport(ctx, p)
 	a.last = report
 	a.notices.log(a.log, report)
