@@ -38,7 +38,7 @@ type Deps struct {
 	Gate      *Gate
 	Reach     *Reachability
 	// Sweep sweeps Routed segments' legacy side (nil: not swept).
-	Sweep *Sweeper
+	Sweep     *Sweeper
 	Announcer Announcer
 	Sink      StatusSink
 	Metrics   *Metrics
