@@ -36,6 +36,7 @@ type SegmentReport struct {
 	Role       string // Active, Standby, Node
 	Programmed bool
 	Error      string
+	Phase      Phase
 	// Sweep is the last legacy-side sweep (Routed, active gateway only).
 	Sweep *SweepResult
 }
@@ -90,7 +91,7 @@ func (a *Agent) buildReport(ctx context.Context, p *pass) Report {
 func segmentReports(role Role, p *pass) []SegmentReport {
 	var out []SegmentReport
 	for _, s := range p.d.Segments {
-		sr := SegmentReport{Key: s.Key, Role: string(nbv1.SegmentRoleNode)}
+		sr := SegmentReport{Key: s.Key, Role: string(nbv1.SegmentRoleNode), Phase: s.Phase}
 		if role == RoleGateway {
 			sr.Role = string(nbv1.SegmentRoleStandby)
 			if p.attached[s.Key] {

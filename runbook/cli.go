@@ -53,7 +53,7 @@ segment). The cluster is found like kubectl: --kubeconfig, $KUBECONFIG, then
 	pf.StringVar(&o.context, "context", "", "kubeconfig context to use")
 	pf.StringVarP(&o.namespace, "namespace", "n", "default", "namespace of VMs named without one")
 
-	root.AddCommand(o.statusCommand(), o.cutoverCommand(), o.verifyCommand())
+	root.AddCommand(o.statusCommand(), o.cutoverCommand(), o.verifyCommand(), o.segmentCommand())
 	return root
 }
 

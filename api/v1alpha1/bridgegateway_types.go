@@ -30,6 +30,11 @@ type GatewaySegmentStatus struct {
 	Programmed bool `json:"programmed"`
 	// +optional
 	Error string `json:"error,omitempty"`
+	// Phase is the phase this gateway programmed the segment for (with
+	// Programmed: the VLAN side, the gateway address and the routes of
+	// that phase are in place); what `netbridgectl segment` waits for.
+	// +optional
+	Phase string `json:"phase,omitempty"`
 	// LegacySweep is the active gateway's last ARP sweep of the segment's
 	// IPv4 subnets on the VLAN side, run while the segment is Routed: who
 	// still answers on the legacy side (the Routed → Completed preflight).
