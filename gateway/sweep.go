@@ -112,9 +112,11 @@ func (s *Sweeper) sweep(ctx context.Context, r sweepRequest) {
 	if !had || !sameSweep(old, res) {
 		fields := []zap.Field{zap.String("event", "legacySweep"), zap.String("segment", r.Key.String()),
 			zap.Int("addresses", res.Addresses), zap.Int("answered", len(res.Answered))}
+		var by []string
 		for _, a := range res.Answered {
-			fields = append(fields, zap.String(a.IP.String(), a.MAC.String()))
+			by = append(by, a.IP.String()+"="+a.MAC.String())
 		}
+		fields = append(fields, zap.Strings("answeredBy", by))
 		if res.Error != "" {
 			fields = append(fields, zap.String("error", res.Error))
 		}

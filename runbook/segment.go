@@ -327,7 +327,9 @@ func legacyEmpty(s *Snapshot, ref SegmentRef, after time.Time) Check {
 	if gw != nil {
 		gs = gatewaySegment(gw, ref)
 	}
-	// metav1.Time is serialised to the second.
+	// metav1.Time is serialised to the second: a sweep stamped in the
+	// command's first second may have started before it, so only a later
+	// second counts.
 	after = after.Truncate(time.Second)
 	switch {
 	case gs == nil:
@@ -336,7 +338,7 @@ func legacyEmpty(s *Snapshot, ref SegmentRef, after time.Time) Check {
 	case gs.LegacySweep == nil:
 		c.Result, c.Message = Pending, fmt.Sprintf("%s has not swept the VLAN side yet (a Routed segment is swept every reachability interval)", name)
 		return c
-	case gs.LegacySweep.At.Time.Before(after):
+	case !after.IsZero() && !gs.LegacySweep.At.Time.After(after):
 		c.Result, c.Message = Pending, fmt.Sprintf("waiting for a sweep by %s newer than %s (last %s)", name,
 			after.UTC().Format(time.TimeOnly), gs.LegacySweep.At.UTC().Format(time.TimeOnly))
 		return c
