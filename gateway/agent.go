@@ -109,7 +109,7 @@ func NewAgent(o Options, deps Deps) *Agent {
 		planStep{role: o.Role, gate: deps.Gate},
 		dataPlaneStep{dp: deps.DataPlane},
 		gateStep{gate: deps.Gate},
-		bgpStep{speaker: deps.Speaker, log: deps.Log},
+		bgpStep{speaker: deps.Speaker, log: deps.Log, trigger: deps.Trigger},
 		announceStep{role: o.Role, announcer: deps.Announcer},
 		fenceStep{a: a},
 		claimStep{ha: a.ha},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -104,7 +105,9 @@ type planStep struct {
 func (planStep) name() string { return "plan" }
 
 func (s planStep) run(_ context.Context, p *pass) {
-	p.plan = buildPlan(p.d, planView(p.d, s.role, p.vtep, p.attached, s.gate.Verdicts()))
+	v := planView(p.d, s.role, p.vtep, p.attached, s.gate.Verdicts())
+	v.Advertised = p.prevAdv
+	p.plan = buildPlan(p.d, v)
 }
 
 // dataPlaneStep programs the kernel.
@@ -136,6 +139,7 @@ func (s gateStep) run(ctx context.Context, p *pass) {
 type bgpStep struct {
 	speaker Speaker // nil: no BGP on this host
 	log     *zap.Logger
+	trigger *Trigger // nil: no re-plan after a handover (tests)
 }
 
 func (bgpStep) name() string { return "bgp" }
@@ -156,7 +160,16 @@ func (s bgpStep) run(ctx context.Context, p *pass) {
 			zap.Int("peersAdded", len(rep.PeersAdded)), zap.Int("peersRemoved", len(rep.PeersRemoved)))
 	}
 	p.advertised = advertisedAfter(desired.Routes, rep, err, p.prevAdv)
+	if p.plan.Handover && err == nil && s.trigger != nil {
+		// The replacement routes are advertised now: plan again to
+		// withdraw what they replace, after the updates have left.
+		time.AfterFunc(handoverDelay, s.trigger.Fire)
+	}
 }
+
+// handoverDelay separates a phase change's new routes from the withdrawal
+// of the routes they replace.
+const handoverDelay = 200 * time.Millisecond
 
 // announceStep hands the announcements to the announcer (desired state:
 // it sends and repeats new ones itself, and forgets removed ones).
