@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"context"
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestPhaseHandoverMakeBeforeBreak: between Routed and Completed the
@@ -56,5 +58,40 @@ func TestPhaseHandoverMakeBeforeBreak(t *testing.T) {
 				t.Errorf("routes %v handover %v, want %v %v", got, p.Handover, tt.wantRoutes, tt.wantHandover)
 			}
 		})
+	}
+}
+
+// TestHandoverReplans: a pass that advertised a handover's replacement
+// routes asks for another pass (which withdraws the replaced routes); a
+// settled or stuck handover does not loop.
+func TestHandoverReplans(t *testing.T) {
+	host := netip.PrefixFrom(vmIP, 32)
+	tr := NewTrigger()
+	step := bgpStep{speaker: &fakeSpeaker{log: &callLog{}}, log: zapNop(), trigger: tr}
+	d := desired(StateActive, vmIP)
+	d.Segments[0].Phase, d.BGP.Aggregate = PhaseCompleted, true
+	view := func(adv map[netip.Prefix]bool) runtimeView {
+		return runtimeView{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true},
+			Gate: map[netip.Addr]probeVerdict{vmIP: verdictClear}, Advertised: adv}
+	}
+	was := map[netip.Prefix]bool{host: true}
+	p := &pass{d: d, plan: buildPlan(d, view(was)), prevAdv: was}
+	step.run(context.Background(), p)
+	if !p.plan.Handover || !p.advertised[netip.MustParsePrefix("10.20.100.0/24")] {
+		t.Fatalf("first pass: handover %v advertised %v, want the aggregate added in a handover", p.plan.Handover, p.advertised)
+	}
+	select {
+	case <-tr.ch:
+	case <-time.After(2 * time.Second):
+		t.Fatal("no re-plan after the aggregate went out")
+	}
+	// The same handover again with nothing new advertised: no re-plan.
+	stuck := &pass{d: d, plan: p.plan, prevAdv: p.advertised}
+	stuck.plan.BGP.Routes = p.plan.BGP.Routes
+	step.run(context.Background(), stuck)
+	select {
+	case <-tr.ch:
+		t.Fatal("re-plan although nothing changed")
+	case <-time.After(3 * handoverDelay):
 	}
 }

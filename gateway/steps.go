@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"time"
 
@@ -160,9 +161,10 @@ func (s bgpStep) run(ctx context.Context, p *pass) {
 			zap.Int("peersAdded", len(rep.PeersAdded)), zap.Int("peersRemoved", len(rep.PeersRemoved)))
 	}
 	p.advertised = advertisedAfter(desired.Routes, rep, err, p.prevAdv)
-	if p.plan.Handover && err == nil && s.trigger != nil {
-		// The replacement routes are advertised now: plan again to
-		// withdraw what they replace, after the updates have left.
+	if p.plan.Handover && err == nil && s.trigger != nil && !maps.Equal(p.advertised, p.prevAdv) {
+		// The replacement routes went out in this pass: plan again to
+		// withdraw what they replace, after the updates have left. (No
+		// change, e.g. a segment in error: no re-plan loop.)
 		time.AfterFunc(handoverDelay, s.trigger.Fire)
 	}
 }
