@@ -171,7 +171,9 @@ func BuildSegmentPlan(s *Snapshot, ref SegmentRef, direction string, sweptAfter 
 }
 
 // segmentGateways are the gateways of a segment: those the controller
-// names and those that list it in their status.
+// names and those that list it in their status as Active or Standby (node
+// agents list it too, with role Node: they speak no BGP and program no
+// phase).
 func segmentGateways(s *Snapshot, ref SegmentRef) []string {
 	seen := map[string]bool{}
 	var out []string
@@ -186,7 +188,7 @@ func segmentGateways(s *Snapshot, ref SegmentRef) []string {
 		add(n)
 	}
 	for i := range s.Gateways {
-		if gatewaySegment(&s.Gateways[i], ref) != nil {
+		if gs := gatewaySegment(&s.Gateways[i], ref); gs != nil && nbv1.SegmentRole(gs.Role) != nbv1.SegmentRoleNode {
 			add(s.Gateways[i].Name)
 		}
 	}

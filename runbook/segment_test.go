@@ -27,6 +27,9 @@ func settled(phase nbv1.SegmentPhase, sweptAt time.Time) *runbook.Snapshot {
 	for i := range s.Gateways {
 		s.Gateways[i].Status.Segments[0].Phase = string(phase)
 	}
+	// A node agent lists the segment too (no BGP, no phase): not a gateway.
+	s.Gateways = append(s.Gateways, nbv1.BridgeGateway{ObjectMeta: metav1.ObjectMeta{Name: "node1"},
+		Status: nbv1.BridgeGatewayStatus{Segments: []nbv1.GatewaySegmentStatus{{BridgeConfig: "dc1", Name: "app", Role: "Node", Programmed: true}}}})
 	if phase == nbv1.PhaseRouted {
 		s.Gateways[0].Status.Segments[0].LegacySweep = &nbv1.LegacySweep{At: metav1.NewTime(sweptAt), Addresses: 254}
 	}
