@@ -40,6 +40,8 @@ type Deps struct {
 	Fence     Fence
 	Gate      *Gate
 	Reach     *Reachability
+	// Sweep sweeps Routed segments' legacy side (nil: not swept).
+	Sweep     *Sweeper
 	Announcer Announcer
 	Sink      StatusSink
 	Metrics   *Metrics
@@ -123,7 +125,7 @@ func NewAgent(o Options, deps Deps) *Agent {
 		planStep{role: o.Role, gate: deps.Gate, moves: a.moves},
 		dataPlaneStep{dp: deps.DataPlane},
 		gateStep{gate: deps.Gate},
-		bgpStep{speaker: deps.Speaker, log: deps.Log},
+		bgpStep{speaker: deps.Speaker, log: deps.Log, trigger: deps.Trigger},
 		announceStep{role: o.Role, announcer: deps.Announcer},
 		fenceStep{a: a},
 		loopStep{a: a},

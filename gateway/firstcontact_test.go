@@ -42,7 +42,10 @@ func TestRefusedSegmentNeverAttached(t *testing.T) {
 // bridges the VM and says why it is not advertised; Completed advertises
 // the aggregate (when asked) and no host route.
 func TestPhasesAndHostRoutes(t *testing.T) {
-	v := runtimeView{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]probeVerdict{vmIP: verdictClear}}
+	// Settled: the aggregate is already advertised (the make-before-break
+	// handover between host routes and aggregate is in handover_test.go).
+	v := runtimeView{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]probeVerdict{vmIP: verdictClear},
+		Advertised: map[netip.Prefix]bool{netip.MustParsePrefix("10.20.100.0/24"): true}}
 	for _, tc := range []struct {
 		phase      Phase
 		aggregate  bool

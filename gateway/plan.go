@@ -39,6 +39,9 @@ type runtimeView struct {
 	// Moved are VMs that announced themselves from another node than
 	// their endpoint says (moves.go).
 	Moved map[moveKey]netip.Addr
+	// Advertised is what the speaker advertised after the last pass:
+	// phase changes replace routes make-before-break against it.
+	Advertised map[netip.Prefix]bool
 }
 
 // hostPlan is what the agent will ask of the data plane and the speaker.
@@ -52,6 +55,10 @@ type hostPlan struct {
 	Advertised map[string][]netip.Prefix
 	// Refused are endpoint IPs never advertised, and why.
 	Refused []refusal
+	// Handover: routes kept only until their replacements are
+	// advertised (a phase change between host routes and the aggregate);
+	// the agent plans again soon after applying.
+	Handover bool
 	// SegmentErrors are segments refused before reaching the kernel.
 	SegmentErrors map[SegmentKey]string
 	// Unadvertised are cleared IPs of Active endpoints that get no host
@@ -149,6 +156,18 @@ func (p *hostPlan) planGatewaySegment(d Desired, s Segment, eps []Endpoint, v ru
 		prepend = d.bgpPrepend()
 	}
 	var routes []bgp.Route
+	// The aggregate replaces the host routes in Completed and is replaced
+	// by them in Routed, make-before-break: Completed keeps the host
+	// routes until the speaker advertises the aggregate; Routed keeps an
+	// advertised aggregate until every host route is advertised. (BGP
+	// updates on one session arrive in order, so the router has the
+	// replacement in its table before the withdrawal.)
+	aggregates := d.aggregates(s, v)
+	hostRoutes := s.Phase == PhaseRouted
+	if s.Phase == PhaseCompleted && len(aggregates) > 0 && !v.allAdvertised(aggregates) {
+		hostRoutes, p.Handover = true, true
+	}
+	var hostPfx []netip.Prefix
 	flood := map[netip.Addr]bool{}
 	for _, e := range eps {
 		if e.State != StateActive || e.MAC == nil || !e.VTEP.IsValid() {
@@ -172,7 +191,7 @@ func (p *hostPlan) planGatewaySegment(d Desired, s Segment, eps []Endpoint, v ru
 					Message: fmt.Sprintf("%s is bridged, not advertised: segment %s is in phase Extended, host routes are advertised from phase Routed on", ip, s.Key)})
 			}
 		}
-		if d.BGP != nil && d.BGP.HostRoutes && s.Phase == PhaseRouted {
+		if d.BGP != nil && d.BGP.HostRoutes && hostRoutes {
 			for _, ip := range cleared {
 				if ip.Is6() && !v.IPv6Peers {
 					p.Unadvertised = append(p.Unadvertised, refusal{Endpoint: e.ID(), IP: ip, Reason: reasonNoIPv6Peer,
@@ -182,14 +201,16 @@ func (p *hostPlan) planGatewaySegment(d Desired, s Segment, eps []Endpoint, v ru
 				pfx := netip.PrefixFrom(ip, ip.BitLen())
 				routes = append(routes, d.route(s, pfx, false, prepend))
 				p.Advertised[e.ID()] = append(p.Advertised[e.ID()], pfx)
+				hostPfx = append(hostPfx, pfx)
 			}
 		}
 	}
-	if d.BGP != nil && d.BGP.Aggregate && s.Phase == PhaseCompleted {
-		for _, sub := range s.Subnets {
-			if sub.Addr().Is6() && !v.IPv6Peers {
-				continue
-			}
+	keepAggregate := s.Phase == PhaseRouted && v.anyAdvertised(aggregates) && !v.allAdvertised(hostPfx)
+	if keepAggregate {
+		p.Handover = true
+	}
+	if s.Phase == PhaseCompleted || keepAggregate {
+		for _, sub := range aggregates {
 			routes = append(routes, d.route(s, sub, true, prepend))
 		}
 	}
@@ -281,4 +302,38 @@ func sortedAddrs(m map[netip.Addr]bool) []netip.Addr {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
 	return out
+}
+
+// aggregates are the segment subnets advertised in Completed (with
+// advertise.aggregate; an IPv6 subnet needs an IPv6 peer).
+func (d Desired) aggregates(s Segment, v runtimeView) []netip.Prefix {
+	if d.BGP == nil || !d.BGP.Aggregate {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, sub := range s.Subnets {
+		if sub.Addr().Is6() && !v.IPv6Peers {
+			continue
+		}
+		out = append(out, sub)
+	}
+	return out
+}
+
+func (v runtimeView) allAdvertised(ps []netip.Prefix) bool {
+	for _, p := range ps {
+		if !v.Advertised[p] {
+			return false
+		}
+	}
+	return true
+}
+
+func (v runtimeView) anyAdvertised(ps []netip.Prefix) bool {
+	for _, p := range ps {
+		if v.Advertised[p] {
+			return true
+		}
+	}
+	return false
 }

@@ -149,7 +149,9 @@ func TestBuildPlanCompletedPhase(t *testing.T) {
 	d.Segments[0].Phase = PhaseCompleted
 	d.Segments[0].GatewayAddress = netip.MustParsePrefix("10.20.100.1/24")
 	d.BGP.Aggregate = true
-	p := buildPlan(d, runtimeView{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]probeVerdict{vmIP: verdictClear}})
+	// Settled: the aggregate is advertised (the handover is in handover_test.go).
+	p := buildPlan(d, runtimeView{Role: RoleGateway, LocalVTEP: gwVT, Attached: map[SegmentKey]bool{app: true}, Gate: map[netip.Addr]probeVerdict{vmIP: verdictClear},
+		Advertised: map[netip.Prefix]bool{netip.MustParsePrefix("10.20.100.0/24"): true}})
 	s := p.Segments[0]
 	if s.Uplink != "" || s.GatewayAddress != d.Segments[0].GatewayAddress {
 		t.Fatalf("completed: VLAN must be released and the gateway address on the bridge: %+v", s)

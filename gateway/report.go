@@ -39,6 +39,9 @@ type SegmentReport struct {
 	Role       string // Active, Standby, Node
 	Programmed bool
 	Error      string
+	Phase      Phase
+	// Sweep is the last legacy-side sweep (Routed, active gateway only).
+	Sweep *SweepResult
 }
 
 // EndpointReport is one active endpoint as this gateway programmed it.
@@ -72,6 +75,7 @@ func (a *Agent) buildReport(ctx context.Context, p *pass) Report {
 	}
 	r := Report{NodeName: a.opts.NodeName, Role: a.opts.Role, Problems: p.problems, At: time.Now(),
 		Segments: segmentReports(a.opts.Role, p), Advertised: sortedPrefixes(advertised)}
+	a.addSweeps(r.Segments, p)
 	if a.deps.Speaker != nil {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if st, err := a.deps.Speaker.Status(sctx); err == nil {
@@ -93,7 +97,7 @@ func (a *Agent) buildReport(ctx context.Context, p *pass) Report {
 func segmentReports(role Role, p *pass) []SegmentReport {
 	var out []SegmentReport
 	for _, s := range p.d.Segments {
-		sr := SegmentReport{Key: s.Key, Role: string(nbv1.SegmentRoleNode)}
+		sr := SegmentReport{Key: s.Key, Role: string(nbv1.SegmentRoleNode), Phase: s.Phase}
 		if role == RoleGateway {
 			sr.Role = string(nbv1.SegmentRoleStandby)
 			if p.attached[s.Key] {

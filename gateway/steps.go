@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -115,6 +117,7 @@ func (planStep) name() string { return "plan" }
 func (s planStep) run(_ context.Context, p *pass) {
 	v := planView(p.d, s.role, p.vtep, p.attached, s.gate.Verdicts())
 	v.Moved = s.moves.view()
+	v.Advertised = p.prevAdv
 	p.plan = buildPlan(p.d, v)
 	s.moves.observe(p.d, p.plan)
 }
@@ -148,6 +151,7 @@ func (s gateStep) run(ctx context.Context, p *pass) {
 type bgpStep struct {
 	speaker Speaker // nil: no BGP on this host
 	log     *zap.Logger
+	trigger *Trigger // nil: no re-plan after a handover (tests)
 }
 
 func (bgpStep) name() string { return "bgp" }
@@ -168,7 +172,17 @@ func (s bgpStep) run(ctx context.Context, p *pass) {
 			zap.Int("peersAdded", len(rep.PeersAdded)), zap.Int("peersRemoved", len(rep.PeersRemoved)))
 	}
 	p.advertised = advertisedAfter(desired.Routes, rep, err, p.prevAdv)
+	if p.plan.Handover && err == nil && s.trigger != nil && !maps.Equal(p.advertised, p.prevAdv) {
+		// The replacement routes went out in this pass: plan again to
+		// withdraw what they replace, after the updates have left. (No
+		// change, e.g. a segment in error: no re-plan loop.)
+		time.AfterFunc(handoverDelay, s.trigger.Fire)
+	}
 }
+
+// handoverDelay separates a phase change's new routes from the withdrawal
+// of the routes they replace.
+const handoverDelay = 200 * time.Millisecond
 
 // announceStep hands the announcements to the announcer (desired state:
 // it sends and repeats new ones itself, and forgets removed ones).
@@ -252,6 +266,14 @@ func (s reportStep) run(ctx context.Context, p *pass) {
 		for _, r := range reachRequests(p.d, a.opts.Role, p.segErr) {
 			reach.Request(ctx, r.Iface, r.IPs, owners)
 		}
+	}
+	if sw := a.deps.Sweep; sw != nil {
+		keep := map[SegmentKey]bool{}
+		for _, r := range sweepRequests(p.d, a.opts.Role, p.attached, p.segErr) {
+			keep[r.Key] = true
+			sw.Request(ctx, r)
+		}
+		sw.Retain(keep)
 	}
 	report := a.buildReport(ctx, p)
 	a.last = report

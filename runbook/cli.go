@@ -36,7 +36,7 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	o := &cliOptions{stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:   "netbridgectl",
-		Short: "Cutover runbook for netbridge: status, cutover plan/activate/rollback, verify",
+		Short: "Cutover runbook for netbridge: status, cutover plan/activate/rollback, verify, segment plan/advance/rollback",
 		Long: `netbridgectl drives the migration of VMs behind netbridge, wave by wave.
 
 Arguments name VMs as NAME (in --namespace) or NAMESPACE/NAME, and segments as
@@ -53,7 +53,7 @@ segment). The cluster is found like kubectl: --kubeconfig, $KUBECONFIG, then
 	pf.StringVar(&o.context, "context", "", "kubeconfig context to use")
 	pf.StringVarP(&o.namespace, "namespace", "n", "default", "namespace of VMs named without one")
 
-	root.AddCommand(o.statusCommand(), o.cutoverCommand(), o.verifyCommand())
+	root.AddCommand(o.statusCommand(), o.cutoverCommand(), o.verifyCommand(), o.segmentCommand())
 	return root
 }
 

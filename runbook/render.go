@@ -48,6 +48,10 @@ func Render(w io.Writer, format string, report interface{}) error {
 			writeVerify(tw, r)
 		case []Progress:
 			writeProgress(tw, r)
+		case SegmentPlan:
+			writeSegmentPlan(tw, r)
+		case SegmentResult:
+			writeSegmentResult(tw, r)
 		default:
 			return fmt.Errorf("no table layout for %T", report)
 		}
@@ -164,4 +168,40 @@ func writeProgress(w io.Writer, ps []Progress) {
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\n", p.VM, result, p.Message)
 	}
+}
+
+func writeChecks(w io.Writer, checks []Check) {
+	fmt.Fprintln(w, "CHECK\tSUBJECT\tRESULT\tDETAIL")
+	for _, c := range checks {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", c.Name, c.Subject, c.Result, c.Message)
+	}
+}
+
+func writeSegmentPlan(w io.Writer, p SegmentPlan) {
+	fmt.Fprintf(w, "SEGMENT\tPHASE\tNEXT\tGATEWAY\n%s\t%s\t%s\t%s\n\n", p.Segment, dash(string(p.Phase)), dash(string(p.Next)), dash(p.Gateway))
+	for i, s := range p.Steps {
+		fmt.Fprintf(w, "step %d: %s\n", i+1, s)
+	}
+	fmt.Fprintln(w)
+	writeChecks(w, p.Checks)
+	fmt.Fprintln(w)
+	switch {
+	case len(p.Failed()) > 0:
+		fmt.Fprintf(w, "preflight: %d check(s) FAILED\n", len(p.Failed()))
+	case len(p.Pending()) > 0:
+		fmt.Fprintf(w, "preflight: %d check(s) pending\n", len(p.Pending()))
+	default:
+		fmt.Fprintln(w, "preflight: all checks passed")
+	}
+}
+
+func writeSegmentResult(w io.Writer, r SegmentResult) {
+	result := "done"
+	if !r.Done {
+		result = "FAILED"
+	}
+	fmt.Fprintln(w, "SEGMENT\tFROM\tTO\tCHANGED\tRESULT\tSECONDS\tDETAIL")
+	fmt.Fprintf(w, "%s\t%s\t%s\t%t\t%s\t%.1f\t%s\n", r.Segment, dash(string(r.From)), dash(string(r.To)), r.Changed, result, r.Seconds, r.Message)
+	fmt.Fprintln(w)
+	writeChecks(w, r.Checks)
 }

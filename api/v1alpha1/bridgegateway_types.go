@@ -30,6 +30,36 @@ type GatewaySegmentStatus struct {
 	Programmed bool `json:"programmed"`
 	// +optional
 	Error string `json:"error,omitempty"`
+	// Phase is the phase this gateway programmed the segment for (with
+	// Programmed: the VLAN side, the gateway address and the routes of
+	// that phase are in place); what `netbridgectl segment` waits for.
+	// +optional
+	Phase string `json:"phase,omitempty"`
+	// LegacySweep is the active gateway's last ARP sweep of the segment's
+	// IPv4 subnets on the VLAN side, run while the segment is Routed: who
+	// still answers on the legacy side (the Routed → Completed preflight).
+	// +optional
+	LegacySweep *LegacySweep `json:"legacySweep,omitempty"`
+}
+
+// LegacySweep is one ARP sweep of a segment's subnets on the VLAN side.
+type LegacySweep struct {
+	// At is when the sweep finished.
+	At metav1.Time `json:"at"`
+	// Addresses is how many addresses were probed.
+	Addresses int32 `json:"addresses"`
+	// Answered are the addresses that answered, with the MAC that did.
+	// +optional
+	Answered []SweepAnswer `json:"answered,omitempty"`
+	// Error says why the sweep could not run (then Answered means nothing).
+	// +optional
+	Error string `json:"error,omitempty"`
+}
+
+// SweepAnswer is one address that answered a sweep.
+type SweepAnswer struct {
+	IP  string `json:"ip"`
+	MAC string `json:"mac"`
 }
 
 // GatewayPeerStatus is one BGP session.

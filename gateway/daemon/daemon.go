@@ -136,6 +136,9 @@ func Run(ctx context.Context, o Options, signals <-chan os.Signal, log *zap.Logg
 	prober := gateway.LinkProber{Options: vlan.ProbeOptions{Wait: o.ProbeWait}}
 	deps.Gate = gateway.NewGate(prober, o.DuplicateBackoffMin, o.DuplicateBackoffMax, log.Named("gate"), trigger.Fire)
 	deps.Reach = gateway.NewReachability(prober, o.ReachabilityInterval, log.Named("reachability"), trigger.Fire)
+	// The legacy-side sweep of Routed segments shares the reachability
+	// check's schedule: both are ARP checks the runbook reads.
+	deps.Sweep = gateway.NewSweeper(prober, o.ReachabilityInterval, log.Named("sweep"), trigger.Fire)
 
 	var speaker *bgp.Speaker
 	if o.Role == gateway.RoleGateway {
