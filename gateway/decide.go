@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/bgp"
 	"github.com/netbridge-io/netbridge/vlan"
 )
@@ -251,7 +252,17 @@ func announcements(role Role, d Desired, plan hostPlan, attached map[SegmentKey]
 		return out
 	}
 	for _, s := range d.Segments {
-		if _, bad := segErr[s.Key]; bad || !attached[s.Key] || s.Phase == PhaseCompleted {
+		if _, bad := segErr[s.Key]; bad || !attached[s.Key] {
+			continue
+		}
+		if s.Phase == PhaseCompleted {
+			// The gateway address moved onto the bridge: tell the VMs at
+			// once (their ARP/ND entry still names the legacy router's MAC)
+			// from the bridge itself, with its own MAC (MAC nil), into the
+			// VXLAN side — the VLAN is released.
+			if s.GatewayAddress.IsValid() {
+				out.Addresses = append(out.Addresses, AddressAnnouncement{Segment: s.Key, Iface: nbv1.SegmentBridgeName(s.VNI), IP: s.GatewayAddress.Addr()})
+			}
 			continue
 		}
 		iface := vlanSide(s)

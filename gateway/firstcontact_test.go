@@ -86,7 +86,10 @@ func TestIPv6WithOnlyIPv4PeersSaysWhy(t *testing.T) {
 	v6 := netip.MustParseAddr("2001:db8:100::50")
 	d := desired(StateActive, vmIP, v6)
 	d.Segments[0].Subnets = append(d.Segments[0].Subnets, netip.MustParsePrefix("2001:db8:100::/64"))
-	v := planView(d, RoleGateway, gwVT, map[SegmentKey]bool{app: true}, map[netip.Addr]probeVerdict{vmIP: verdictClear})
+	// Both addresses passed the duplicate-address gate (IPv6 goes through
+	// it too).
+	cleared := map[netip.Addr]probeVerdict{vmIP: verdictClear, v6: verdictClear}
+	v := planView(d, RoleGateway, gwVT, map[SegmentKey]bool{app: true}, cleared)
 	p := buildPlan(d, v)
 	if len(p.Unadvertised) != 1 || p.Unadvertised[0].IP != v6 || p.Unadvertised[0].Reason != reasonNoIPv6Peer ||
 		!strings.Contains(p.Unadvertised[0].Message, "every BGP peer is IPv4") {
@@ -94,7 +97,7 @@ func TestIPv6WithOnlyIPv4PeersSaysWhy(t *testing.T) {
 	}
 	// With an IPv6 peer the /128 goes out and nothing is said.
 	d.BGP.Peers = append(d.BGP.Peers, Peer{Address: netip.MustParseAddr("2001:db8::1"), ASN: 65000})
-	p = buildPlan(d, planView(d, RoleGateway, gwVT, map[SegmentKey]bool{app: true}, map[netip.Addr]probeVerdict{vmIP: verdictClear}))
+	p = buildPlan(d, planView(d, RoleGateway, gwVT, map[SegmentKey]bool{app: true}, cleared))
 	if len(p.Unadvertised) != 0 || len(p.Advertised["default/vm1-default"]) != 2 {
 		t.Fatalf("with an IPv6 peer: unadvertised %+v, advertised %v", p.Unadvertised, p.Advertised)
 	}

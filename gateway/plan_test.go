@@ -316,3 +316,29 @@ func TestIPv6ThroughTheGate(t *testing.T) {
 		})
 	}
 }
+
+// TestCompletedAnnouncesGatewayAddress: in Completed the gateway address is
+// announced from the bridge (its own MAC) into the VXLAN side, and nothing
+// goes out of the released VLAN side.
+func TestCompletedAnnouncesGatewayAddress(t *testing.T) {
+	d := desired(StateActive, vmIP)
+	d.Segments[0].Phase = PhaseCompleted
+	d.Segments[0].GatewayAddress = netip.MustParsePrefix("10.20.100.1/24")
+	attached := map[SegmentKey]bool{app: true}
+	p := buildPlan(d, planView(d, RoleGateway, gwVT, attached, map[netip.Addr]probeVerdict{vmIP: verdictClear}))
+	a := announcements(RoleGateway, d, p, attached, nil)
+	if len(a.Addresses) != 1 {
+		t.Fatalf("announcements %+v, want the gateway address only", a.Addresses)
+	}
+	got := a.Addresses[0]
+	if got.Iface != "nb-br-10100" || got.IP != netip.MustParseAddr("10.20.100.1") || got.MAC != nil {
+		t.Errorf("announcement %+v, want 10.20.100.1 from nb-br-10100 with the bridge's own MAC", got)
+	}
+	if len(a.MACs) != 0 {
+		t.Errorf("MAC refresh %+v on a released VLAN", a.MACs)
+	}
+	// Not attached (a standby): nothing.
+	if a := announcements(RoleGateway, d, p, map[SegmentKey]bool{}, nil); len(a.Addresses) != 0 {
+		t.Errorf("standby announces %+v", a.Addresses)
+	}
+}

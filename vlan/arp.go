@@ -196,8 +196,11 @@ func (p *Port) Probe(ctx context.Context, ips []netip.Addr, opts ProbeOptions) (
 // GratuitousARP announces that ip is at mac: a broadcast ARP request with
 // sender and target both ip, sent from mac. Out of the VLAN side it moves
 // the legacy switches' MAC table and the legacy hosts' ARP caches to the
-// gateway's trunk port.
+// gateway's trunk port. A nil mac is the port's own.
 func (p *Port) GratuitousARP(ip netip.Addr, mac net.HardwareAddr) error {
+	if mac == nil {
+		mac = p.ifi.HardwareAddr // the port's own address (a bridge's)
+	}
 	f, err := arpFrame(arp.OperationRequest, mac, ip, ethernet.Broadcast, ip, mac)
 	if err != nil {
 		return fmt.Errorf("gratuitous arp %s at %s: %w", ip, mac, err)

@@ -148,6 +148,9 @@ func (p *Port) UnsolicitedNA(ip netip.Addr, mac net.HardwareAddr) error {
 	if !ip.Is6() || ip.Is4In6() {
 		return fmt.Errorf("unsolicited NA for %s: not an IPv6 address", ip)
 	}
+	if mac == nil {
+		mac = p.ifi.HardwareAddr // the port's own address (a bridge's)
+	}
 	f, err := unsolicitedNAFrame(ip, mac)
 	if err != nil {
 		return fmt.Errorf("unsolicited NA %s at %s: %w", ip, mac, err)
