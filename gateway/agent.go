@@ -82,6 +82,7 @@ type Agent struct {
 	advertised map[netip.Prefix]bool
 	last       Report
 	draining   bool
+	apiOutage  apiOutages
 }
 
 // NewAgent wires an agent.
