@@ -473,31 +473,12 @@ func TestVMIDeleted(t *testing.T) {
 
 // traceFRR logs every change of FRR's next hop for prefix until stopped.
 func traceFRR(t *testing.T, env *Env, prefix string) func() {
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		last := "?"
-		t0 := time.Now()
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			nh, proto, _ := FRRRoute(env.Lab, prefix)
-			if cur := nh + "/" + proto; cur != last {
-				t.Logf("frr_trace t=%dms %s next hop %q (%s)", time.Since(t0).Milliseconds(), prefix, nh, proto)
-				last = cur
-			}
+	last := "?"
+	t0 := time.Now()
+	return SampleRoute(env.Lab, prefix, 20*time.Millisecond, func(nh, proto string) {
+		if cur := nh + "/" + proto; cur != last {
+			t.Logf("frr_trace t=%dms %s next hop %q (%s)", time.Since(t0).Milliseconds(), prefix, nh, proto)
+			last = cur
 		}
-	}()
-	var once bool
-	return func() {
-		if !once {
-			once = true
-			close(done)
-			<-finished
-		}
-	}
+	})
 }
