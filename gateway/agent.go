@@ -75,6 +75,8 @@ type Agent struct {
 	haGuards map[SegmentKey]haGuard
 
 	ha *haRunner // nil: HA off
+	// pub writes the reports while Run runs (nil: in the pass).
+	pub *publisher
 
 	mu         sync.Mutex // one reconcile at a time; guards what follows
 	validCfgs  map[string]nbv1.BridgeConfig
@@ -140,6 +142,13 @@ func (a *Agent) Run(ctx context.Context) {
 	defer t.Stop()
 	if a.deps.Fence != nil {
 		go a.refreshFence(ctx)
+	}
+	if a.deps.Sink != nil {
+		pub := newPublisher(a.deps.Sink, a.log)
+		go pub.run(ctx)
+		a.mu.Lock()
+		a.pub = pub
+		a.mu.Unlock()
 	}
 	a.Trigger()
 	for {

@@ -232,7 +232,11 @@ func (s reportStep) run(ctx context.Context, p *pass) {
 	report := a.buildReport(ctx, p)
 	a.last = report
 	a.deps.Metrics.observeReport(report)
-	if a.deps.Sink != nil {
+	switch {
+	case a.pub != nil:
+		a.pub.offer(report)
+	case a.deps.Sink != nil:
+		// Not running (a pass called directly): write it in the pass.
 		if err := a.deps.Sink.Publish(ctx, report); err != nil {
 			a.log.Warn("publish status", zap.String("event", "statusPublishFailed"), zap.Error(err))
 		}
