@@ -57,9 +57,16 @@ func fabricIP(host string) string {
 // processes' logs printed on failure) when the test ends.
 func newEnv(t *testing.T) *Env {
 	t.Helper()
+	return newEnvWith(t, Options{})
+}
+
+// newEnvWith is newEnv with options (BinDir and Logf are set here).
+func newEnvWith(t *testing.T, o Options) *Env {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	env, err := Up(ctx, Options{BinDir: binDir, Logf: t.Logf})
+	o.BinDir, o.Logf = binDir, t.Logf
+	env, err := Up(ctx, o)
 	if env != nil {
 		t.Cleanup(func() {
 			if t.Failed() {

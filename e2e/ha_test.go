@@ -194,7 +194,12 @@ type apiFault struct {
 // after it (vm2 moved, then rolled back) are applied within 5 s of the
 // return (asserted at 10 s).
 func TestHA_APIOutage(t *testing.T) {
-	env := newEnv(t)
+	// The product's peer heartbeat (100 ms, DeadAfter 300 ms), not the
+	// lab's 50 ms: with the API away for everyone, a peer unheard for
+	// DeadAfter leaves the holder no grant at all (it must stop: the peer
+	// might reach the API), and at load 11 on this 2-core machine a
+	// 390 ms silence between two agents was seen within 240 s.
+	env := newEnvWith(t, Options{GatewayFlags: []string{"--peer-heartbeat=100ms"}})
 	gw := activate(t, env, vm1)
 	api, err := env.Kube.APIServer()
 	if err != nil {
@@ -450,6 +455,9 @@ func TestHA_AsymmetricAPIPartition(t *testing.T) {
 	}
 }
 
+// productLeaseFlags are netbridge-gateway's default Lease timings.
+var productLeaseFlags = []string{"--lease-duration=15s", "--renew-deadline=10s", "--retry-period=2s"}
+
 // standbyOf is the lab's other gateway.
 func standbyOf(gw string) string {
 	for _, g := range labnet.Gateways {
@@ -485,9 +493,18 @@ func wantActive(t *testing.T, env *Env, scenario, gw string) {
 // bridges (its peer grant lapses; its fast Lease renewals carry it), one
 // bridge throughout.
 func TestHA_StandbyLoss(t *testing.T) {
-	env := newEnv(t)
+	// The product's Lease timings, not the lab's fast ones: with renewals
+	// every 2 s the holder's Lease-alone grant does not carry it through
+	// a standby's loss by itself.
+	env := newEnvWith(t, Options{GatewayFlags: productLeaseFlags})
 	gw := activate(t, env, vm1)
 	sb := standbyOf(gw)
+	detached := countEvent(t, env, gw, "segmentDetached")
+	defer func() {
+		if n := countEvent(t, env, gw, "segmentDetached"); n != detached {
+			t.Errorf("the active %s detached %d times while its standby was lost", gw, n-detached)
+		}
+	}()
 
 	p := startPaths(t, env)
 	acks := countEvent(t, env, gw, "peerAcksMe")

@@ -65,6 +65,9 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// SkipVMs leaves the VMIs out (scenarios that create them themselves).
 	SkipVMs bool
+	// GatewayFlags are extra netbridge-gateway flags of the gateway role,
+	// after the lab's own (the last one of a flag wins).
+	GatewayFlags []string
 }
 
 // Env is a running lab: namespaces, FRR, API server, netbridge processes.
@@ -80,11 +83,12 @@ type Env struct {
 	BinDir         string
 	StateDir       string
 
-	logf   func(string, ...any)
-	proxy  net.Listener
-	mu     sync.Mutex
-	procs  map[string]*exec.Cmd
-	closed bool
+	logf         func(string, ...any)
+	gatewayFlags []string
+	proxy        net.Listener
+	mu           sync.Mutex
+	procs        map[string]*exec.Cmd
+	closed       bool
 }
 
 // RandomPrefix is a short per-run lab prefix ("nb" + 4 hex digits).
@@ -111,7 +115,8 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 			return nil, err
 		}
 	}
-	e = &Env{Lab: labnet.New(o.Prefix, o.StateDir), BinDir: o.BinDir, StateDir: o.StateDir, logf: o.Logf, procs: map[string]*exec.Cmd{}}
+	e = &Env{Lab: labnet.New(o.Prefix, o.StateDir), BinDir: o.BinDir, StateDir: o.StateDir, logf: o.Logf, procs: map[string]*exec.Cmd{},
+		gatewayFlags: o.GatewayFlags}
 	defer func() {
 		if err != nil {
 			e.Down()
@@ -444,6 +449,7 @@ func (e *Env) AgentArgs(host, role string) []string {
 		if lvl := os.Getenv("NETBRIDGE_E2E_GATEWAY_LOG_LEVEL"); lvl != "" {
 			args = append(args, "--log-level="+lvl)
 		}
+		args = append(args, e.gatewayFlags...)
 	}
 	return args
 }
