@@ -482,7 +482,10 @@ func TestVMIDeleted(t *testing.T) {
 func traceFRR(t *testing.T, env *Env, prefix string) func() {
 	last := "?"
 	t0 := time.Now()
-	return SampleRoute(env.Lab, prefix, 20*time.Millisecond, func(nh, proto string) {
+	return SampleRoute(env.Lab, prefix, 20*time.Millisecond, func(nh, proto string, err error) {
+		if err != nil {
+			return
+		}
 		if cur := nh + "/" + proto; cur != last {
 			t.Logf("frr_trace t=%dms %s next hop %q (%s)", time.Since(t0).Milliseconds(), prefix, nh, proto)
 			last = cur

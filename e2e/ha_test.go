@@ -145,7 +145,8 @@ func (p *paths) finish(t *testing.T, scenario string, maxL2, maxRouted time.Dura
 		r    PingResult
 		max  time.Duration
 	}{{"l2", l2, maxL2}, {"routed", routed, maxRouted}} {
-		t.Logf("scenario=%s path=%s outage_ms=%d lost=%d sent=%d", scenario, x.name, x.r.Outage.Milliseconds(), x.r.Lost, x.r.Sent)
+		t.Logf("scenario=%s path=%s outage_ms=%d lost=%d sent=%d gap_at_ms=%d", scenario, x.name, x.r.Outage.Milliseconds(), x.r.Lost, x.r.Sent,
+			x.r.OutageStart.Milliseconds())
 		if !x.r.FirstReply {
 			t.Errorf("scenario=%s path=%s: no reply at all", scenario, x.name)
 		}
@@ -253,12 +254,13 @@ func TestHA_APIOutage(t *testing.T) {
 		if err := f.down(); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("scenario=%s: kube-apiserver down for %s", f.scenario, apiOutage)
+		t.Logf("scenario=%s: kube-apiserver down for %s, down_at_ms=%d (from the pingers' start)", f.scenario, apiOutage, time.Since(p.l2.started).Milliseconds())
 		time.Sleep(apiOutage)
 		if err := f.up(); err != nil {
 			t.Fatal(err)
 		}
 		back := time.Now()
+		t.Logf("scenario=%s: kube-apiserver back, back_at_ms=%d", f.scenario, back.Sub(p.l2.started).Milliseconds())
 		f.after(t)
 		waitApplied(t, f.scenario, back, map[string]func() bool{"before_outage": f.beforeDone, "after_outage": f.afterDone})
 		wantOutageReported(t, env, f.scenario, back, reported)
@@ -277,21 +279,27 @@ func TestHA_APIOutage(t *testing.T) {
 }
 
 // routeKeeper samples FRR's best route for a prefix every 100 ms and counts
-// the samples that are not via the wanted next hop (withdrawn or moved).
+// the samples that are not via the wanted next hop (withdrawn or moved);
+// a failed vtysh call (FRR busy on a loaded machine) proves nothing either
+// way and is counted apart.
 type routeKeeper struct {
-	prefix, nexthop string
-	stop            func()
-	mu              sync.Mutex
-	samples, wrong  int
-	firstWrong      string
+	prefix, nexthop        string
+	stop                   func()
+	mu                     sync.Mutex
+	samples, wrong, failed int
+	firstWrong             string
 }
 
 func keepRoute(t *testing.T, env *Env, prefix, nexthop string) *routeKeeper {
 	k := &routeKeeper{prefix: prefix, nexthop: nexthop}
 	defer t.Cleanup(func() { k.stop() })
-	k.stop = SampleRoute(env.Lab, prefix, 100*time.Millisecond, func(nh, proto string) {
+	k.stop = SampleRoute(env.Lab, prefix, 100*time.Millisecond, func(nh, proto string, err error) {
 		k.mu.Lock()
 		defer k.mu.Unlock()
+		if err != nil {
+			k.failed++
+			return
+		}
 		k.samples++
 		if nh != nexthop || proto != "bgp" {
 			if k.wrong == 0 {
@@ -308,14 +316,14 @@ func (k *routeKeeper) check(t *testing.T, scenario string) {
 	t.Helper()
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	t.Logf("scenario=%s frr_route=%s samples=%d not_via_active=%d", scenario, k.prefix, k.samples, k.wrong)
+	t.Logf("scenario=%s frr_route=%s samples=%d not_via_active=%d vtysh_failed=%d", scenario, k.prefix, k.samples, k.wrong, k.failed)
 	if k.samples < 10 {
 		t.Errorf("scenario=%s: only %d samples of FRR's route %s", scenario, k.samples, k.prefix)
 	}
 	if k.wrong > 0 {
 		t.Errorf("scenario=%s: FRR's route %s was not via %s in %d of %d samples (first: %s)", scenario, k.prefix, k.nexthop, k.wrong, k.samples, k.firstWrong)
 	}
-	k.samples, k.wrong = 0, 0
+	k.samples, k.wrong, k.failed = 0, 0, 0
 }
 
 // waitApplied waits until every change is in force, prints for each how
@@ -577,17 +585,16 @@ func TestHA_GatewaysCut(t *testing.T) {
 	healed = true
 	time.Sleep(3 * time.Second)
 	p.finish(t, "gateways_cut", time.Second, time.Second, false)
-	after, err := env.ActiveGateway(ctx(t))
-	if err != nil {
-		t.Fatal(err)
+	// Settled (the logs lag the kernel by a pass): the holder of the cut
+	// still holds the Lease and bridges, the other does not.
+	var after string
+	settled := func() bool {
+		after, _ = env.ActiveGateway(ctx(t))
+		return after == during && bridging(t, env, after) && !bridging(t, env, standbyOf(after))
+	}
+	if err := WaitFor(3*time.Second, 50*time.Millisecond, settled); err != nil {
+		t.Errorf("after the heal: lease holder %q (%q during the cut), bridging gw1=%v gw2=%v; want the holder of the cut alone bridging",
+			after, during, bridging(t, env, "gw1"), bridging(t, env, "gw2"))
 	}
 	t.Logf("scenario=gateways_cut holder_before=%s holder_during=%s holder_after=%s", gw, during, after)
-	if during != after {
-		t.Errorf("the lease moved again after the heal: %s during the cut, %s after", during, after)
-	}
-	for _, g := range labnet.Gateways {
-		if want := g.Name == after; bridging(t, env, g.Name) != want {
-			t.Errorf("after the heal %s bridging=%v, want %v: the lease holder %s bridges, nobody else", g.Name, !want, want, after)
-		}
-	}
 }

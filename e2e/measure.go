@@ -186,9 +186,10 @@ func FRRRoute(l *labnet.Lab, prefix string) (nexthop string, protocol string, er
 }
 
 // SampleRoute reads FRR's best route for prefix every step and hands it
-// to seen (from one goroutine) until the returned stop is called; stop
-// waits for the last call and may be called more than once.
-func SampleRoute(l *labnet.Lab, prefix string, step time.Duration, seen func(nexthop, protocol string)) (stop func()) {
+// (or the vtysh error) to seen, from one goroutine, until the returned
+// stop is called; stop waits for the last call and may be called more
+// than once.
+func SampleRoute(l *labnet.Lab, prefix string, step time.Duration, seen func(nexthop, protocol string, err error)) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
@@ -199,8 +200,7 @@ func SampleRoute(l *labnet.Lab, prefix string, step time.Duration, seen func(nex
 				return
 			case <-time.After(step):
 			}
-			nh, proto, _ := FRRRoute(l, prefix)
-			seen(nh, proto)
+			seen(FRRRoute(l, prefix))
 		}
 	}()
 	var once sync.Once

@@ -71,6 +71,9 @@ type Agent struct {
 	fenceMu    sync.Mutex
 	fencePorts map[SegmentKey]fencedPort
 	fenceErr   bool
+	// fenceUntil: when each alive element written last runs out (to see
+	// the kernel cut a port because the agent came back too late).
+	fenceUntil map[string]time.Time
 	// haGuards are the guarded segments the fence refresh grants G to.
 	haGuards map[SegmentKey]haGuard
 
@@ -299,6 +302,13 @@ func (a *Agent) keepAlive() {
 		// a stop would extend the grant by the stop. Write again at once.
 		guarded, alive = fenceState(a.fencePorts, validFor)
 		err = a.deps.Fence.Guard(guarded, alive)
+	}
+	if err == nil {
+		for port, late := range fenceLapses(a.fenceUntil, alive, start) {
+			a.log.Warn("the fence element ran out before it was refreshed: the kernel stopped bridging the port meanwhile (agent starved or stopped)",
+				zap.String("event", "fenceLapsed"), zap.String("port", port), zap.Duration("late", late))
+		}
+		a.fenceUntil = fenceDeadlines(alive, time.Now())
 	}
 	if a.ha != nil && err == nil {
 		a.ha.yieldFenced(fencedOff)
