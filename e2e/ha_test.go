@@ -187,7 +187,8 @@ type apiFault struct {
 
 // TestHA_APIOutage (rule 2): the API server hangs (SIGSTOP: every request
 // of every gateway hangs) for apiOutage, comes back, then is stopped
-// (its port refuses connections) for apiOutage and comes back, on one lab:
+// (killed: its port refuses connections) for apiOutage and is started
+// again, on one lab:
 // nothing lost on either path, nothing detached, FRR keeps vm1's /32 via
 // the active gateway throughout, one bridge throughout. After each return
 // every BridgeGateway reports Degraded about the outage, and a change made
@@ -238,7 +239,7 @@ func TestHA_APIOutage(t *testing.T) {
 		{scenario: "api_hung", down: api.Hang, up: api.Resume,
 			before: cutover(nbv1.CutoverActive), beforeDone: vm2Route(true),
 			after: moveVM2("node1"), afterDone: vm2On("node1")},
-		{scenario: "api_stopped", down: api.Stop, up: func() error { return api.Start(ctx(t)) },
+		{scenario: "api_stopped", down: api.Kill, up: func() error { return api.Start(ctx(t)) },
 			before: moveVM2(vm2.Node), beforeDone: vm2On(vm2.Node),
 			after: cutover(nbv1.CutoverRollback), afterDone: vm2Route(false)},
 	}
