@@ -192,9 +192,9 @@ type apiFault struct {
 // nothing lost on either path, nothing detached, FRR keeps vm1's /32 via
 // the active gateway throughout, one bridge throughout. After each return
 // every BridgeGateway reports Degraded about the outage, and a change made
-// right before it (vm2 activated, then moved back) and one made right
-// after it (vm2 moved, then rolled back) are applied within 5 s of the
-// return (asserted at 10 s).
+// right before it (vm2 activated; vm3 created activated) and one made
+// right after it (vm2 moved; vm2 rolled back) are applied within 5 s of
+// the return (asserted at 10 s).
 func TestHA_APIOutage(t *testing.T) {
 	// The product's peer heartbeat (100 ms, DeadAfter 300 ms), not the
 	// lab's 50 ms: with the API away for everyone, a peer unheard for
@@ -209,10 +209,26 @@ func TestHA_APIOutage(t *testing.T) {
 	}
 	defer func() { _ = api.Resume() }()
 	route := keepRoute(t, env, vm1.IP+"/32", fabricIP(gw))
-	vm2Route := func(want bool) func() bool {
+	routeVia := func(ip, nh string) func() bool {
 		return func() bool {
-			nh, proto, err := FRRRoute(env.Lab, vm2.IP+"/32")
-			return err == nil && (want && proto == "bgp" && nh == fabricIP(gw) || !want && proto == "")
+			got, proto, err := FRRRoute(env.Lab, ip+"/32")
+			return err == nil && (nh != "" && proto == "bgp" && got == nh || nh == "" && proto == "")
+		}
+	}
+	vm2Route := func(want bool) func() bool {
+		if want {
+			return routeVia(vm2.IP, fabricIP(gw))
+		}
+		return routeVia(vm2.IP, "")
+	}
+	// vm3 is a VMI created already activated: no lab namespace answers
+	// for it, so the duplicate-address probe finds its IP free.
+	vm3 := labnet.VM{Name: "vm3", Node: "node1", IP: "10.20.100.70", MAC: "52:54:00:00:01:70"}
+	createActive := func(v labnet.VM) func(t *testing.T) {
+		return func(t *testing.T) {
+			if err := env.CreateVMI(ctx(t), v, map[string]string{nbv1.AnnotationCutover: nbv1.CutoverActive}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	vm2On := func(node string) func() bool {
@@ -239,8 +255,10 @@ func TestHA_APIOutage(t *testing.T) {
 		{scenario: "api_hung", down: api.Hang, up: api.Resume,
 			before: cutover(nbv1.CutoverActive), beforeDone: vm2Route(true),
 			after: moveVM2("node1"), afterDone: vm2On("node1")},
+		// The before change must stay observable whatever the after one
+		// does (vm2 rolled back loses its FDB entry): a VM of its own.
 		{scenario: "api_stopped", down: api.Kill, up: func() error { return api.Start(ctx(t)) },
-			before: moveVM2(vm2.Node), beforeDone: vm2On(vm2.Node),
+			before: createActive(vm3), beforeDone: routeVia(vm3.IP, fabricIP(gw)),
 			after: cutover(nbv1.CutoverRollback), afterDone: vm2Route(false)},
 	}
 	reported := map[string]string{}
