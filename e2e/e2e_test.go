@@ -57,9 +57,16 @@ func fabricIP(host string) string {
 // processes' logs printed on failure) when the test ends.
 func newEnv(t *testing.T) *Env {
 	t.Helper()
+	return newEnvWith(t, Options{})
+}
+
+// newEnvWith is newEnv with options (BinDir and Logf are set here).
+func newEnvWith(t *testing.T, o Options) *Env {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	env, err := Up(ctx, Options{BinDir: binDir, Logf: t.Logf})
+	o.BinDir, o.Logf = binDir, t.Logf
+	env, err := Up(ctx, o)
 	if env != nil {
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -485,31 +492,15 @@ func TestVMIDeleted(t *testing.T) {
 
 // traceFRR logs every change of FRR's next hop for prefix until stopped.
 func traceFRR(t *testing.T, env *Env, prefix string) func() {
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		last := "?"
-		t0 := time.Now()
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			nh, proto, _ := FRRRoute(env.Lab, prefix)
-			if cur := nh + "/" + proto; cur != last {
-				t.Logf("frr_trace t=%dms %s next hop %q (%s)", time.Since(t0).Milliseconds(), prefix, nh, proto)
-				last = cur
-			}
+	last := "?"
+	t0 := time.Now()
+	return SampleRoute(env.Lab, prefix, 20*time.Millisecond, func(nh, proto string, err error) {
+		if err != nil {
+			return
 		}
-	}()
-	var once bool
-	return func() {
-		if !once {
-			once = true
-			close(done)
-			<-finished
+		if cur := nh + "/" + proto; cur != last {
+			t.Logf("frr_trace t=%dms %s next hop %q (%s)", time.Since(t0).Milliseconds(), prefix, nh, proto)
+			last = cur
 		}
-	}
+	})
 }

@@ -2,11 +2,10 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
 	"net/netip"
-	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,7 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/internal/labnet"
+	"github.com/netbridge-io/netbridge/runbook"
 )
 
 // Issue 19's scenarios (docs/ha.md): faults of the control plane and of
@@ -139,7 +145,8 @@ func (p *paths) finish(t *testing.T, scenario string, maxL2, maxRouted time.Dura
 		r    PingResult
 		max  time.Duration
 	}{{"l2", l2, maxL2}, {"routed", routed, maxRouted}} {
-		t.Logf("scenario=%s path=%s outage_ms=%d lost=%d sent=%d", scenario, x.name, x.r.Outage.Milliseconds(), x.r.Lost, x.r.Sent)
+		t.Logf("scenario=%s path=%s outage_ms=%d lost=%d sent=%d gap_at_ms=%d", scenario, x.name, x.r.Outage.Milliseconds(), x.r.Lost, x.r.Sent,
+			x.r.OutageStart.Milliseconds())
 		if !x.r.FirstReply {
 			t.Errorf("scenario=%s path=%s: no reply at all", scenario, x.name)
 		}
@@ -163,71 +170,230 @@ func countEvent(t *testing.T, env *Env, host, event string) int {
 	return strings.Count(string(b), `"event":"`+event+`"`)
 }
 
-// apiServerPID finds this lab's kube-apiserver by its secure port.
-func apiServerPID(t *testing.T, env *Env) int {
-	t.Helper()
-	u, err := url.Parse(env.Kube.Config.Host)
+// apiOutage is how long each API server outage of TestHA_APIOutage lasts
+// (rule 2: 120 s, i.e. 120 LeaseDurations of the lab).
+const apiOutage = 120 * time.Second
+
+// apiFault is one outage of TestHA_APIOutage: how the API server goes away
+// and comes back, a change made right before it goes and one right after
+// it is back, and how to see each applied.
+type apiFault struct {
+	scenario      string
+	down, up      func() error
+	before, after func(t *testing.T)
+	// beforeDone, afterDone: the change is in force (FRR, gateway FDB).
+	beforeDone, afterDone func() bool
+}
+
+// TestHA_APIOutage (rule 2): the API server hangs (SIGSTOP: every request
+// of every gateway hangs) for apiOutage, comes back, then is stopped
+// (killed: its port refuses connections) for apiOutage and is started
+// again, on one lab:
+// nothing lost on either path, nothing detached, FRR keeps vm1's /32 via
+// the active gateway throughout, one bridge throughout. After each return
+// every BridgeGateway reports Degraded about the outage, and a change made
+// right before it (vm2 activated; vm3 created activated) and one made
+// right after it (vm2 moved; vm2 rolled back) are applied within 5 s of
+// the return (asserted at 10 s).
+func TestHA_APIOutage(t *testing.T) {
+	// The product's peer heartbeat (100 ms, DeadAfter 300 ms), not the
+	// lab's 50 ms: with the API away for everyone, a peer unheard for
+	// DeadAfter leaves the holder no grant at all (it must stop: the peer
+	// might reach the API), and at load 11 on this 2-core machine a
+	// 390 ms silence between two agents was seen within 240 s.
+	env := newEnvWith(t, Options{GatewayFlags: []string{"--peer-heartbeat=100ms"}})
+	gw := activate(t, env, vm1)
+	api, err := env.Kube.APIServer()
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := u.Port()
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
+	defer func() { _ = api.Resume() }()
+	route := keepRoute(t, env, vm1.IP+"/32", fabricIP(gw))
+	routeVia := func(ip, nh string) func() bool {
+		return func() bool {
+			got, proto, err := FRRRoute(env.Lab, ip+"/32")
+			return err == nil && (nh != "" && proto == "bgp" && got == nh || nh == "" && proto == "")
 		}
-		args := strings.Split(string(b), "\x00")
-		if !strings.HasSuffix(args[0], "kube-apiserver") {
-			continue
+	}
+	vm2Route := func(want bool) func() bool {
+		if want {
+			return routeVia(vm2.IP, fabricIP(gw))
 		}
-		for _, a := range args {
-			if a == "--secure-port="+port {
-				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-				return pid
+		return routeVia(vm2.IP, "")
+	}
+	// vm3 is a VMI created already activated: no lab namespace answers
+	// for it, so the duplicate-address probe finds its IP free.
+	vm3 := labnet.VM{Name: "vm3", Node: "node1", IP: "10.20.100.70", MAC: "52:54:00:00:01:70"}
+	createActive := func(v labnet.VM) func(t *testing.T) {
+		return func(t *testing.T) {
+			if err := env.CreateVMI(ctx(t), v, map[string]string{nbv1.AnnotationCutover: nbv1.CutoverActive}); err != nil {
+				t.Fatal(err)
 			}
 		}
 	}
-	t.Fatalf("no kube-apiserver process with --secure-port=%s", port)
-	return 0
+	vm2On := func(node string) func() bool {
+		return func() bool { return strings.Contains(gatewayFDB(env, gw, vm2.MAC), "dst "+fabricIP(node)) }
+	}
+	moveVM2 := func(node string) func(t *testing.T) {
+		return func(t *testing.T) {
+			if err := env.Lab.MoveVM(vm2.Name, node, Bridge); err != nil {
+				t.Fatal(err)
+			}
+			if err := env.SetVMINode(ctx(t), vm2, node); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cutover := func(value string) func(t *testing.T) {
+		return func(t *testing.T) {
+			if err := runbook.SetCutover(ctx(t), env.Client, types.NamespacedName{Namespace: VMNamespace, Name: vm2.Name}, value); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	faults := []apiFault{
+		{scenario: "api_hung", down: api.Hang, up: api.Resume,
+			before: cutover(nbv1.CutoverActive), beforeDone: vm2Route(true),
+			after: moveVM2("node1"), afterDone: vm2On("node1")},
+		// The before change must stay observable whatever the after one
+		// does (vm2 rolled back loses its FDB entry): a VM of its own.
+		{scenario: "api_stopped", down: api.Kill, up: func() error { return api.Start(ctx(t)) },
+			before: createActive(vm3), beforeDone: routeVia(vm3.IP, fabricIP(gw)),
+			after: cutover(nbv1.CutoverRollback), afterDone: vm2Route(false)},
+	}
+	reported := map[string]string{}
+	for _, f := range faults {
+		detached := countEvent(t, env, gw, "segmentDetached")
+		attached := map[string]int{}
+		for _, g := range labnet.Gateways {
+			attached[g.Name] = countEvent(t, env, g.Name, "segmentAttached")
+		}
+		p := startPaths(t, env)
+		f.before(t)
+		if err := f.down(); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("scenario=%s: kube-apiserver down for %s, down_at_ms=%d (from the pingers' start)", f.scenario, apiOutage, time.Since(p.l2.started).Milliseconds())
+		time.Sleep(apiOutage)
+		if err := f.up(); err != nil {
+			t.Fatal(err)
+		}
+		back := time.Now()
+		t.Logf("scenario=%s: kube-apiserver back, back_at_ms=%d", f.scenario, back.Sub(p.l2.started).Milliseconds())
+		f.after(t)
+		waitApplied(t, f.scenario, back, map[string]func() bool{"before_outage": f.beforeDone, "after_outage": f.afterDone})
+		wantOutageReported(t, env, f.scenario, back, reported)
+		time.Sleep(2 * time.Second) // the holder renews before anyone's expiry clock runs out
+		p.finish(t, f.scenario, 0, 0, true)
+		route.check(t, f.scenario)
+		if n := countEvent(t, env, gw, "segmentDetached"); n != detached {
+			t.Errorf("scenario=%s: %s detached its segment during the API outage (%d times)", f.scenario, gw, n-detached)
+		}
+		for _, g := range labnet.Gateways {
+			if n := countEvent(t, env, g.Name, "segmentAttached"); n != attached[g.Name] {
+				t.Errorf("scenario=%s: %s attached during the API outage (%d times)", f.scenario, g.Name, n-attached[g.Name])
+			}
+		}
+	}
 }
 
-// apiHang is how long TestHA_APIHung keeps the API server stopped: the
-// issue asks 120 s; 60 s keeps the whole e2e run within its budget and is
-// still 60 LeaseDurations of the lab (1 s).
-const apiHang = 60 * time.Second
+// routeKeeper samples FRR's best route for a prefix every 100 ms and counts
+// the samples that are not via the wanted next hop (withdrawn or moved);
+// a failed vtysh call (FRR busy on a loaded machine) proves nothing either
+// way and is counted apart.
+type routeKeeper struct {
+	prefix, nexthop        string
+	stop                   func()
+	mu                     sync.Mutex
+	samples, wrong, failed int
+	firstWrong             string
+}
 
-// TestHA_APIHung: the API server is SIGSTOPped (every request of every
-// gateway hangs) for apiHang: nothing lost on either path, nothing
-// detached, one bridge throughout.
-func TestHA_APIHung(t *testing.T) {
-	env := newEnv(t)
-	gw := activate(t, env, vm1)
-	p := startPaths(t, env)
-	detached := countEvent(t, env, gw, "segmentDetached")
-	pid := apiServerPID(t, env)
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	defer func() {
-		if !resumed {
-			_ = syscall.Kill(pid, syscall.SIGCONT)
+func keepRoute(t *testing.T, env *Env, prefix, nexthop string) *routeKeeper {
+	k := &routeKeeper{prefix: prefix, nexthop: nexthop}
+	defer t.Cleanup(func() { k.stop() })
+	k.stop = SampleRoute(env.Lab, prefix, 100*time.Millisecond, func(nh, proto string, err error) {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		if err != nil {
+			k.failed++
+			return
 		}
-	}()
-	t.Logf("kube-apiserver (pid %d) stopped for %s", pid, apiHang)
-	time.Sleep(apiHang)
-	_ = syscall.Kill(pid, syscall.SIGCONT)
-	resumed = true
-	time.Sleep(3 * time.Second) // the holder renews before anyone's expiry clock runs out
-	p.finish(t, "api_hung", 0, 0, true)
-	if n := countEvent(t, env, gw, "segmentDetached"); n != detached {
-		t.Errorf("%s detached its segment during the API outage (%d times)", gw, n-detached)
+		k.samples++
+		if nh != nexthop || proto != "bgp" {
+			if k.wrong == 0 {
+				k.firstWrong = fmt.Sprintf("next hop %q (%s)", nh, proto)
+			}
+			k.wrong++
+		}
+	})
+	return k
+}
+
+// check prints and checks the samples since the last check.
+func (k *routeKeeper) check(t *testing.T, scenario string) {
+	t.Helper()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	t.Logf("scenario=%s frr_route=%s samples=%d not_via_active=%d vtysh_failed=%d", scenario, k.prefix, k.samples, k.wrong, k.failed)
+	if k.samples < 10 {
+		t.Errorf("scenario=%s: only %d samples of FRR's route %s", scenario, k.samples, k.prefix)
 	}
+	if k.wrong > 0 {
+		t.Errorf("scenario=%s: FRR's route %s was not via %s in %d of %d samples (first: %s)", scenario, k.prefix, k.nexthop, k.wrong, k.samples, k.firstWrong)
+	}
+	k.samples, k.wrong, k.failed = 0, 0, 0
+}
+
+// waitApplied waits until every change is in force, prints for each how
+// long after the API server's return it was seen (applied_after_return_ms;
+// 0 when it was in force already) and fails beyond twice the 5 s goal.
+func waitApplied(t *testing.T, scenario string, back time.Time, changes map[string]func() bool) {
+	t.Helper()
+	took := map[string]time.Duration{}
+	_ = WaitFor(10*time.Second, 10*time.Millisecond, func() bool {
+		for name, done := range changes {
+			if _, ok := took[name]; !ok && done() {
+				took[name] = time.Since(back)
+			}
+		}
+		return len(took) == len(changes)
+	})
+	for name := range changes {
+		d, ok := took[name]
+		if !ok {
+			t.Errorf("scenario=%s change=%s: not applied 10 s after the API server returned", scenario, name)
+			continue
+		}
+		t.Logf("scenario=%s change=%s applied_after_return_ms=%d", scenario, name, d.Milliseconds())
+	}
+}
+
+// wantOutageReported waits until every gateway's BridgeGateway says
+// Degraded=True about the API outage that just ended (a message other
+// than the one it showed about the previous outage, kept in reported).
+func wantOutageReported(t *testing.T, env *Env, scenario string, back time.Time, reported map[string]string) {
+	t.Helper()
 	for _, g := range labnet.Gateways {
-		if g.Name != gw && countEvent(t, env, g.Name, "segmentAttached") > 0 {
-			t.Errorf("%s attached during the API outage", g.Name)
+		var msg string
+		err := WaitFor(10*time.Second, 50*time.Millisecond, func() bool {
+			var bg nbv1.BridgeGateway
+			if err := env.Client.Get(ctx(t), client.ObjectKey{Name: g.Name}, &bg); err != nil {
+				return false
+			}
+			c := meta.FindStatusCondition(bg.Status.Conditions, nbv1.ConditionDegraded)
+			if c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "API server was unreachable") {
+				return false
+			}
+			msg = c.Message
+			return msg != reported[g.Name]
+		})
+		if err != nil {
+			t.Errorf("scenario=%s: BridgeGateway %s does not report Degraded about the API outage 10 s after its return (last: %q)", scenario, g.Name, msg)
+			continue
 		}
+		reported[g.Name] = msg
+		t.Logf("scenario=%s gateway=%s degraded_reported_ms=%d message=%q", scenario, g.Name, time.Since(back).Milliseconds(), msg)
 	}
 }
 
@@ -314,4 +480,140 @@ func TestHA_AsymmetricAPIPartition(t *testing.T) {
 	if n := countEvent(t, env, gw, "haFencedOff") + countEvent(t, env, gw, "segmentDetached"); n == 0 {
 		t.Errorf("%s neither fenced off nor detached although %s holds the lease", gw, now)
 	}
+}
+
+// productLeaseFlags are netbridge-gateway's default Lease timings.
+var productLeaseFlags = []string{"--lease-duration=15s", "--renew-deadline=10s", "--retry-period=2s"}
+
+// standbyOf is the lab's other gateway.
+func standbyOf(gw string) string {
+	for _, g := range labnet.Gateways {
+		if g.Name != gw {
+			return g.Name
+		}
+	}
+	return ""
+}
+
+// bridging says, from the gateway's own log, whether its segment is
+// attached now (the frames of rule 1 are the proof; this names who).
+func bridging(t *testing.T, env *Env, gw string) bool {
+	t.Helper()
+	return countEvent(t, env, gw, "segmentAttached") > countEvent(t, env, gw, "segmentDetached")
+}
+
+// wantActive fails unless gw still holds the Lease and bridges.
+func wantActive(t *testing.T, env *Env, scenario, gw string) {
+	t.Helper()
+	holder, err := env.ActiveGateway(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if holder != gw || !bridging(t, env, gw) {
+		t.Errorf("scenario=%s: %s should still hold the lease and bridge: holder %q, bridging %v", scenario, gw, holder, bridging(t, env, gw))
+	}
+}
+
+// TestHA_StandbyLoss (rule 6): the standby crashes (kill -9) and is
+// restarted, later its node loses power (agent stopped, every link down
+// at once): 0 lost on both paths each time, the active keeps its Lease and
+// bridges (its peer grant lapses; its fast Lease renewals carry it), one
+// bridge throughout.
+func TestHA_StandbyLoss(t *testing.T) {
+	// The product's Lease timings, not the lab's fast ones: with renewals
+	// every 2 s the holder's Lease-alone grant does not carry it through
+	// a standby's loss by itself.
+	env := newEnvWith(t, Options{GatewayFlags: productLeaseFlags})
+	gw := activate(t, env, vm1)
+	sb := standbyOf(gw)
+	detached := countEvent(t, env, gw, "segmentDetached")
+	defer func() {
+		if n := countEvent(t, env, gw, "segmentDetached"); n != detached {
+			t.Errorf("the active %s detached %d times while its standby was lost", gw, n-detached)
+		}
+	}()
+
+	p := startPaths(t, env)
+	acks := countEvent(t, env, gw, "peerAcksMe")
+	if err := env.Signal(sb, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.WaitExit(sb, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if err := env.StartAgent(sb, "gateway"); err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitFor(30*time.Second, 50*time.Millisecond, func() bool { return countEvent(t, env, gw, "peerAcksMe") > acks }); err != nil {
+		t.Errorf("the restarted standby %s does not ack %s: %v", sb, gw, err)
+	}
+	if err := env.WaitBGPEstablished(30 * time.Second); err != nil {
+		t.Error(err)
+	}
+	time.Sleep(time.Second)
+	p.finish(t, "standby_kill9", 0, 0, true)
+	wantActive(t, env, "standby_kill9", gw)
+
+	p = startPaths(t, env)
+	if err := env.Signal(sb, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Lab.LinksDown(sb); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Second)
+	p.finish(t, "standby_node_loss", 0, 0, true)
+	wantActive(t, env, "standby_node_loss", gw)
+	if bridging(t, env, sb) {
+		t.Errorf("the lost standby %s attached", sb)
+	}
+}
+
+// TestHA_GatewaysCut (rule 7): the two gateways cannot reach each other
+// (each drops every packet from the other's underlay address: peer
+// channel and VXLAN between them) while both reach the API server and
+// everything else. The Lease decides: the standby, which cannot tell the
+// cut from node loss, takes it early; the holder learns it at its next
+// renewal and yields, its Lease-alone grant over before the standby
+// attaches. One bridge at every instant; the outage is asserted at twice
+// the 0.5 s goal on both paths. Healed, the old holder sees the higher
+// epoch and stays standby.
+func TestHA_GatewaysCut(t *testing.T) {
+	env := newEnv(t)
+	gw := activate(t, env, vm1)
+	p := startPaths(t, env)
+	heal, err := env.Lab.Cut(labnet.Gateways[0], labnet.Gateways[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	healed := false
+	defer func() {
+		if !healed {
+			_ = heal()
+		}
+	}()
+	time.Sleep(5 * time.Second)
+	during, err := env.ActiveGateway(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := heal(); err != nil {
+		t.Fatal(err)
+	}
+	healed = true
+	time.Sleep(3 * time.Second)
+	p.finish(t, "gateways_cut", time.Second, time.Second, false)
+	// Settled (the logs lag the kernel by a pass): the holder of the cut
+	// still holds the Lease and bridges, the other does not.
+	var after string
+	settled := func() bool {
+		after, _ = env.ActiveGateway(ctx(t))
+		return after == during && bridging(t, env, after) && !bridging(t, env, standbyOf(after))
+	}
+	if err := WaitFor(3*time.Second, 50*time.Millisecond, settled); err != nil {
+		t.Errorf("after the heal: lease holder %q (%q during the cut), bridging gw1=%v gw2=%v; want the holder of the cut alone bridging",
+			after, during, bridging(t, env, "gw1"), bridging(t, env, "gw2"))
+	}
+	t.Logf("scenario=gateways_cut holder_before=%s holder_during=%s holder_after=%s", gw, during, after)
 }

@@ -69,6 +69,9 @@ type Options struct {
 	// labnet.Subnet6, the BridgeConfig an IPv6 peer (dc), every VMI its
 	// labnet.VMIP6 beside its IPv4 address.
 	IPv6 bool
+	// GatewayFlags are extra netbridge-gateway flags of the gateway role,
+	// after the lab's own (the last one of a flag wins).
+	GatewayFlags []string
 }
 
 // Env is a running lab: namespaces, FRR, API server, netbridge processes.
@@ -84,12 +87,13 @@ type Env struct {
 	BinDir         string
 	StateDir       string
 
-	logf   func(string, ...any)
-	ipv6   bool
-	proxy  net.Listener
-	mu     sync.Mutex
-	procs  map[string]*exec.Cmd
-	closed bool
+	logf         func(string, ...any)
+	ipv6         bool
+	gatewayFlags []string
+	proxy        net.Listener
+	mu           sync.Mutex
+	procs        map[string]*exec.Cmd
+	closed       bool
 }
 
 // RandomPrefix is a short per-run lab prefix ("nb" + 4 hex digits).
@@ -116,7 +120,8 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 			return nil, err
 		}
 	}
-	e = &Env{Lab: labnet.New(o.Prefix, o.StateDir), BinDir: o.BinDir, StateDir: o.StateDir, logf: o.Logf, ipv6: o.IPv6, procs: map[string]*exec.Cmd{}}
+	e = &Env{Lab: labnet.New(o.Prefix, o.StateDir), BinDir: o.BinDir, StateDir: o.StateDir, logf: o.Logf, ipv6: o.IPv6, procs: map[string]*exec.Cmd{},
+		gatewayFlags: o.GatewayFlags}
 	defer func() {
 		if err != nil {
 			e.Down()
@@ -461,6 +466,7 @@ func (e *Env) AgentArgs(host, role string) []string {
 		if lvl := os.Getenv("NETBRIDGE_E2E_GATEWAY_LOG_LEVEL"); lvl != "" {
 			args = append(args, "--log-level="+lvl)
 		}
+		args = append(args, e.gatewayFlags...)
 	}
 	return args
 }

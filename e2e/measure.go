@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -196,4 +197,29 @@ func FRRRoute(l *labnet.Lab, prefix string) (nexthop string, protocol string, er
 		return "", rs.Protocol, nil
 	}
 	return "", "", nil
+}
+
+// SampleRoute reads FRR's best route for prefix every step and hands it
+// (or the vtysh error) to seen, from one goroutine, until the returned
+// stop is called; stop waits for the last call and may be called more
+// than once.
+func SampleRoute(l *labnet.Lab, prefix string, step time.Duration, seen func(nexthop, protocol string, err error)) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(step):
+			}
+			seen(FRRRoute(l, prefix))
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done) })
+		<-finished
+	}
 }

@@ -81,6 +81,9 @@ type Agent struct {
 	fenceMu    sync.Mutex
 	fencePorts map[SegmentKey]fencedPort
 	fenceErr   bool
+	// fenceUntil: when each alive element written last runs out (to see
+	// the kernel cut a port because the agent came back too late).
+	fenceUntil map[string]time.Time
 	// haGuards are the guarded segments the fence refresh grants G to.
 	haGuards map[SegmentKey]haGuard
 
@@ -88,6 +91,8 @@ type Agent struct {
 	loop *loopGuard // nil: no loop probe
 	// moves are VMs seen announcing themselves from another node.
 	moves *moveHints
+	// pub writes the reports while Run runs (nil: in the pass).
+	pub *publisher
 
 	mu         sync.Mutex // one reconcile at a time; guards what follows
 	validCfgs  map[string]nbv1.BridgeConfig
@@ -96,8 +101,9 @@ type Agent struct {
 	last       Report
 	notices    notices
 	// bridged: the segments last logged attached (see logAttachments).
-	bridged  map[SegmentKey]bool
-	draining bool
+	bridged   map[SegmentKey]bool
+	draining  bool
+	apiOutage apiOutages
 }
 
 // NewAgent wires an agent.
@@ -167,6 +173,13 @@ func (a *Agent) Run(ctx context.Context) {
 	}
 	if a.loop != nil {
 		go a.watchLoops(ctx.Done())
+	}
+	if a.deps.Sink != nil {
+		pub := newPublisher(a.deps.Sink, a.log)
+		go pub.run(ctx)
+		a.mu.Lock()
+		a.pub = pub
+		a.mu.Unlock()
 	}
 	a.Trigger()
 	for {
@@ -325,6 +338,13 @@ func (a *Agent) keepAlive() {
 		// a stop would extend the grant by the stop. Write again at once.
 		guarded, alive = state()
 		err = a.deps.Fence.Guard(guarded, alive)
+	}
+	if err == nil {
+		for port, late := range fenceLapses(a.fenceUntil, alive, start) {
+			a.log.Warn("the fence element ran out before it was refreshed: the kernel stopped bridging the port meanwhile (agent starved or stopped)",
+				zap.String("event", "fenceLapsed"), zap.String("port", port), zap.Duration("late", late))
+		}
+		a.fenceUntil = fenceDeadlines(alive, time.Now())
 	}
 	if a.ha != nil && err == nil {
 		a.ha.yieldFenced(fencedOff)

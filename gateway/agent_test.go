@@ -456,22 +456,22 @@ func TestAgentSteps(t *testing.T) {
 		r.agent.deps.Gate.Adopt([]netip.Addr{netip.MustParseAddr("10.20.100.50")})
 		r.election.set(SegmentKey{BridgeConfig: "dc1", Segment: "app"}, true)
 		// The VLAN is released (no uplink needed), the bridge answers for
-		// the gateway address, nothing is announced on a VLAN that is
-		// gone, no port is fenced. The aggregate is advertised first, the
+		// the gateway address and announces it into the VXLAN side
+		// (nothing goes out of a VLAN that is gone), no port is fenced. The aggregate is advertised first, the
 		// host route kept until the speaker has it; the next pass
 		// withdraws the host route.
 		wantCalls(t, "completed", r.reconcile(t), []string{
 			"election.Sync [dc1.app]",
 			"dp.Reconcile 10100 vxlan-only eps=[52:54:00:00:01:50[10.20.100.50]] gw=true",
 			"bgp.Apply routes=[10.20.100.50/32+0 10.20.100.0/24+0]",
-			"announce arp=[] macs=[]",
+			"announce arp=[nb-br-10100:10.20.100.1] macs=[]",
 			"fence.Guard guarded=[] alive=[]",
 		})
 		wantCalls(t, "completed, aggregate advertised", r.reconcile(t), []string{
 			"election.Sync [dc1.app]",
 			"dp.Reconcile 10100 vxlan-only eps=[52:54:00:00:01:50[10.20.100.50]] gw=true",
 			"bgp.Apply routes=[10.20.100.0/24+0]",
-			"announce arp=[] macs=[]",
+			"announce arp=[nb-br-10100:10.20.100.1] macs=[]",
 			"fence.Guard guarded=[] alive=[]",
 		})
 	})

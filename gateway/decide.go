@@ -320,6 +320,28 @@ func fenceState(ports map[SegmentKey]fencedPort, validFor func(SegmentKey) time.
 	return guarded, alive
 }
 
+// fenceLapses: the ports to keep alive now whose last written element ran
+// out before now (by how much): the kernel did not bridge them meanwhile.
+func fenceLapses(until map[string]time.Time, alive map[string]time.Duration, now time.Time) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for port := range alive {
+		if u, ok := until[port]; ok && now.After(u) {
+			out[port] = now.Sub(u)
+		}
+	}
+	return out
+}
+
+// fenceDeadlines: when the elements just written run out (their timeouts
+// count from the insertion, at or before written).
+func fenceDeadlines(alive map[string]time.Duration, written time.Time) map[string]time.Time {
+	out := make(map[string]time.Time, len(alive))
+	for port, d := range alive {
+		out[port] = written.Add(d)
+	}
+	return out
+}
+
 // vlanSide is the VLAN side of a segment on a gateway: where probes and
 // gratuitous ARP go out, and the port the kernel fence guards.
 func vlanSide(s Segment) string {

@@ -284,9 +284,21 @@ func decideHA(prev haSegment, v haView) haDecision {
 	d.Attach = seg.state == haActive
 	if d.Holding {
 		d.Grant = haGrant(v, seg.epoch)
-		d.FastRenew = !v.KOK
+		d.FastRenew = renewFast(v)
 	}
 	return d
+}
+
+// renewFast: keep L fresh (renew every LeaseAloneGrace/3, the first one
+// at once) while K does not carry, and already while it may stop carrying
+// soon — a candidate's ack is more than one and a half heartbeats old. K
+// lapses DeadAfter after the send of the last acked message; a renewal
+// started only then leaves the holder with neither grant for the renewal's
+// round trip, or, with RetryPeriod above LeaseAloneGrace (the defaults:
+// 2 s and 600 ms), until the next fast tick: a standby's loss would cut
+// the active for ~100 ms (measured in e2e, TestHA_StandbyLoss).
+func renewFast(v haView) bool {
+	return !v.KOK || v.K.Sub(v.Now) < v.Opt.DeadAfter-v.Opt.Heartbeat-v.Opt.Margin/2
 }
 
 // otherCandidates are a segment's candidates but this gateway, sorted.

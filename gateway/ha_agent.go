@@ -171,7 +171,7 @@ func (h *haRunner) guards(p *pass, ports map[SegmentKey]fencedPort) map[SegmentK
 func (h *haRunner) grantLeft(k SegmentKey, g haGuard, trigger func()) (left time.Duration, higher bool) {
 	now := time.Now()
 	v := h.view(k, g.others, now)
-	h.lease.FastRenew(k, !v.KOK)
+	h.lease.FastRenew(k, renewFast(v))
 	_, hi := higherClaim(v, g.epoch)
 	left = haGrant(v, g.epoch).Sub(now)
 	if left <= 0 || hi || !v.Lease.Held || v.Lease.Epoch != g.epoch {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
+
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/bgp"
 )
@@ -193,9 +195,19 @@ func (a *Agent) refusedReports(plan hostPlan) []RefusedReport {
 
 // degraded says why the agent is degraded, the most important reason first.
 func (a *Agent) degraded(p *pass) (bool, string) {
+	var outage string
+	var ongoing bool
+	if a.deps.Election != nil {
+		ended := a.apiOutage.lastEnd
+		outage, ongoing = a.apiOutage.observe(a.deps.Election.APIReachable(), time.Now())
+		if a.apiOutage.lastEnd != ended {
+			a.log.Warn("API server reachable again", zap.String("event", "apiOutageEnded"),
+				zap.Duration("outage", a.apiOutage.lastEnd.Sub(a.apiOutage.lastStart)))
+		}
+	}
 	switch {
-	case a.deps.Election != nil && !a.deps.Election.APIReachable():
-		return true, "API server unreachable: keeping the last applied state"
+	case ongoing:
+		return true, outage
 	case p.dpErr != nil:
 		return true, p.dpErr.Error()
 	case p.bgpErr != nil:
@@ -218,8 +230,42 @@ func (a *Agent) degraded(p *pass) (bool, string) {
 			}
 		}
 		return true, strings.Join(ws, "; ")
+	case outage != "":
+		return true, outage
 	}
 	return false, ""
+}
+
+// apiOutageShown is how long the gateway still reports Degraded about an
+// API server outage once it is over: nothing could be written during it,
+// so this is how the operator learns that one happened.
+const apiOutageShown = 5 * time.Minute
+
+// apiOutages remembers this agent's last API server outage, as seen by
+// its reconcile passes (one runs at every change of reachability).
+type apiOutages struct {
+	since              time.Time // start of the ongoing one; zero while reachable
+	lastStart, lastEnd time.Time // the last one that ended
+}
+
+// observe records the reachability seen at now and returns what to
+// report: the ongoing outage, one that ended less than apiOutageShown
+// ago, or "".
+func (o *apiOutages) observe(reachable bool, now time.Time) (msg string, ongoing bool) {
+	if !reachable {
+		if o.since.IsZero() {
+			o.since = now
+		}
+		return "API server unreachable: keeping the last applied state", true
+	}
+	if !o.since.IsZero() {
+		o.lastStart, o.lastEnd, o.since = o.since, now, time.Time{}
+	}
+	if o.lastEnd.IsZero() || now.Sub(o.lastEnd) >= apiOutageShown {
+		return "", false
+	}
+	return fmt.Sprintf("API server was unreachable for %s until %s: forwarding kept the last applied state",
+		o.lastEnd.Sub(o.lastStart).Round(time.Second), o.lastEnd.UTC().Format(time.RFC3339)), false
 }
 
 func (a *Agent) reachResult(ip netip.Addr) (ReachResult, bool) {

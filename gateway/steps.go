@@ -279,7 +279,11 @@ func (s reportStep) run(ctx context.Context, p *pass) {
 	a.last = report
 	a.notices.log(a.log, report)
 	a.deps.Metrics.observeReport(report)
-	if a.deps.Sink != nil {
+	switch {
+	case a.pub != nil:
+		a.pub.offer(report)
+	case a.deps.Sink != nil:
+		// Not running (a pass called directly): write it in the pass.
 		if err := a.deps.Sink.Publish(ctx, report); err != nil {
 			a.log.Warn("publish status", zap.String("event", "statusPublishFailed"), zap.Error(err))
 		}

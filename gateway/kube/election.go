@@ -98,15 +98,23 @@ func (e *Election) AcquireNow(k gateway.SegmentKey, against string) {
 	}
 }
 
-// FastRenew switches k's renewals to the fast period and back.
+// FastRenew switches k's renewals to the fast period and back; switched
+// on, it renews at once (the grant K may be about to lapse).
 func (e *Election) FastRenew(k gateway.SegmentKey, on bool) {
 	el := e.elector(k)
 	if el == nil {
 		return
 	}
 	el.mu.Lock()
+	start := on && !el.fast
 	el.fast = on
 	el.mu.Unlock()
+	if start {
+		select {
+		case el.poke <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // NewElection returns an Election for identity (the node name). onChange is
@@ -331,7 +339,11 @@ func (e *Election) run(ctx context.Context, el *elector) {
 			// Our own renewals change the Lease and come back as pokes:
 			// a holder that renewed just now has nothing to do.
 			el.mu.Lock()
-			recent := el.state.Held && el.earlyAgainst == "" && time.Since(el.state.RenewedAt) < t.RetryPeriod/2
+			period := t.RetryPeriod
+			if el.fast && e.fastPeriod > 0 {
+				period = e.fastPeriod
+			}
+			recent := el.state.Held && el.earlyAgainst == "" && time.Since(el.state.RenewedAt) < period/2
 			el.mu.Unlock()
 			if !recent {
 				e.attempt(ctx, el)

@@ -149,15 +149,28 @@ func (a *APIServer) Stop() error {
 	return a.stopLocked()
 }
 
-func (a *APIServer) stopLocked() error {
+func (a *APIServer) stopLocked() error { return a.endLocked(syscall.SIGTERM) }
+
+// Kill ends the process with SIGKILL, as a crash or an OOM kill does: no
+// graceful shutdown, its port refuses connections at once; etcd keeps
+// running. Start runs it again.
+func (a *APIServer) Kill() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.endLocked(syscall.SIGKILL)
+}
+
+// endLocked sends sig and waits for the process to be gone (SIGKILL after
+// 20 s).
+func (a *APIServer) endLocked(sig syscall.Signal) error {
 	if a.down {
 		return nil
 	}
 	if err := a.resumeLocked(); err != nil {
 		return err
 	}
-	if err := syscall.Kill(a.pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("SIGTERM kube-apiserver %d: %w", a.pid, err)
+	if err := syscall.Kill(a.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("%v kube-apiserver %d: %w", sig, a.pid, err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for !a.exited() {
