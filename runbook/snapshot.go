@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/internal/verify"
 )
 
 // VMIKind is the KubeVirt VirtualMachineInstance kind, read as unstructured
@@ -253,13 +254,7 @@ func gatewaySegment(gw *nbv1.BridgeGateway, ref SegmentRef) *nbv1.GatewaySegment
 }
 
 func gatewayEndpoint(gw *nbv1.BridgeGateway, namespace, name string) *nbv1.GatewayEndpointStatus {
-	for i := range gw.Status.Endpoints {
-		ep := &gw.Status.Endpoints[i]
-		if ep.Namespace == namespace && ep.Name == name {
-			return ep
-		}
-	}
-	return nil
+	return verify.GatewayEndpoint(gw, namespace, name)
 }
 
 // EndpointsOfVM are the BridgeEndpoints the controller derived from a VMI.
@@ -344,48 +339,13 @@ func endpointSegment(ep *nbv1.BridgeEndpoint) SegmentRef {
 
 // HostPrefix turns an IP (or an address with a prefix length, as some plans
 // write them) into the host route the gateway advertises: /32 or /128.
-func HostPrefix(ip string) (netip.Prefix, error) {
-	s := strings.TrimSpace(ip)
-	if i := strings.IndexByte(s, '/'); i >= 0 {
-		s = s[:i]
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("ip %q: %w", ip, err)
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
+func HostPrefix(ip string) (netip.Prefix, error) { return verify.HostPrefix(ip) }
 
 // hostPrefixes converts IPs, skipping (and reporting) unparsable ones.
-func hostPrefixes(ips []string) ([]string, []string) {
-	var out, bad []string
-	for _, ip := range ips {
-		p, err := HostPrefix(ip)
-		if err != nil {
-			bad = append(bad, ip)
-			continue
-		}
-		out = append(out, p.String())
-	}
-	return out, bad
-}
+func hostPrefixes(ips []string) ([]string, []string) { return verify.HostPrefixes(ips) }
 
 // advertisedSet normalises a gateway's advertised list.
-func advertisedSet(gw *nbv1.BridgeGateway) map[string]bool {
-	set := map[string]bool{}
-	if gw == nil {
-		return set
-	}
-	for _, a := range gw.Status.Advertised {
-		if p, err := netip.ParsePrefix(strings.TrimSpace(a)); err == nil {
-			set[netip.PrefixFrom(p.Addr().Unmap(), p.Bits()).String()] = true
-		} else {
-			set[a] = true
-		}
-	}
-	return set
-}
+func advertisedSet(gw *nbv1.BridgeGateway) map[string]bool { return verify.AdvertisedSet(gw) }
 
 // vmIPs are a VM's IPs: its endpoints' when the controller derived them,
 // else the VMI's own.

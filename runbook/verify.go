@@ -2,11 +2,11 @@ package runbook
 
 import (
 	"fmt"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/types"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/internal/verify"
 )
 
 // VerifyReport is what `netbridgectl verify` prints.
@@ -33,9 +33,9 @@ type VerifyRow struct {
 }
 
 const (
-	verdictOK  = "ok"
-	verdictNo  = "NO"
-	notChecked = "-"
+	verdictOK  = string(verify.OK)
+	verdictNo  = string(verify.No)
+	notChecked = string(verify.NotChecked)
 )
 
 // Verify checks the Active endpoints of the targets: VMs named must be
@@ -121,68 +121,11 @@ func verifyEndpoint(s *Snapshot, ep *nbv1.BridgeEndpoint) VerifyRow {
 	for _, ref := range s.Refusals(ep.Namespace, ep.Name) {
 		problem("%s (on %s)", ref, ref.Gateway)
 	}
-	if row.Gateway == "" {
-		problem("segment %s has no active gateway", ref)
-		row.OK = false
-		return row
-	}
-	gw := s.Gateway(row.Gateway)
-	if gw == nil {
-		problem("active gateway %s has no BridgeGateway status", row.Gateway)
-		return row
-	}
-	gep := gatewayEndpoint(gw, ep.Namespace, ep.Name)
-	if gep == nil {
-		problem("active gateway %s does not list this endpoint (not programmed yet?)", row.Gateway)
-		return row
-	}
-
-	prefixes, bad := hostPrefixes(ep.Spec.IPs)
-	if len(bad) > 0 {
-		problem("unparsable IPs %s", strings.Join(bad, ", "))
-	}
-	adv := advertisedSet(gw)
-	var missing []string
-	for _, p := range prefixes {
-		if !adv[p] {
-			missing = append(missing, p)
-		}
-	}
-	switch {
-	case !gep.Advertised:
-		row.Route = verdictNo
-		problem("route not advertised by %s", row.Gateway)
-	case len(missing) > 0:
-		row.Route = verdictNo
-		problem("%s not in %s's advertised prefixes", strings.Join(missing, ", "), row.Gateway)
-	case len(prefixes) == 0:
-		row.Route = verdictNo
-		problem("endpoint has no IPs to advertise")
-	default:
-		row.Route = verdictOK
-	}
-	if gep.FDBProgrammed {
-		row.FDB = verdictOK
-	} else {
-		row.FDB = verdictNo
-		mac := ep.Spec.MAC
-		if mac == "" {
-			mac = gep.MAC
-		}
-		problem("FDB entry for %s → %s not programmed on %s", mac, ep.Spec.VTEP, row.Gateway)
-	}
-	if gep.Reachable {
-		row.ARP = verdictOK
-	} else {
-		row.ARP = verdictNo
-		msg := fmt.Sprintf("VM did not answer ARP across the segment from %s", row.Gateway)
-		if gep.LastProbe != nil {
-			msg += " (last probe " + gep.LastProbe.UTC().Format("15:04:05") + ")"
-		}
-		problem("%s", msg)
-	}
-	if gep.Message != "" && len(row.Problems) > 0 {
-		problem("gateway says: %s", gep.Message)
+	res := verify.Endpoint(verify.Input{Endpoint: ep, Segment: ref.String(), ActiveGateway: row.Gateway, Gateway: s.Gateway(row.Gateway)})
+	row.Route, row.FDB, row.ARP = string(res.Route), string(res.FDB), string(res.ARP)
+	row.Problems = append(row.Problems, res.Problems...)
+	if res.GatewayMessage != "" && len(row.Problems) > 0 {
+		problem("gateway says: %s", res.GatewayMessage)
 	}
 	row.OK = len(row.Problems) == 0
 	return row

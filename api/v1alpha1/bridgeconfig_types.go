@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -43,6 +45,7 @@ type UplinkSpec struct {
 }
 
 // Segment is one legacy VLAN stretched to one VXLAN VNI.
+// +kubebuilder:validation:XValidation:rule="!(has(self.autoActivate) && self.autoActivate && has(self.cutoverPolicy) && self.cutoverPolicy == 'AfterMigration')",message="segments[]: autoActivate activates every VM at once, cutoverPolicy AfterMigration waits for Forklift: set one of them"
 // +kubebuilder:validation:XValidation:rule="!has(self.gatewayAddress) || !isCIDR(self.gatewayAddress) || self.subnets.exists(s, isCIDR(s) && cidr(s).prefixLength() == cidr(self.gatewayAddress).prefixLength() && cidr(s).containsIP(cidr(self.gatewayAddress).ip()))",message="segments[].gatewayAddress must be an address inside one of segments[].subnets, with that subnet's prefix length"
 type Segment struct {
 	// Name is unique within the BridgeConfig (DNS-1123 label).
@@ -112,6 +115,43 @@ type Segment struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="segments[].networkAttachmentName must be a DNS-1123 subdomain (lower case letters, digits, '-', '.')"
 	// +optional
 	NetworkAttachmentName string `json:"networkAttachmentName,omitempty"`
+	// CutoverPolicy says who activates this segment's VMs: Manual (the
+	// default: the netbridge.io/cutover annotation, set by netbridgectl
+	// cutover or a person) or AfterMigration (the controller activates a
+	// VM created by a Forklift Plan once its Migration reports the VM
+	// migrated and the VMI runs, and rolls it back when verify's checks do
+	// not pass within verifyTimeout). Empty is Manual.
+	// +optional
+	CutoverPolicy CutoverPolicy `json:"cutoverPolicy,omitempty"`
+	// VerifyTimeout bounds, under cutoverPolicy AfterMigration, the time
+	// from the automatic activation until verify's checks (route, FDB,
+	// ARP reachability) pass; past it the VM is rolled back (default 60s).
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5s') && duration(self) <= duration('1h')",message="segments[].verifyTimeout must be between 5s and 1h"
+	// +optional
+	VerifyTimeout *metav1.Duration `json:"verifyTimeout,omitempty"`
+}
+
+// CutoverPolicy says who activates a segment's VMs.
+// +kubebuilder:validation:Enum=Manual;AfterMigration
+type CutoverPolicy string
+
+const (
+	// CutoverManual: a VM is activated by its cutover annotation only.
+	CutoverManual CutoverPolicy = "Manual"
+	// CutoverAfterMigration: the controller activates a VM when Forklift
+	// reports its migration succeeded and the VMI is Running.
+	CutoverAfterMigration CutoverPolicy = "AfterMigration"
+)
+
+// DefaultVerifyTimeout is segments[].verifyTimeout when unset.
+const DefaultVerifyTimeout = 60 * time.Second
+
+// VerifyTimeoutOrDefault is the segment's verifyTimeout, or the default.
+func (s *Segment) VerifyTimeoutOrDefault() time.Duration {
+	if s.VerifyTimeout == nil || s.VerifyTimeout.Duration <= 0 {
+		return DefaultVerifyTimeout
+	}
+	return s.VerifyTimeout.Duration
 }
 
 // SecretKeyRef names a key of a Secret in the netbridge namespace.

@@ -211,6 +211,14 @@ func invalidCases() []invalidCase {
 		{"bad_segment_name", "name must be a DNS-1123", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].Name = "App_VLAN" }},
 		{"bad_network_attachment_name", "networkAttachmentName must be a DNS-1123 subdomain", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].NetworkAttachmentName = "Legacy_App" }},
 		{"network_attachment_name_dot_end", "networkAttachmentName must be a DNS-1123 subdomain", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].NetworkAttachmentName = "legacy." }},
+		{"bad_cutover_policy", "spec.segments[0].cutoverPolicy", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].CutoverPolicy = "Automatic" }},
+		{"verify_timeout_1s", "verifyTimeout must be between 5s and 1h", func(b *nbv1.BridgeConfig) {
+			b.Spec.Segments[0].VerifyTimeout = &metav1.Duration{Duration: time.Second}
+		}},
+		{"auto_activate_and_after_migration", "set one of them", func(b *nbv1.BridgeConfig) {
+			b.Spec.Segments[0].AutoActivate = true
+			b.Spec.Segments[0].CutoverPolicy = nbv1.CutoverAfterMigration
+		}},
 		{"bad_cidr", "subnets must be CIDRs", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].Subnets = []string{"10.20.300.0/24"} }},
 		{"bad_cidr_v6", "subnets must be CIDRs", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].Subnets = []string{"2001:db8::/129"} }},
 		{"no_subnet", "spec.segments[0].subnets", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].Subnets = nil }},
