@@ -408,6 +408,11 @@ func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachabili
 			return err
 		}
 	}
+	if c.Forklift {
+		if err := setupAutoCutover(mgr, c, api, log); err != nil {
+			return err
+		}
+	}
 	if c.NetworkAttachments {
 		return setupNetworkAttachments(mgr, c, m, api, log, m2c)
 	}

@@ -34,7 +34,7 @@ const (
 
 // managedConditions are the endpoint condition types this controller owns;
 // any other type found on an endpoint is left alone.
-var managedConditions = []string{nbv1.ConditionConflict, nbv1.ConditionRejected, nbv1.ConditionAdvertised, nbv1.ConditionReachable, nbv1.ConditionDegraded, nbv1.ConditionNodeNotReady}
+var managedConditions = []string{nbv1.ConditionConflict, nbv1.ConditionRejected, nbv1.ConditionAdvertised, nbv1.ConditionReachable, nbv1.ConditionDegraded, nbv1.ConditionNodeNotReady, nbv1.ConditionAutoCutover}
 
 // GatewayView is what the segment's active gateway reports about endpoints.
 type GatewayView struct {
@@ -187,6 +187,9 @@ func PlanSegment(in SegmentInput) SegmentPlan {
 			c.desired.Spec.State = nbv1.StateActive // rollback is still honoured
 		}
 		c.conds = append(c.conds, gatewayConditions(in.Gateway, c.desired)...)
+		if cond := autoCutoverCondition(c.vmi); cond != nil {
+			c.conds = append(c.conds, *cond)
+		}
 		if cond := nodeNotReady(in, c.desired); cond != nil {
 			c.conds = append(c.conds, *cond)
 		}

@@ -2,7 +2,6 @@ package runbook
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
+	"github.com/netbridge-io/netbridge/controller/kubevirt"
 )
 
 // Progress is where one VM's cutover stands.
@@ -171,19 +171,7 @@ func orNone(s string) string {
 // SetCutover writes the cutover annotation on a VMI with a merge patch, which
 // touches nothing else of the object (KubeVirt owns the rest of it).
 func SetCutover(ctx context.Context, c client.Client, vm types.NamespacedName, value string) error {
-	u := &unstructured.Unstructured{}
-	u.SetGroupVersionKind(VMIKind)
-	u.SetNamespace(vm.Namespace)
-	u.SetName(vm.Name)
-	patch, err := json.Marshal(map[string]interface{}{
-		"metadata": map[string]interface{}{
-			"annotations": map[string]string{nbv1.AnnotationCutover: value},
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("cutover patch for %s: %w", vm, err)
-	}
-	if err := c.Patch(ctx, u, client.RawPatch(types.MergePatchType, patch)); err != nil {
+	if err := kubevirt.PatchAnnotations(ctx, c, vm, map[string]string{nbv1.AnnotationCutover: value}); err != nil {
 		return fmt.Errorf("set %s=%s on virtualmachineinstance %s: %w", nbv1.AnnotationCutover, value, vm, err)
 	}
 	return nil
