@@ -14,7 +14,7 @@ func TestMigrationFields(t *testing.T) {
 			map[string]any{"id": "vm-1", "name": "App01", "newName": "app01", "phase": "Completed", "completed": "2026-12-02T05:00:00Z",
 				"conditions": []any{map[string]any{"type": "Succeeded", "status": "True", "category": "Advisory"}}},
 			map[string]any{"id": "vm-2", "name": "app02", "phase": "Completed", "completed": "2026-12-02T05:01:00Z",
-				"error": map[string]any{"phase": "CopyDisks", "reasons": []any{"disk copy failed", "timeout"}},
+				"error":      map[string]any{"phase": "CopyDisks", "reasons": []any{"disk copy failed", "timeout"}},
 				"conditions": []any{map[string]any{"type": "Failed", "status": "True"}}},
 			map[string]any{"id": "vm-3", "name": "app03", "phase": "CopyDisks",
 				"conditions": []any{map[string]any{"type": "Succeeded", "status": "False"}}},
