@@ -114,8 +114,9 @@ type Config struct {
 	NodeReadiness bool
 	// Forklift makes VMIs created by a Forklift (MTV) Plan join the
 	// segment whose NAD the Plan's NetworkMap maps their network to,
-	// without the segment label. Needs NetworkAttachments and Forklift's
-	// CRDs; Plans and NetworkMaps are only read.
+	// without the segment label, and runs cutoverPolicy AfterMigration
+	// from Forklift Migrations. Needs NetworkAttachments and Forklift's
+	// CRDs; Plans, NetworkMaps and Migrations are only read.
 	Forklift bool
 }
 

@@ -109,7 +109,7 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&c.APIProbeTimeout, "api-probe-timeout", 2*time.Second, "timeout of one /readyz probe (a hung API server fails it)")
 	f.BoolVar(&c.NetworkAttachments, "network-attachments", false, "create a Multus NetworkAttachmentDefinition per segment in every namespace it allows (needs Multus's CRD)")
 	f.BoolVar(&c.NodeReadiness, "node-readiness", false, "label nodes netbridge.io/segment.<bridgeconfig>.<segment>=ready from their agents' reports, and report endpoints on nodes without it")
-	f.BoolVar(&c.Forklift, "forklift", false, "VMIs created by a Forklift (MTV) Plan join the segment whose NAD the Plan's NetworkMap maps their network to (needs --network-attachments and Forklift's CRDs)")
+	f.BoolVar(&c.Forklift, "forklift", false, "VMIs created by a Forklift (MTV) Plan join the segment whose NAD the Plan's NetworkMap maps their network to, and segments with cutoverPolicy AfterMigration cut them over when their Migration completes (needs --network-attachments and Forklift's CRDs)")
 	cli.Setup(cmd)
 	return cmd
 }
