@@ -218,15 +218,6 @@ func setupAutoCutover(mgr manager.Manager, c Config, api *kubeclient.Reachabilit
 	}
 	ar := &autoCutoverReconciler{client: mgr.GetClient(), namespace: c.Namespace, recorder: mgr.GetEventRecorder("netbridge-controller"),
 		log: log.WithName("autocutover"), now: c.Now}
-	ac, err := ctrlcontroller.New("netbridge-autocutover", mgr, ctrlcontroller.Options{
-		Reconciler:              ar,
-		MaxConcurrentReconciles: 2,
-		RateLimiter:             retryLimiter[reconcile.Request](c),
-		SkipNameValidation:      ptr.To(true),
-	})
-	if err != nil {
-		return fmt.Errorf("new auto-cutover controller: %w", err)
-	}
 	cch := mgr.GetCache()
 	self := func(_ context.Context, o client.Object) []reconcile.Request {
 		if o.GetLabels()[forklift.LabelPlan] == "" {
@@ -265,9 +256,25 @@ func setupAutoCutover(mgr manager.Manager, c Config, api *kubeclient.Reachabilit
 	if api != nil {
 		watches = append(watches, onAPIReturn(api, log, "autocutover", func(ctx context.Context) []reconcile.Request { return forkliftVMIs(ctx, nil) }))
 	}
+	return addRequestController(mgr, c, "netbridge-autocutover", ar, watches)
+}
+
+// addRequestController adds a controller keyed by object name, with the
+// retry bounds of c and two workers, and starts its watches.
+func addRequestController(mgr manager.Manager, c Config, name string, r reconcile.Reconciler, watches []source.TypedSource[reconcile.Request]) error {
+	ctl, err := ctrlcontroller.New(name, mgr, ctrlcontroller.Options{
+		Reconciler:              r,
+		MaxConcurrentReconciles: 2,
+		RateLimiter:             retryLimiter[reconcile.Request](c),
+		// Several managers run in one test process.
+		SkipNameValidation: ptr.To(true),
+	})
+	if err != nil {
+		return fmt.Errorf("new controller %s: %w", name, err)
+	}
 	for _, w := range watches {
-		if err := ac.Watch(w); err != nil {
-			return fmt.Errorf("auto-cutover controller watch: %w", err)
+		if err := ctl.Watch(w); err != nil {
+			return fmt.Errorf("controller %s watch: %w", name, err)
 		}
 	}
 	return nil
