@@ -7,6 +7,7 @@ import (
 
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
@@ -139,7 +140,8 @@ func (r *autoCutoverReconciler) observeEndpoints(ctx context.Context, in *AutoCu
 		}
 		res := verify.Endpoint(verify.Input{Endpoint: ep, Segment: key.String(), ActiveGateway: holder, Gateway: gw,
 			SkipRoute: !hostRoutesExpected(bc, seg)})
-		in.Endpoints = append(in.Endpoints, AutoCutoverEndpoint{Name: ep.Name, State: ep.Spec.State, Check: res})
+		refused := meta.IsStatusConditionTrue(ep.Status.Conditions, nbv1.ConditionConflict) || meta.IsStatusConditionTrue(ep.Status.Conditions, nbv1.ConditionRejected)
+		in.Endpoints = append(in.Endpoints, AutoCutoverEndpoint{Name: ep.Name, State: ep.Spec.State, Check: res, Refused: refused})
 	}
 	return nil
 }

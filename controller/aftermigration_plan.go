@@ -37,6 +37,9 @@ type AutoCutoverEndpoint struct {
 	Name  string
 	State nbv1.CutoverState
 	Check verify.Result
+	// Refused: the endpoint has a Conflict or Rejected condition; such a
+	// VM is never activated (the condition already says why).
+	Refused bool
 }
 
 // AutoCutoverAction is what to write: the cutover annotation (the same
@@ -63,6 +66,11 @@ func PlanAutoCutover(in AutoCutoverInput) AutoCutoverAction {
 	if in.Record == nil {
 		if !in.AfterMigration || cutover != "" || in.VM == nil || !in.VM.Done() || v.Status.Phase != "Running" || len(in.Endpoints) == 0 {
 			return a
+		}
+		for _, ep := range in.Endpoints {
+			if ep.Refused {
+				return a
+			}
 		}
 		deadline := in.Now.Add(in.VerifyTimeout)
 		a.Cutover = nbv1.CutoverActive

@@ -48,6 +48,8 @@ func TestPlanAutoCutover(t *testing.T) {
 		{name: "no migration lists the VM", in: AutoCutoverInput{VMI: vmi("Running", ""), AfterMigration: true, Endpoints: staged, Now: t0}},
 		{name: "VMI not running yet", in: AutoCutoverInput{VMI: vmi("Scheduled", ""), AfterMigration: true, VM: done, Endpoints: staged, Now: t0}},
 		{name: "no endpoint yet", in: AutoCutoverInput{VMI: vmi("Running", ""), AfterMigration: true, VM: done, Now: t0}},
+		{name: "refused endpoint (namespace not allowed, conflict): never activated", in: AutoCutoverInput{VMI: vmi("Running", ""), AfterMigration: true, VM: done,
+			Endpoints: []AutoCutoverEndpoint{{Name: "app01-legacy", State: nbv1.StateStaged, Refused: true}}, Now: t0}},
 		{name: "a person's cutover annotation wins", in: AutoCutoverInput{VMI: vmi("Running", nbv1.CutoverRollback), AfterMigration: true, VM: done, Endpoints: staged, Now: t0}},
 		{name: "migrated and running: activate", in: AutoCutoverInput{VMI: vmi("Running", ""), AfterMigration: true, VerifyTimeout: 60 * time.Second,
 			Migration: "mtv/run1", VM: done, Endpoints: staged, Now: t0},
