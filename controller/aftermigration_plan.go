@@ -60,8 +60,7 @@ func PlanAutoCutover(in AutoCutoverInput) AutoCutoverAction {
 	v := in.VMI
 	cutover := strings.ToLower(strings.TrimSpace(v.Annotations[nbv1.AnnotationCutover]))
 	event := func(typ, reason, msg string) *Event {
-		return &Event{Regarding: corev1.ObjectReference{APIVersion: kubevirt.GroupVersion.String(), Kind: kubevirt.VMIGVK.Kind,
-			Namespace: v.Namespace, Name: v.Name, UID: v.UID}, Type: typ, Reason: reason, Message: msg}
+		return &Event{Regarding: vmiRef(v), Type: typ, Reason: reason, Message: msg}
 	}
 	if in.Record == nil {
 		if !in.AfterMigration || cutover != "" || in.VM == nil || !in.VM.Done() || v.Status.Phase != "Running" || len(in.Endpoints) == 0 {
