@@ -5,13 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/containernetworking/cni/libcni"
 	cni100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap/zaptest"
@@ -20,6 +17,7 @@ import (
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/controller"
+	"github.com/netbridge-io/netbridge/internal/cniattach"
 	"github.com/netbridge-io/netbridge/internal/netnstest"
 	"github.com/netbridge-io/netbridge/internal/testenv"
 	"github.com/netbridge-io/netbridge/vlan"
@@ -29,14 +27,11 @@ import (
 // hack/cni.sh and returns their folder. A failed build fails the test.
 func cniBinDir(t *testing.T) string {
 	t.Helper()
-	cmd := exec.Command("bash", filepath.Join(testenv.RepoRoot(), "hack", "cni.sh"))
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	dir, err := cniattach.BuildPlugins(context.Background(), testenv.RepoRoot())
 	if err != nil {
-		t.Fatalf("build the CNI bridge plugin with hack/cni.sh: %v: %s", err, stderr.String())
+		t.Fatal(err)
 	}
-	return strings.TrimSpace(string(out))
+	return dir
 }
 
 // TestBridgeCNIAttachesVMThroughNAD runs the real bridge CNI plugin with
@@ -104,35 +99,19 @@ func TestBridgeCNIAttachesVMThroughNAD(t *testing.T) {
 
 	// Multus: libcni with the NAD's config as it stands, the pod's netns,
 	// the K8S_* args, the network selection's "mac" as capability arg.
-	netConf, err := libcni.NetworkPluginConfFromBytes([]byte(confJSON))
+	plugin := cniattach.Plugin{BinDir: binDir, CacheDir: t.TempDir(), NodeNetNS: node.Name}
+	att, res, err := plugin.Add(ctx, confJSON, cniattach.Pod{
+		Namespace: "t16c-vms", Name: "virt-launcher-vm1-abcde", UID: "0e4f6a2c", ContainerID: "t16c-virt-launcher-vm1",
+		NetNS: "/run/netns/" + vm.Name, IfName: "net1", MAC: vmMAC,
+	})
 	if err != nil {
-		t.Fatalf("NAD config is not a CNI config: %v", err)
-	}
-	cninet := libcni.NewCNIConfigWithCacheDir([]string{binDir}, t.TempDir(), nil)
-	rt := &libcni.RuntimeConf{
-		ContainerID: "t16c-virt-launcher-vm1",
-		NetNS:       "/run/netns/" + vm.Name,
-		IfName:      "net1",
-		Args: [][2]string{{"IgnoreUnknown", "true"}, {"K8S_POD_NAMESPACE", "t16c-vms"},
-			{"K8S_POD_NAME", "virt-launcher-vm1-abcde"}, {"K8S_POD_INFRA_CONTAINER_ID", "t16c-virt-launcher-vm1"}, {"K8S_POD_UID", "0e4f6a2c"}},
-		CapabilityArgs: map[string]any{"mac": vmMAC},
-	}
-	var res *cni100.Result
-	if err := node.Do(func() error {
-		r, err := cninet.AddNetwork(ctx, netConf, rt)
-		if err != nil {
-			return err
-		}
-		res, err = cni100.NewResultFromResult(r)
-		return err
-	}); err != nil {
-		t.Fatalf("CNI ADD: %v", err)
+		t.Fatal(err)
 	}
 	t.Logf("CNI ADD result: %+v", res.Interfaces)
 	delDone := false
 	t.Cleanup(func() {
 		if !delDone {
-			_ = node.Do(func() error { return cninet.DelNetwork(ctx, netConf, rt) })
+			_ = att.Del(ctx)
 		}
 	})
 
@@ -184,8 +163,8 @@ func TestBridgeCNIAttachesVMThroughNAD(t *testing.T) {
 
 	// DEL, as Multus on pod deletion: the attachment goes, the node
 	// agent's bridge and VXLAN device stay.
-	if err := node.Do(func() error { return cninet.DelNetwork(ctx, netConf, rt) }); err != nil {
-		t.Fatalf("CNI DEL: %v", err)
+	if err := att.Del(ctx); err != nil {
+		t.Fatal(err)
 	}
 	delDone = true
 	if _, err := node.Handle.LinkByName(hostPort); err == nil {

@@ -72,6 +72,12 @@ type Options struct {
 	// GatewayFlags are extra netbridge-gateway flags of the gateway role,
 	// after the lab's own (the last one of a flag wins).
 	GatewayFlags []string
+	// AttachVMsThroughNAD attaches the lab's VMs as Multus would: the
+	// controller runs with --network-attachments (the NAD CRD installed),
+	// and each VM gets its link from CNI ADD of the real bridge plugin
+	// with the NAD's config and its preserved MAC (AttachVMsThroughNAD),
+	// instead of the lab's own veth into the segment bridge.
+	AttachVMsThroughNAD bool
 }
 
 // Env is a running lab: namespaces, FRR, API server, netbridge processes.
@@ -90,6 +96,7 @@ type Env struct {
 	logf         func(string, ...any)
 	ipv6         bool
 	gatewayFlags []string
+	nadAttach    bool
 	proxy        net.Listener
 	mu           sync.Mutex
 	procs        map[string]*exec.Cmd
@@ -115,13 +122,18 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
+	if o.IPv6 && o.AttachVMsThroughNAD {
+		// EnableIPv6 addresses the VMs' links, which CNI makes later.
+		return nil, fmt.Errorf("e2e options: IPv6 with AttachVMsThroughNAD is not supported")
+	}
 	if o.StateDir == "" {
 		if o.StateDir, err = os.MkdirTemp("", "netbridge-e2e-"+o.Prefix+"-"); err != nil {
 			return nil, err
 		}
 	}
 	e = &Env{Lab: labnet.New(o.Prefix, o.StateDir), BinDir: o.BinDir, StateDir: o.StateDir, logf: o.Logf, ipv6: o.IPv6, procs: map[string]*exec.Cmd{},
-		gatewayFlags: o.GatewayFlags}
+		gatewayFlags: o.GatewayFlags, nadAttach: o.AttachVMsThroughNAD}
+	e.Lab.VMLinksByCNI = o.AttachVMsThroughNAD
 	defer func() {
 		if err != nil {
 			e.Down()
@@ -143,14 +155,18 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 		}
 	}
 	o.Logf("lab %s: topology up in %s; starting kube-apiserver + etcd", o.Prefix, time.Since(t0).Round(time.Millisecond))
-	e.Kube, err = testenv.StartEnv(testenv.Options{ExtraCRDPaths: []string{testenv.KubeVirtCRDPath()}})
+	crds, crdNames := []string{testenv.KubeVirtCRDPath()}, []string{testenv.KubeVirtVMICRDName}
+	if e.nadAttach {
+		crds, crdNames = append(crds, testenv.MultusNADCRDPath()), append(crdNames, testenv.MultusNADCRDName)
+	}
+	e.Kube, err = testenv.StartEnv(testenv.Options{ExtraCRDPaths: crds})
 	if err != nil {
 		return e, err
 	}
 	e.Client = e.Kube.Client
 	e.HostKubeconfig = e.Kube.Kubeconfig
-	if err := testenv.WaitCRDsEstablished(ctx, e.Client, testenv.KubeVirtVMICRDName,
-		"bridgeconfigs.netbridge.io", "bridgeendpoints.netbridge.io", "bridgegateways.netbridge.io"); err != nil {
+	if err := testenv.WaitCRDsEstablished(ctx, e.Client, append(crdNames,
+		"bridgeconfigs.netbridge.io", "bridgeendpoints.netbridge.io", "bridgegateways.netbridge.io")...); err != nil {
 		return e, err
 	}
 	if err := e.startProxy(); err != nil {
@@ -190,7 +206,11 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 			}
 		}
 	}
-	if err := e.Lab.AttachVMs(Bridge, 60*time.Second); err != nil {
+	if e.nadAttach {
+		if err := e.AttachVMsThroughNAD(ctx, 60*time.Second); err != nil {
+			return e, err
+		}
+	} else if err := e.Lab.AttachVMs(Bridge, 60*time.Second); err != nil {
 		return e, fmt.Errorf("%w (node agents did not create %s; see %s)", err, Bridge, e.LogPath("node1"))
 	}
 	o.Logf("lab %s: up in %s", o.Prefix, time.Since(t0).Round(time.Millisecond))
@@ -431,8 +451,12 @@ func (e *Env) DeleteVMI(ctx context.Context, name string) error {
 
 // StartController runs netbridge-controller in the host namespace.
 func (e *Env) StartController() error {
-	return e.startHost("controller", e.Bin("netbridge-controller"), "--kubeconfig", e.HostKubeconfig, "--namespace", SystemNamespace,
-		"--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0")
+	args := []string{"--kubeconfig", e.HostKubeconfig, "--namespace", SystemNamespace,
+		"--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0"}
+	if e.nadAttach {
+		args = append(args, "--network-attachments")
+	}
+	return e.startHost("controller", e.Bin("netbridge-controller"), args...)
 }
 
 func (e *Env) startHost(name, bin string, args ...string) error {

@@ -36,7 +36,7 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	o := &cliOptions{stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:   "netbridgectl",
-		Short: "Cutover runbook for netbridge: status, cutover plan/activate/rollback, verify, segment plan/advance/rollback",
+		Short: "Cutover runbook for netbridge: status, cutover plan/activate/rollback, verify, segment plan/advance/rollback, wave (Forklift plans)",
 		Long: `netbridgectl drives the migration of VMs behind netbridge, wave by wave.
 
 Arguments name VMs as NAME (in --namespace) or NAMESPACE/NAME, and segments as
@@ -53,7 +53,7 @@ segment). The cluster is found like kubectl: --kubeconfig, $KUBECONFIG, then
 	pf.StringVar(&o.context, "context", "", "kubeconfig context to use")
 	pf.StringVarP(&o.namespace, "namespace", "n", "default", "namespace of VMs named without one")
 
-	root.AddCommand(o.statusCommand(), o.cutoverCommand(), o.verifyCommand(), o.segmentCommand())
+	root.AddCommand(o.statusCommand(), o.cutoverCommand(), o.verifyCommand(), o.segmentCommand(), o.waveCommand())
 	return root
 }
 
@@ -171,17 +171,7 @@ duplicate address seen. Exits non-zero when a check fails.`,
 				return err
 			}
 			plan := BuildPlan(snap, targets)
-			if err := Render(o.stdout, output, plan); err != nil {
-				return err
-			}
-			if failed := plan.Failed(); len(failed) > 0 {
-				var names []string
-				for _, c := range failed {
-					names = append(names, fmt.Sprintf("%s (%s): %s", c.Name, c.Subject, c.Message))
-				}
-				return fmt.Errorf("%w: preflight: %s", ErrChecksFailed, strings.Join(names, "; "))
-			}
-			return nil
+			return o.printPlan(output, plan, plan)
 		},
 	}
 	addOutputFlag(cmd, &output)
@@ -223,20 +213,45 @@ Fails after --timeout, naming the gateways that still advertise.`
 			for _, t := range targets {
 				vms = append(vms, *t.VM)
 			}
-			run := &Cutover{Client: c, Progress: o.stderr, Timeout: timeout, Interval: interval}
-			results, err := run.Run(cmd.Context(), action, vms)
-			if results != nil {
-				if rerr := Render(o.stdout, output, results); rerr != nil && err == nil {
-					err = rerr
-				}
-			}
-			return err
+			return o.runCutover(cmd.Context(), c, action, vms, timeout, interval, output)
 		},
 	}
-	cmd.Flags().DurationVar(&timeout, "timeout", 60*time.Second, "how long to wait for the gateways")
-	cmd.Flags().DurationVar(&interval, "poll-interval", 500*time.Millisecond, "how often to read the gateways' status")
+	addCutoverFlags(cmd, &timeout, &interval)
 	addOutputFlag(cmd, &output)
 	return cmd
+}
+
+func addCutoverFlags(cmd *cobra.Command, timeout, interval *time.Duration) {
+	cmd.Flags().DurationVar(timeout, "timeout", 60*time.Second, "how long to wait for the gateways")
+	cmd.Flags().DurationVar(interval, "poll-interval", 500*time.Millisecond, "how often to read the gateways' status")
+}
+
+// printPlan renders report (a Plan, or a report embedding it) and fails
+// when plan's preflight did.
+func (o *cliOptions) printPlan(output string, report interface{}, plan Plan) error {
+	if err := Render(o.stdout, output, report); err != nil {
+		return err
+	}
+	if failed := plan.Failed(); len(failed) > 0 {
+		var names []string
+		for _, c := range failed {
+			names = append(names, fmt.Sprintf("%s (%s): %s", c.Name, c.Subject, c.Message))
+		}
+		return fmt.Errorf("%w: preflight: %s", ErrChecksFailed, strings.Join(names, "; "))
+	}
+	return nil
+}
+
+// runCutover runs a Cutover and renders its results, also when it failed.
+func (o *cliOptions) runCutover(ctx context.Context, c client.Client, action string, vms []types.NamespacedName, timeout, interval time.Duration, output string) error {
+	run := &Cutover{Client: c, Progress: o.stderr, Timeout: timeout, Interval: interval}
+	results, err := run.Run(ctx, action, vms)
+	if results != nil {
+		if rerr := Render(o.stdout, output, results); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	return err
 }
 
 func (o *cliOptions) verifyCommand() *cobra.Command {
@@ -253,22 +268,26 @@ func (o *cliOptions) verifyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			report := Verify(snap, targets)
-			if err := Render(o.stdout, output, report); err != nil {
-				return err
-			}
-			if !report.OK {
-				n := 0
-				for _, r := range report.Rows {
-					if !r.OK {
-						n++
-					}
-				}
-				return fmt.Errorf("%w: verify: %d of %d endpoint(s) not OK", ErrChecksFailed, n, len(report.Rows))
-			}
-			return nil
+			return o.printVerify(output, Verify(snap, targets))
 		},
 	}
 	addOutputFlag(cmd, &output)
 	return cmd
+}
+
+// printVerify renders a verify report and fails when a row is not OK.
+func (o *cliOptions) printVerify(output string, report VerifyReport) error {
+	if err := Render(o.stdout, output, report); err != nil {
+		return err
+	}
+	if !report.OK {
+		n := 0
+		for _, r := range report.Rows {
+			if !r.OK {
+				n++
+			}
+		}
+		return fmt.Errorf("%w: verify: %d of %d endpoint(s) not OK", ErrChecksFailed, n, len(report.Rows))
+	}
+	return nil
 }

@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	e, err := testenv.StartEnv(testenv.Options{ExtraCRDPaths: []string{testenv.KubeVirtCRDPath()}})
+	e, err := testenv.StartEnv(testenv.Options{ExtraCRDPaths: []string{testenv.KubeVirtCRDPath(), testenv.ForkliftCRDPath()}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start kube-apiserver:", err)
 		return 1
@@ -53,8 +53,8 @@ func runMain(m *testing.M) int {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := testenv.WaitCRDsEstablished(ctx, e.Client, testenv.KubeVirtVMICRDName,
-		"bridgeconfigs.netbridge.io", "bridgeendpoints.netbridge.io", "bridgegateways.netbridge.io"); err != nil {
+	if err := testenv.WaitCRDsEstablished(ctx, e.Client, append([]string{testenv.KubeVirtVMICRDName,
+		"bridgeconfigs.netbridge.io", "bridgeendpoints.netbridge.io", "bridgegateways.netbridge.io"}, testenv.ForkliftCRDNames()...)...); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -150,12 +150,19 @@ func newFixture(t *testing.T) *fixture {
 // addVM creates a labelled VMI and the endpoint the controller would derive.
 func (f *fixture) addVM(vm, ep, ip, mac string) {
 	f.t.Helper()
+	f.createVM(vm, ep, "eth0", ip, mac, map[string]string{nbv1.LabelSegment: f.seg()})
+}
+
+// createVM creates a VMI with these labels (its IPs in the annotation) and
+// the endpoint of its interface iface on the fixture's segment.
+func (f *fixture) createVM(vm, ep, iface, ip, mac string, labels map[string]string) {
+	f.t.Helper()
 	ctx := context.Background()
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(runbook.VMIKind)
 	u.SetNamespace(f.ns)
 	u.SetName(vm)
-	u.SetLabels(map[string]string{nbv1.LabelSegment: f.seg()})
+	u.SetLabels(labels)
 	u.SetAnnotations(map[string]string{nbv1.AnnotationIPs: ip})
 	u.Object["spec"] = map[string]interface{}{"domain": map[string]interface{}{"devices": map[string]interface{}{}}}
 	must(f.t, f.c.Create(ctx, u))
@@ -164,7 +171,7 @@ func (f *fixture) addVM(vm, ep, ip, mac string) {
 			nbv1.LabelBridgeConfig: f.bc, nbv1.LabelSegmentName: "app",
 		}},
 		Spec: nbv1.BridgeEndpointSpec{
-			BridgeConfig: f.bc, Segment: "app", VMI: vm, Interface: "eth0",
+			BridgeConfig: f.bc, Segment: "app", VMI: vm, Interface: iface,
 			IPs: []string{ip}, MAC: mac, NodeName: "worker-1", VTEP: "192.168.0.11", State: nbv1.StateStaged,
 		},
 	}))

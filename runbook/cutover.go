@@ -223,8 +223,17 @@ func (r *Cutover) Run(ctx context.Context, action string, vms []types.Namespaced
 		if err := r.Client.Get(ctx, vm, u); err != nil {
 			return nil, fmt.Errorf("get virtualmachineinstance %s: %w", vm, err)
 		}
-		if VMIFromUnstructured(u).Segment == "" {
-			return nil, fmt.Errorf("virtualmachineinstance %s has no %s label: not managed by netbridge", vm, nbv1.LabelSegment)
+		if VMIFromUnstructured(u).Segment != "" {
+			continue
+		}
+		// Unlabelled VMIs are managed when the controller derived an
+		// endpoint for them (Forklift Plans' VMIs, through the NetworkMap).
+		derived, err := hasEndpoint(ctx, r.Client, vm)
+		if err != nil {
+			return nil, err
+		}
+		if !derived {
+			return nil, fmt.Errorf("virtualmachineinstance %s has no %s label and no BridgeEndpoint: not managed by netbridge", vm, nbv1.LabelSegment)
 		}
 	}
 	for _, vm := range vms {
@@ -361,4 +370,18 @@ func fdbProgrammed(gw *nbv1.BridgeGateway, ep *nbv1.BridgeEndpoint) bool {
 		}
 	}
 	return false
+}
+
+// hasEndpoint: the controller has derived a BridgeEndpoint for the VMI.
+func hasEndpoint(ctx context.Context, c client.Client, vm types.NamespacedName) (bool, error) {
+	var eps nbv1.BridgeEndpointList
+	if err := c.List(ctx, &eps, client.InNamespace(vm.Namespace)); err != nil {
+		return false, fmt.Errorf("list bridgeendpoints in %s: %w", vm.Namespace, err)
+	}
+	for _, ep := range eps.Items {
+		if ep.Spec.VMI == vm.Name {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -44,6 +44,9 @@ func Render(w io.Writer, format string, report interface{}) error {
 			writeStatus(tw, r)
 		case Plan:
 			writePlan(tw, r)
+		case WavePlan:
+			writeWave(tw, r.Wave)
+			writePlan(tw, r.Plan)
 		case VerifyReport:
 			writeVerify(tw, r)
 		case []Progress:
@@ -204,4 +207,21 @@ func writeSegmentResult(w io.Writer, r SegmentResult) {
 	fmt.Fprintf(w, "%s\t%s\t%s\t%t\t%s\t%.1f\t%s\n", r.Segment, dash(string(r.From)), dash(string(r.To)), r.Changed, result, r.Seconds, r.Message)
 	fmt.Fprintln(w)
 	writeChecks(w, r.Checks)
+}
+
+func writeWave(w io.Writer, wave Wave) {
+	fmt.Fprintf(w, "WAVE %s (uid %s): %d VM(s), %d not migrated\n", wave.Plan, wave.UID, len(wave.VMs), len(wave.NotMigrated()))
+	fmt.Fprintln(w, "PLAN VM\tID\tVMI\tMIGRATED")
+	for _, v := range wave.VMs {
+		name := v.Name
+		if v.Namespace != "" {
+			name = v.Namespace + "/" + name
+		}
+		migrated := "yes"
+		if !v.Migrated {
+			migrated = "no"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", dash(name), dash(v.ID), list(v.VMIs), migrated)
+	}
+	fmt.Fprintln(w)
 }

@@ -52,7 +52,7 @@ func main() {
 		fmt.Printf("[%s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	env, err := e2e.Up(ctx, e2e.Options{Prefix: Prefix, BinDir: binDir, StateDir: *state, Logf: logf})
+	env, err := e2e.Up(ctx, e2e.Options{Prefix: Prefix, BinDir: binDir, StateDir: *state, Logf: logf, AttachVMsThroughNAD: true})
 	cancel()
 	if err != nil {
 		fail(err)

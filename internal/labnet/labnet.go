@@ -78,6 +78,9 @@ type Lab struct {
 	// StateDir holds FRR's config/run folders and process pid files.
 	StateDir string
 	FRRName  string
+	// VMLinksByCNI leaves the VMs' links out of Up: the caller attaches
+	// each VM as Multus would (CNI ADD), then calls ConfigureVM.
+	VMLinksByCNI bool
 }
 
 // New names a lab; nothing is created yet.
@@ -194,6 +197,9 @@ func (l *Lab) Up() error {
 	// VMs: a veth whose node side joins the node's segment bridge once the
 	// node agent has created it (AttachVMs).
 	for _, v := range VMs {
+		if l.VMLinksByCNI {
+			continue
+		}
 		if err := l.veth(v.Name, "eth0", v.Node, "vm-"+v.Name, 1450); err != nil {
 			return err
 		}
@@ -208,6 +214,15 @@ func (l *Lab) Up() error {
 		}
 	}
 	return l.startFRR()
+}
+
+// ConfigureVM gives a VM its static address and route on dev, as its guest
+// keeps them from the legacy side (the CNI config has no IPAM).
+func (l *Lab) ConfigureVM(v VM, dev string) error {
+	if err := l.addr(v.Name, dev, v.IP+"/24"); err != nil {
+		return err
+	}
+	return l.exec(v.Name, "ip", "route", "add", "default", "via", LegacyRouterIP)
 }
 
 // AttachVM enslaves one VM's node-side veth to its node's segment bridge,
