@@ -7,10 +7,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// LabelVMID is the label Forklift puts on the VMs (and so VMIs) it creates:
-// the source VM's id as the Plan lists it (spec.vms[].id).
-const LabelVMID = "vmID"
-
 // PlanVM is one entry of a Plan's spec.vms[] (Forklift's plan.VM, whose
 // inline ref.Ref carries id, name and, for KubeVirt/OpenShift sources, the
 // source namespace).
