@@ -139,17 +139,11 @@ func (r *autoCutoverReconciler) observeEndpoints(ctx context.Context, in *AutoCu
 			}
 		}
 		res := verify.Endpoint(verify.Input{Endpoint: ep, Segment: key.String(), ActiveGateway: holder, Gateway: gw,
-			SkipRoute: !hostRoutesExpected(bc, seg)})
+			Config: bc, Spec: seg})
 		refused := meta.IsStatusConditionTrue(ep.Status.Conditions, nbv1.ConditionConflict) || meta.IsStatusConditionTrue(ep.Status.Conditions, nbv1.ConditionRejected)
 		in.Endpoints = append(in.Endpoints, AutoCutoverEndpoint{Name: ep.Name, State: ep.Spec.State, Check: res, Refused: refused})
 	}
 	return nil
-}
-
-// hostRoutesExpected: the gateways advertise host routes for the segment
-// (phase Routed, BGP configured, advertise.hostRoutes on).
-func hostRoutesExpected(bc *nbv1.BridgeConfig, seg *nbv1.Segment) bool {
-	return seg.Phase == nbv1.PhaseRouted && bc.Spec.BGP != nil && (bc.Spec.Advertise == nil || bc.Spec.Advertise.HostRoutes)
 }
 
 func segmentOf(bc *nbv1.BridgeConfig, name string) *nbv1.Segment {

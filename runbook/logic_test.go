@@ -18,14 +18,18 @@ import (
 var vm1 = types.NamespacedName{Namespace: "wave1", Name: "web1"}
 
 // healthy is one segment dc1.app, active gw-a (programmed, BGP up), standby
-// gw-b, and VM wave1/web1 with one Staged endpoint.
+// gw-b, and VM wave1/web1 with one Staged endpoint. BGP is configured (the
+// peers gw-a reports), so phase Routed advertises host routes.
 func healthy() *runbook.Snapshot {
 	return &runbook.Snapshot{
 		BridgeConfigs: []nbv1.BridgeConfig{{
 			ObjectMeta: metav1.ObjectMeta{Name: "dc1"},
-			Spec: nbv1.BridgeConfigSpec{Segments: []nbv1.Segment{{
-				Name: "app", VLANID: 100, VNI: 10100, Subnets: []string{"10.20.100.0/24"}, Phase: nbv1.PhaseRouted,
-			}}},
+			Spec: nbv1.BridgeConfigSpec{
+				BGP: &nbv1.BGPSpec{LocalASN: 65100, Peers: []nbv1.BGPPeer{{Address: "192.0.2.1", ASN: 65000}, {Address: "192.0.2.2", ASN: 65000}}},
+				Segments: []nbv1.Segment{{
+					Name: "app", VLANID: 100, VNI: 10100, Subnets: []string{"10.20.100.0/24"}, Phase: nbv1.PhaseRouted,
+				}},
+			},
 			Status: nbv1.BridgeConfigStatus{Segments: []nbv1.SegmentStatus{{
 				Name: "app", ActiveGateway: "gw-a", StandbyGateways: []string{"gw-b"},
 			}}},
@@ -430,6 +434,23 @@ func TestVerifyRows(t *testing.T) {
 			activate(s, true, true)
 			s.Gateways[0].Status.Endpoints[0].Advertised = false
 		}, rows: 1, route: "NO", fdb: "ok", ar: "ok", problem: "route not advertised by gw-a"},
+		// Extended advertises no host routes: verify checks FDB and ARP only.
+		{name: "Active in an Extended segment: route not checked", mutate: func(s *runbook.Snapshot) {
+			activate(s, true, true)
+			s.BridgeConfigs[0].Spec.Segments[0].Phase = nbv1.PhaseExtended
+			s.Gateways[0].Status.Advertised = nil
+			s.Gateways[0].Status.Endpoints[0].Advertised = false
+		}, ok: true, rows: 1, route: "-", fdb: "ok", ar: "ok"},
+		{name: "Routed without BGP: route not checked", mutate: func(s *runbook.Snapshot) {
+			activate(s, true, true)
+			s.BridgeConfigs[0].Spec.BGP = nil
+			s.Gateways[0].Status.Advertised = nil
+			s.Gateways[0].Status.Endpoints[0].Advertised = false
+		}, ok: true, rows: 1, route: "-", fdb: "ok", ar: "ok"},
+		{name: "Extended, FDB missing: still failed", mutate: func(s *runbook.Snapshot) {
+			activate(s, false, true)
+			s.BridgeConfigs[0].Spec.Segments[0].Phase = nbv1.PhaseExtended
+		}, rows: 1, route: "-", fdb: "NO", ar: "ok", problem: "FDB entry for 02:00:00:00:00:10"},
 		{name: "fdb missing", mutate: func(s *runbook.Snapshot) { activate(s, false, true) }, rows: 1, route: "ok", fdb: "NO", ar: "ok",
 			problem: "FDB entry for 02:00:00:00:00:10 → 192.168.0.11 not programmed on gw-a"},
 		{name: "unreachable", mutate: func(s *runbook.Snapshot) {

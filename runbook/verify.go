@@ -121,7 +121,9 @@ func verifyEndpoint(s *Snapshot, ep *nbv1.BridgeEndpoint) VerifyRow {
 	for _, ref := range s.Refusals(ep.Namespace, ep.Name) {
 		problem("%s (on %s)", ref, ref.Gateway)
 	}
-	res := verify.Endpoint(verify.Input{Endpoint: ep, Segment: ref.String(), ActiveGateway: row.Gateway, Gateway: s.Gateway(row.Gateway)})
+	bc, seg, _ := s.Segment(ref)
+	res := verify.Endpoint(verify.Input{Endpoint: ep, Segment: ref.String(), ActiveGateway: row.Gateway, Gateway: s.Gateway(row.Gateway),
+		Config: bc, Spec: seg})
 	row.Route, row.FDB, row.ARP = string(res.Route), string(res.FDB), string(res.ARP)
 	row.Problems = append(row.Problems, res.Problems...)
 	if res.GatewayMessage != "" && len(row.Problems) > 0 {

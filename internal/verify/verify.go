@@ -30,9 +30,32 @@ type Input struct {
 	ActiveGateway string
 	// Gateway is that gateway's BridgeGateway (nil: none reported).
 	Gateway *nbv1.BridgeGateway
-	// SkipRoute leaves the route unchecked: the segment advertises no host
-	// routes (phase Extended or Completed, or advertise.hostRoutes off).
-	SkipRoute bool
+	// Config and Spec are the endpoint's BridgeConfig and segment; they
+	// decide which checks apply (ChecksFor). Nil: every check applies.
+	Config *nbv1.BridgeConfig
+	Spec   *nbv1.Segment
+}
+
+// Checks says which checks apply to the endpoints of a segment.
+type Checks struct {
+	// Route: the gateways advertise a /32 (/128) per Active VM IP.
+	Route bool
+	// FDB and ARP apply to every Active endpoint.
+	FDB, ARP bool
+}
+
+// ChecksFor decides which checks apply to an endpoint of seg in bc. Host
+// routes are advertised only in phase Routed, with BGP configured and
+// advertise.hostRoutes on (its default); elsewhere the route is not
+// checked, so an Extended segment's VM is not reported as failing. A nil
+// bc or seg (not known) keeps every check.
+func ChecksFor(bc *nbv1.BridgeConfig, seg *nbv1.Segment) Checks {
+	c := Checks{Route: true, FDB: true, ARP: true}
+	if bc == nil || seg == nil {
+		return c
+	}
+	c.Route = seg.Phase == nbv1.PhaseRouted && bc.Spec.BGP != nil && (bc.Spec.Advertise == nil || bc.Spec.Advertise.HostRoutes)
+	return c
 }
 
 // Result of the checks. Problems name what is off, in words; Reason is
@@ -73,8 +96,9 @@ func Endpoint(in Input) Result {
 		return r
 	}
 	r.GatewayMessage = gep.Message
+	checks := ChecksFor(in.Config, in.Spec)
 
-	if !in.SkipRoute {
+	if checks.Route {
 		prefixes, bad := HostPrefixes(ep.Spec.IPs)
 		if len(bad) > 0 {
 			problem(nbv1.ReasonRouteNotAdvertised, "unparsable IPs %s", strings.Join(bad, ", "))
@@ -100,9 +124,11 @@ func Endpoint(in Input) Result {
 			r.Route = OK
 		}
 	}
-	if gep.FDBProgrammed {
+	switch {
+	case !checks.FDB:
+	case gep.FDBProgrammed:
 		r.FDB = OK
-	} else {
+	default:
 		r.FDB = No
 		mac := ep.Spec.MAC
 		if mac == "" {
@@ -110,9 +136,11 @@ func Endpoint(in Input) Result {
 		}
 		problem(nbv1.ReasonFDBNotProgrammed, "FDB entry for %s → %s not programmed on %s", mac, ep.Spec.VTEP, in.ActiveGateway)
 	}
-	if gep.Reachable {
+	switch {
+	case !checks.ARP:
+	case gep.Reachable:
 		r.ARP = OK
-	} else {
+	default:
 		r.ARP = No
 		msg := fmt.Sprintf("VM did not answer ARP across the segment from %s", in.ActiveGateway)
 		if gep.LastProbe != nil {
