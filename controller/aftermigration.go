@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -35,6 +36,7 @@ type autoCutoverReconciler struct {
 	client    client.Client
 	namespace string
 	recorder  events.EventRecorder
+	metrics   *metrics
 	log       logr.Logger
 	now       func() time.Time
 }
@@ -86,6 +88,9 @@ func (r *autoCutoverReconciler) Reconcile(ctx context.Context, req reconcile.Req
 	}
 	if ev := act.Event; ev != nil {
 		r.recorder.Eventf(&ev.Regarding, nil, ev.Type, ev.Reason, "AutoCutover", "%s", ev.Message)
+		if act.Record != nil {
+			r.metrics.countAutoCutover(in.Segments, act.Record.State)
+		}
 	}
 	return reconcile.Result{RequeueAfter: act.RequeueAfter}, nil
 }
@@ -117,13 +122,16 @@ func (r *autoCutoverReconciler) observeEndpoints(ctx context.Context, in *AutoCu
 		if seg == nil {
 			continue
 		}
+		key := SegmentKey{BridgeConfig: ep.Spec.BridgeConfig, Segment: ep.Spec.Segment}
 		if seg.CutoverPolicy == nbv1.CutoverAfterMigration {
 			in.AfterMigration = true
 			if t := seg.VerifyTimeoutOrDefault(); t > in.VerifyTimeout {
 				in.VerifyTimeout = t
 			}
+			if !slices.Contains(in.Segments, key) {
+				in.Segments = append(in.Segments, key)
+			}
 		}
-		key := SegmentKey{BridgeConfig: ep.Spec.BridgeConfig, Segment: ep.Spec.Segment}
 		holder, _, err := leaseHolder(ctx, r.client, r.namespace, key)
 		if err != nil {
 			return err
@@ -207,13 +215,13 @@ func (r *autoCutoverReconciler) planName(ctx context.Context, uid types.UID) (st
 }
 
 // setupAutoCutover adds the automatic cutover controller, keyed by VMI.
-func setupAutoCutover(mgr manager.Manager, c Config, api *kubeclient.Reachability, log logr.Logger) error {
+func setupAutoCutover(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachability, log logr.Logger) error {
 	gvk := forklift.MigrationGVK
 	if _, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
 		return fmt.Errorf("forklift: %s is not served (install Forklift, or turn Forklift off): %w", gvk, err)
 	}
 	ar := &autoCutoverReconciler{client: mgr.GetClient(), namespace: c.Namespace, recorder: mgr.GetEventRecorder("netbridge-controller"),
-		log: log.WithName("autocutover"), now: c.Now}
+		metrics: m, log: log.WithName("autocutover"), now: c.Now}
 	cch := mgr.GetCache()
 	self := func(_ context.Context, o client.Object) []reconcile.Request {
 		if o.GetLabels()[forklift.LabelPlan] == "" {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -19,6 +20,42 @@ import (
 	"github.com/netbridge-io/netbridge/controller"
 	"github.com/netbridge-io/netbridge/controller/kubevirt"
 )
+
+// autoCutoverCount is netbridge_controller_auto_cutovers_total of one
+// segment and result in reg (0: no such series).
+func autoCutoverCount(t *testing.T, reg prometheus.Gatherer, bridgeConfig, segment, result string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather metrics: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "netbridge_controller_auto_cutovers_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["bridgeconfig"] == bridgeConfig && labels["segment"] == segment && labels["result"] == result {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// wantAutoCutovers checks the auto-cutover counters of one segment.
+func wantAutoCutovers(t *testing.T, reg prometheus.Gatherer, bridgeConfig, segment string, want map[string]float64) {
+	t.Helper()
+	for _, result := range []string{"activated", "verified", "rolled_back"} {
+		if got := autoCutoverCount(t, reg, bridgeConfig, segment, result); got != want[result] {
+			t.Errorf("netbridge_controller_auto_cutovers_total{bridgeconfig=%q,segment=%q,result=%q} = %v, want %v",
+				bridgeConfig, segment, result, got, want[result])
+		}
+	}
+}
 
 // migratedVM is one status.vms[] entry of a Migration that completed the
 // VM successfully, as Forklift writes it.
@@ -124,7 +161,8 @@ func TestAutoCutoverAfterMigration(t *testing.T) {
 	mustCreate(t, plan)
 	mustCreate(t, forkliftObject("Migration", "t16a-mtv", "wave1-run1", map[string]any{"plan": map[string]any{"name": "wave1", "namespace": "t16a-mtv"}}))
 
-	startManager(t, controller.Config{NetworkAttachments: true, Forklift: true})
+	reg := prometheus.NewRegistry()
+	startManager(t, controller.Config{NetworkAttachments: true, Forklift: true, Registerer: reg})
 
 	vmis := map[string]string{"app01": "t16a.auto", "app02": "t16a.auto", "app03": "t16a.auto", "app04": "t16a.manual"}
 	ips := map[string]string{"app01": "10.165.0.11", "app02": "10.165.0.12", "app03": "10.165.0.13", "app04": "10.165.1.14"}
@@ -175,6 +213,15 @@ func TestAutoCutoverAfterMigration(t *testing.T) {
 			return condition(ep, nbv1.ConditionAutoCutover, metav1.ConditionTrue, nbv1.ReasonVerified, "FDB and ARP")
 		}))
 		eventually(t, 2*time.Second, "activation event", func() error { return findNormalEvent("t16a-vms", "app01", nbv1.EventAutoCutoverActivated) })
+		// app01..app03 activated (each once), app01 verified.
+		// (The counter follows the patch the condition is derived from.)
+		eventually(t, 2*time.Second, "activation counted", func() error {
+			a, v := autoCutoverCount(t, reg, "t16a", "auto", "activated"), autoCutoverCount(t, reg, "t16a", "auto", "verified")
+			if a != 3 || v != 1 {
+				return fmt.Errorf("activated = %v, verified = %v; want 3, 1", a, v)
+			}
+			return nil
+		})
 	})
 
 	t.Run("CheckFailingRolledBackInTime", func(t *testing.T) {
@@ -205,6 +252,7 @@ func TestAutoCutoverAfterMigration(t *testing.T) {
 				return findEvent("t16a-vms", c.vm, nbv1.EventAutoCutoverRolledBack, c.contains)
 			})
 		}
+		wantAutoCutovers(t, reg, "t16a", "auto", map[string]float64{"activated": 3, "verified": 1, "rolled_back": 2})
 	})
 
 	t.Run("ManualPolicyNothingHappens", func(t *testing.T) {
@@ -221,5 +269,6 @@ func TestAutoCutoverAfterMigration(t *testing.T) {
 		if findCondition(ep, nbv1.ConditionAutoCutover) != nil {
 			t.Errorf("manual segment's endpoint has an AutoCutover condition")
 		}
+		wantAutoCutovers(t, reg, "t16a", "manual", nil)
 	})
 }

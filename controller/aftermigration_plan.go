@@ -24,6 +24,9 @@ type AutoCutoverInput struct {
 	// segment has it, with the longest verifyTimeout among them.
 	AfterMigration bool
 	VerifyTimeout  time.Duration
+	// Segments are the VMI's AfterMigration segments (each once), for the
+	// auto-cutover metric.
+	Segments []SegmentKey
 	// Migration ("namespace/name") and its status of the VM; VM is nil
 	// when no Migration lists the VM.
 	Migration string

@@ -410,7 +410,7 @@ func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachabili
 		}
 	}
 	if c.Forklift {
-		if err := setupAutoCutover(mgr, c, api, log); err != nil {
+		if err := setupAutoCutover(mgr, c, m, api, log); err != nil {
 			return err
 		}
 	}

@@ -15,6 +15,7 @@ type metrics struct {
 	configReady     *prometheus.GaugeVec
 	reconcileErrors *prometheus.CounterVec
 	writes          *prometheus.CounterVec
+	autoCutovers    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,8 +40,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "netbridge_controller_writes_total",
 			Help: "API writes issued by the reconcilers, by operation.",
 		}, []string{"op"}),
+		autoCutovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "netbridge_controller_auto_cutovers_total",
+			Help: "Automatic cutover steps (cutoverPolicy AfterMigration) by segment and result: activated, verified, rolled_back.",
+		}, []string{"bridgeconfig", "segment", "result"}),
 	}
-	for _, c := range []prometheus.Collector{m.endpoints, m.conflicts, m.configReady, m.reconcileErrors, m.writes} {
+	for _, c := range []prometheus.Collector{m.endpoints, m.conflicts, m.configReady, m.reconcileErrors, m.writes, m.autoCutovers} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -60,6 +65,31 @@ func (m *metrics) deleteSegment(k SegmentKey) {
 		m.endpoints.DeleteLabelValues(k.BridgeConfig, k.Segment, string(s))
 	}
 	m.conflicts.DeleteLabelValues(k.BridgeConfig, k.Segment)
+}
+
+// autoCutoverResult is the result label of an automatic cutover step.
+func autoCutoverResult(s nbv1.AutoCutoverState) string {
+	switch s {
+	case nbv1.AutoActivated:
+		return "activated"
+	case nbv1.AutoVerified:
+		return "verified"
+	case nbv1.AutoRolledBack:
+		return "rolled_back"
+	}
+	return ""
+}
+
+// countAutoCutover counts one step of a VMI's automatic cutover once per
+// AfterMigration segment the VMI has an endpoint on.
+func (m *metrics) countAutoCutover(segments []SegmentKey, s nbv1.AutoCutoverState) {
+	result := autoCutoverResult(s)
+	if result == "" {
+		return
+	}
+	for _, k := range segments {
+		m.autoCutovers.WithLabelValues(k.BridgeConfig, k.Segment, result).Inc()
+	}
 }
 
 // newAPIReachableGauge is Run's view of the API server: 1 while it
