@@ -265,18 +265,23 @@ func bareWrites(ctx context.Context, writer client.Client, ns string, bc *nbv1.B
 			}
 		case "PUT bridgeconfigs/status", "PATCH bridgeconfigs/status":
 			// The controller's status reports (counts per segment), replayed
-			// on a BridgeConfig no controller watches, each one a change.
-			for i := int64(0); i < n; i++ {
-				jobs = append(jobs, func() error {
+			// on a BridgeConfig no controller watches, each one a change, one
+			// after the other: the controller too writes one BridgeConfig's
+			// status from one worker.
+			jobs = append(jobs, func() error {
+				for i := int64(0); i < n; i++ {
 					var cur nbv1.BridgeConfig
 					if err := writer.Get(ctx, client.ObjectKey{Name: bc.Name}, &cur); err != nil {
 						return err
 					}
 					cur.Status = *bc.Status.DeepCopy()
 					cur.Status.EndpointCount = int32(i + 1)
-					return writer.Status().Update(ctx, &cur)
-				})
-			}
+					if err := writer.Status().Update(ctx, &cur); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
 		default:
 			return 0, fmt.Errorf("cannot replay the controller's %d writes of kind %q", n, k)
 		}
