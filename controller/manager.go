@@ -329,6 +329,7 @@ func setup(mgr manager.Manager, c Config, m *metrics, api *kubeclient.Reachabili
 		now:              c.Now,
 		nodeReadiness:    c.NodeReadiness,
 		forklift:         c.Forklift,
+		expect:           newCreateExpectations(),
 	}
 	sc, err := ctrlcontroller.NewTyped("netbridge-segment", mgr, ctrlcontroller.TypedOptions[SegmentKey]{
 		Reconciler:              seg,

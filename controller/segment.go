@@ -53,6 +53,8 @@ type segmentReconciler struct {
 	// forklift: VMIs created by a Forklift Plan join the segment its
 	// NetworkMap maps their network to, without the segment label.
 	forklift bool
+	// expect holds creates the cache has not shown yet (never nil).
+	expect *createExpectations
 }
 
 var unsafeList = client.UnsafeDisableDeepCopy
@@ -70,17 +72,27 @@ func (r *segmentReconciler) Reconcile(ctx context.Context, key SegmentKey) (reco
 	} else {
 		r.metrics.setSegment(key, plan.Counts)
 	}
+	// Endpoints created by an earlier pass that the cache does not show
+	// yet are not created again: look once more shortly instead (wall
+	// clock: the cache's lag is real time, whatever r.now says).
+	held := r.expect.hold(key, &plan, in.Existing, time.Now())
+	if held > 0 {
+		log.V(1).Info("creates held until the cache shows them", "event", "createsHeld", "held", held)
+	}
 	if plan.Empty() {
+		if held > 0 {
+			return reconcile.Result{RequeueAfter: 250 * time.Millisecond}, nil
+		}
 		return reconcile.Result{}, nil
 	}
-	retry, err := r.apply(ctx, log, plan)
+	retry, err := r.apply(ctx, log, key, plan)
 	if err != nil {
 		r.metrics.reconcileErrors.WithLabelValues("segment").Inc()
 		return reconcile.Result{}, fmt.Errorf("segment %s: %w", key, err)
 	}
 	log.V(1).Info("segment reconciled", "event", "segmentReconciled", "created", len(plan.Create), "updated", len(plan.Update),
 		"statusUpdated", len(plan.UpdateStatus), "deleted", len(plan.Delete), "events", len(plan.Events))
-	if retry {
+	if retry || held > 0 {
 		// A stale cache raced a write (AlreadyExists / Conflict): look again soon.
 		return reconcile.Result{RequeueAfter: 100 * time.Millisecond}, nil
 	}
@@ -327,7 +339,7 @@ func checkAllConfigs(ctx context.Context, c client.Reader, lim config.Limits) (m
 
 // apply sends the plan. It returns retry=true when a write lost a race with
 // the cache (AlreadyExists, Conflict), which a short requeue resolves.
-func (r *segmentReconciler) apply(ctx context.Context, log logr.Logger, plan SegmentPlan) (bool, error) {
+func (r *segmentReconciler) apply(ctx context.Context, log logr.Logger, key SegmentKey, plan SegmentPlan) (bool, error) {
 	var retry atomic.Bool
 	// The latest version we wrote of each endpoint (spec, then status).
 	written := map[string]*nbv1.BridgeEndpoint{}
@@ -345,11 +357,15 @@ func (r *segmentReconciler) apply(ctx context.Context, log logr.Logger, plan Seg
 			conds := ep.Status.Conditions
 			if err := r.client.Create(gctx, ep); err != nil {
 				if apierrors.IsAlreadyExists(err) {
+					// It exists (an earlier pass, or the previous leader): do
+					// not POST it again before the cache shows it, then adopt.
+					r.expect.expect(key, ep.Namespace+"/"+ep.Name, time.Now())
 					retry.Store(true)
 					return nil
 				}
 				return fmt.Errorf("create endpoint %s/%s: %w", ep.Namespace, ep.Name, err)
 			}
+			r.expect.expect(key, ep.Namespace+"/"+ep.Name, time.Now())
 			r.metrics.writes.WithLabelValues("create").Inc()
 			log.V(1).Info("endpoint created", "event", "endpointCreated", "namespace", ep.Namespace, "endpoint", ep.Name, "state", ep.Spec.State)
 			if len(conds) > 0 {

@@ -47,8 +47,80 @@ func bridgeDeleteFloor(b *testing.B, ns *netnstest.NS, n int) time.Duration {
 		b.Fatalf("create %d bridges: %v: %s", n, err, out)
 	}
 	start := time.Now()
-	ns.Run(b, "ip", "link", "del", "group", "4242")
+	cmd := exec.Command("ip", "-n", ns.Name, "link", "del", "group", "4242")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	stop := make(chan struct{})
+	shares := make(chan stackShare)
+	go func() { shares <- sampleStacks(fmt.Sprintf("/proc/%d/task", cmd.Process.Pid), stop) }()
+	err := cmd.Wait()
+	close(stop)
+	s := <-shares
+	if err != nil {
+		b.Fatalf("delete %d bridges by group: %v", n, err)
+	}
+	b.Logf("kernel_floor_rcu_barrier_share=%.2f (of %d /proc/PID/stack samples of ip inside rtnl_dellink deleting %d bare bridges, in rcu_barrier < br_multicast_dev_del)",
+		s.ratio(), s.dellink, n)
 	return time.Since(start) / time.Duration(n)
+}
+
+// stackShare counts kernel stack samples, one per tick: all ticks, those
+// with a thread inside a link deletion (rtnl_dellink), those with a thread
+// waiting in the bridge's RCU barrier (br_multicast_dev_del ->
+// rcu_barrier), and those with a thread queued for the RTNL lock (behind
+// another writer: ours or another process's).
+type stackShare struct{ ticks, dellink, barrier, rtnlWait int }
+
+func (s stackShare) ratio() float64 { return share(s.barrier, s.dellink) }
+
+func share(n, of int) float64 {
+	if of == 0 {
+		return 0
+	}
+	return float64(n) / float64(of)
+}
+
+// sampleStacks reads the kernel stacks of every thread under taskDir
+// (/proc/PID/task) every 5 ms until stop closes: the off-CPU profile of a
+// removal (this kernel offers no function tracer).
+func sampleStacks(taskDir string, stop <-chan struct{}) stackShare {
+	var s stackShare
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return s
+		case <-tick.C:
+		}
+		s.ticks++
+		var del, barrier, wait bool
+		tasks, _ := os.ReadDir(taskDir)
+		for _, t := range tasks {
+			b, err := os.ReadFile(filepath.Join(taskDir, t.Name(), "stack"))
+			if err != nil {
+				continue
+			}
+			st := string(b)
+			if strings.Contains(st, "rtnl_dellink") {
+				del = true
+				barrier = barrier || (strings.Contains(st, "br_multicast_dev_del") && strings.Contains(st, "rcu_barrier"))
+			} else if strings.Contains(st, "rtnetlink_rcv_msg") && strings.Contains(st, "mutex_lock") {
+				wait = true
+			}
+		}
+		s.dellink += btoi(del)
+		s.barrier += btoi(barrier)
+		s.rtnlWait += btoi(wait)
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // BenchmarkTrunk4094 programs a full trunk's worth of segments (4,094) on
@@ -114,9 +186,14 @@ func BenchmarkTrunk4094(b *testing.B) {
 			heapMiB, float64(before.HeapAlloc)/(1<<20), resyncMiB, float64(m1.HeapSys)/(1<<20))
 		runtime.KeepAlive(segs)
 
+		stop := make(chan struct{})
+		shares := make(chan stackShare)
+		go func() { shares <- sampleStacks(fmt.Sprintf("/proc/%d/task", os.Getpid()), stop) }()
 		start = time.Now()
 		res, err = d.Reconcile(ctx, nil)
 		remove := time.Since(start)
+		close(stop)
+		removeStacks := <-shares
 		if err != nil || len(res.Removed) != trunkSegments {
 			b.Fatalf("remove: %d removed, %v", len(res.Removed), err)
 		}
@@ -138,6 +215,11 @@ func BenchmarkTrunk4094(b *testing.B) {
 		b.ReportMetric(float64(res.Writes), "remove_writes")
 		b.Logf("trunk_remove_s=%.2f per_segment_ms=%.1f writes=%d kernel_floor_s=%.2f (bare bridge deletion, sampled on 256) ratio_to_floor=%.2f",
 			remove.Seconds(), remove.Seconds()*1000/trunkSegments, res.Writes, floor.Seconds(), remove.Seconds()/floor.Seconds())
+		b.Logf("trunk_remove_rcu_barrier_share=%.2f (of %d 5 ms samples with an agent thread inside rtnl_dellink, in rcu_barrier < br_multicast_dev_del); "+
+			"of all %d samples: dellink_share=%.2f barrier_share=%.2f rtnl_wait_share=%.2f (queued for the RTNL lock)",
+			removeStacks.ratio(), removeStacks.dellink, removeStacks.ticks, share(removeStacks.dellink, removeStacks.ticks),
+			share(removeStacks.barrier, removeStacks.ticks), share(removeStacks.rtnlWait, removeStacks.ticks))
+		b.ReportMetric(removeStacks.ratio(), "remove_rcu_barrier_share")
 		reportLimit(b, "trunk_remove", remove, trunkLimit)
 		benchreport.Report(b, benchreport.Figure{Name: "trunk_remove_vs_kernel", Unit: "s", Ours: remove.Seconds(), Limit: floor.Seconds(),
 			Goal: 1.1, Dir: benchreport.AtMost, Note: "bare bridges deleted in one batch, same kernel, same run"})
