@@ -130,6 +130,12 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 	}()
 	ctrllog.SetLogger(logr.Discard())
 	t0 := time.Now()
+	// phase prints how long each step of Up took (setup_phase=, setup_ms=).
+	tp := t0
+	phase := func(name string) {
+		o.Logf("lab %s: setup_phase=%s setup_ms=%d", o.Prefix, name, time.Since(tp).Milliseconds())
+		tp = time.Now()
+	}
 	o.Logf("lab %s: building namespaces, links and FRR (state in %s)", o.Prefix, o.StateDir)
 	if err := e.Lab.Up(); err != nil {
 		return e, fmt.Errorf("lab up: %w", err)
@@ -142,6 +148,7 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 			return e, fmt.Errorf("lab ipv6: %w", err)
 		}
 	}
+	phase("topology")
 	o.Logf("lab %s: topology up in %s; starting kube-apiserver + etcd", o.Prefix, time.Since(t0).Round(time.Millisecond))
 	e.Kube, err = testenv.StartEnv(testenv.Options{ExtraCRDPaths: []string{testenv.KubeVirtCRDPath()}})
 	if err != nil {
@@ -149,6 +156,7 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 	}
 	e.Client = e.Kube.Client
 	e.HostKubeconfig = e.Kube.Kubeconfig
+	phase("apiserver")
 	if err := testenv.WaitCRDsEstablished(ctx, e.Client, testenv.KubeVirtVMICRDName,
 		"bridgeconfigs.netbridge.io", "bridgeendpoints.netbridge.io", "bridgegateways.netbridge.io"); err != nil {
 		return e, err
@@ -163,6 +171,7 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 	if err := e.checkLabReachesAPI(); err != nil {
 		return e, err
 	}
+	phase("objects")
 	if err := e.StartController(); err != nil {
 		return e, err
 	}
@@ -180,9 +189,11 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 		}
 	}
 	o.Logf("lab %s: netbridge processes started; waiting for BGP sessions and segment bridges", o.Prefix)
+	phase("processes")
 	if err := e.WaitBGPEstablished(60 * time.Second); err != nil {
 		return e, err
 	}
+	phase("bgp")
 	if !o.SkipVMs {
 		for _, v := range labnet.VMs {
 			if err := e.CreateVMI(ctx, v, nil); err != nil {
@@ -193,6 +204,7 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 	if err := e.Lab.AttachVMs(Bridge, 60*time.Second); err != nil {
 		return e, fmt.Errorf("%w (node agents did not create %s; see %s)", err, Bridge, e.LogPath("node1"))
 	}
+	phase("vms")
 	o.Logf("lab %s: up in %s", o.Prefix, time.Since(t0).Round(time.Millisecond))
 	return e, nil
 }
