@@ -313,8 +313,7 @@ func duplicate(t *testing.T, env *Env) {
 }
 
 // Scenario 4: kill -9 the active gateway under 10 ms pings.
-func TestFailover(t *testing.T) {
-	env := newEnv(t)
+func failover(t *testing.T, env *Env) {
 	gw := activate(t, env, vm1)
 	ping(t, env, "host1", vm1.IP)
 	ping(t, env, "client", vm1.IP)
@@ -368,8 +367,7 @@ func killActiveAndWaitTakeover(t *testing.T, env *Env, gw string) (string, error
 }
 
 // Scenario 5: planned drain (SIGTERM) under 10 ms pings.
-func TestDrain(t *testing.T) {
-	env := newEnv(t)
+func drain(t *testing.T, env *Env) {
 	gw := activate(t, env, vm1)
 	ping(t, env, "host1", vm1.IP)
 	ping(t, env, "client", vm1.IP)
