@@ -13,8 +13,8 @@ import (
 
 // TestHA_GatewayFaults runs the scenarios that fault the active gateway
 // with the lab's Lease timings on one lab. Between two of them the lab is
-// brought back to the state a fresh one has (restoreLab): a gateway the
-// scenario killed, drained or stopped is restarted as the standby, and
+// brought back to the state a fresh one has (restoreLab): the gateway the
+// scenario faulted (killed, drained, stopped, cut) is restarted, and
 // both gateways are Established with BFD Up at FRR, heard by each other,
 // FRR holds vm1's /32 from as many gateways as it did at the start. Node
 // loss comes last: its links stay down. Each also passes alone on a fresh
@@ -26,16 +26,14 @@ func TestHA_GatewayFaults(t *testing.T) {
 	scenarios := []struct {
 		name string
 		run  func(*testing.T, *Env)
-		// leavesDead: the scenario's active gateway is gone after it.
-		leavesDead bool
 	}{
-		{"AgentSIGSTOP", haAgentSIGSTOP, false},
-		{"GatewaysCut", haGatewaysCut, false},
-		{"AsymmetricAPIPartition", haAsymmetricAPIPartition, false},
-		{"AgentKill9", haAgentKill9, true},
-		{"Failover", failover, true},
-		{"Drain", drain, true},
-		{"NodeLossActive", haNodeLossActive, true},
+		{"AgentSIGSTOP", haAgentSIGSTOP},
+		{"GatewaysCut", haGatewaysCut},
+		{"AsymmetricAPIPartition", haAsymmetricAPIPartition},
+		{"AgentKill9", haAgentKill9},
+		{"Failover", failover},
+		{"Drain", drain},
+		{"NodeLossActive", haNodeLossActive},
 	}
 	for i, sc := range scenarios {
 		t0 := time.Now()
@@ -46,34 +44,33 @@ func TestHA_GatewayFaults(t *testing.T) {
 			break
 		}
 		r0 := time.Now()
-		restoreLab(t, env, gw, sc.leavesDead, paths0)
+		restoreLab(t, env, gw, paths0)
 		t.Logf("restore_ms=%d (after %s)", time.Since(r0).Milliseconds(), sc.name)
 	}
 }
 
-// restoreLab restarts gw when the scenario left it dead (its log moved
-// aside, so the new process's events are counted alone), then waits for
-// the known state (see TestHA_GatewayFaults).
-func restoreLab(t *testing.T, env *Env, gw string, dead bool, paths int) {
+// restoreLab restarts gw, the gateway the scenario faulted, whether it
+// is dead, drained or back (a fresh process, as on a fresh lab; its log
+// moved aside, so the new process's events are counted alone), then waits
+// for the known state (see TestHA_GatewayFaults).
+func restoreLab(t *testing.T, env *Env, gw string, paths int) {
 	t.Helper()
-	if dead {
-		active := activeGateway(t, env)
-		acks := countEvent(t, env, active, "peerAcksMe")
-		_ = env.Signal(gw, syscall.SIGCONT)
-		_ = env.Signal(gw, syscall.SIGKILL)
-		if err := env.WaitExit(gw, 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		old := env.LogPath(gw)
-		if err := os.Rename(old, fmt.Sprintf("%s.%d", old, time.Now().UnixNano())); err != nil {
-			t.Fatal(err)
-		}
-		if err := env.StartAgent(gw, "gateway"); err != nil {
-			t.Fatal(err)
-		}
-		if err := WaitFor(30*time.Second, 50*time.Millisecond, func() bool { return countEvent(t, env, active, "peerAcksMe") > acks }); err != nil {
-			t.Fatalf("the restarted %s does not ack %s: %v", gw, active, err)
-		}
+	active := standbyOf(gw) // holds the Lease, or takes it now
+	acks := countEvent(t, env, active, "peerAcksMe")
+	_ = env.Signal(gw, syscall.SIGCONT)
+	_ = env.Signal(gw, syscall.SIGKILL)
+	if err := env.WaitExit(gw, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	old := env.LogPath(gw)
+	if err := os.Rename(old, fmt.Sprintf("%s.%d", old, time.Now().UnixNano())); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.StartAgent(gw, "gateway"); err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitFor(30*time.Second, 50*time.Millisecond, func() bool { return countEvent(t, env, active, "peerAcksMe") > acks }); err != nil {
+		t.Fatalf("the restarted %s does not ack %s: %v", gw, active, err)
 	}
 	if err := env.WaitBGPEstablished(30 * time.Second); err != nil {
 		t.Fatal(err)

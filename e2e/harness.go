@@ -162,6 +162,7 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 		"bridgeconfigs.netbridge.io", "bridgeendpoints.netbridge.io", "bridgegateways.netbridge.io"); err != nil {
 		return e, err
 	}
+	phase("crds")
 	if err := e.startProxy(); err != nil {
 		return e, err
 	}
@@ -169,10 +170,11 @@ func Up(ctx context.Context, o Options) (e *Env, err error) {
 	if err := e.createObjects(ctx); err != nil {
 		return e, err
 	}
+	phase("objects")
 	if err := e.checkLabReachesAPI(); err != nil {
 		return e, err
 	}
-	phase("objects")
+	phase("lab_reaches_api")
 	if err := e.StartController(); err != nil {
 		return e, err
 	}

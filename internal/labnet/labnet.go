@@ -316,10 +316,6 @@ func (l *Lab) FRRConfig() string {
 	fmt.Fprintf(&b, "router bgp %d\n bgp router-id %s\n no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n timers bgp 1 3\n", DCASN, DCFabricIP)
 	for _, g := range Gateways {
 		fmt.Fprintf(&b, " neighbor %s remote-as %d\n neighbor %s timers connect 1\n neighbor %s bfd\n", g.FabricIP, GatewayASN, g.FabricIP, g.FabricIP)
-		// The session's source known from the start: FRR 8.4 then does
-		// not re-register the BFD session at the first Established and
-		// take the transient Down it gets back as real (FRR issue 17337).
-		fmt.Fprintf(&b, " neighbor %s update-source %s\n", g.FabricIP, DCFabricIP)
 	}
 	b.WriteString(" address-family ipv4 unicast\n")
 	for _, g := range Gateways {
