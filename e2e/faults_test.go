@@ -75,36 +75,12 @@ func restoreLab(t *testing.T, env *Env, gw string, paths int) {
 	if err := env.WaitBGPEstablished(30 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := WaitFor(30*time.Second, 50*time.Millisecond, func() bool { return bfdUp(env) }); err != nil {
+	if err := WaitFor(30*time.Second, 50*time.Millisecond, func() bool { return env.bfdUp() }); err != nil {
 		t.Fatalf("BFD not Up with both gateways: %v", err)
 	}
 	if n := waitStablePaths(t, env, vm1.IP+"/32"); n < paths {
 		t.Fatalf("FRR has %s/32 from %d gateways, %d at the start", vm1.IP, n, paths)
 	}
-}
-
-// bfdUp: FRR's BFD sessions with both gateways are up.
-func bfdUp(env *Env) bool {
-	out, err := env.Lab.Vtysh("show bfd peers json")
-	if err != nil {
-		return false
-	}
-	var ps []struct {
-		Peer   string `json:"peer"`
-		Status string `json:"status"`
-	}
-	if json.Unmarshal(out, &ps) != nil {
-		return false
-	}
-	up := 0
-	for _, p := range ps {
-		for _, g := range labnet.Gateways {
-			if p.Peer == g.FabricIP && p.Status == "up" {
-				up++
-			}
-		}
-	}
-	return up == len(labnet.Gateways)
 }
 
 // waitStablePaths waits until the number of BGP paths FRR has for prefix
