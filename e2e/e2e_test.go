@@ -72,7 +72,9 @@ func newEnvWith(t *testing.T, o Options) *Env {
 			if t.Failed() {
 				dumpLogs(t, env)
 			}
+			t0 := time.Now()
 			env.Down()
+			t.Logf("lab %s: teardown_ms=%d", env.Lab.Prefix, time.Since(t0).Milliseconds())
 			if os.Getenv("NETBRIDGE_E2E_KEEP_LOGS") != "" {
 				t.Logf("logs kept in %s", env.StateDir)
 				return
@@ -182,9 +184,40 @@ func gatewayFDB(env *Env, gw, mac string) string {
 	return ""
 }
 
-// Scenario 1: cutover.
-func TestCutover(t *testing.T) {
+// TestLifecycle runs the scenarios that fault no gateway on one lab, in
+// this order: each leaves the lab as the next one expects (an address the
+// legacy side took is given back; the VM moved stays on node2, where the
+// VMI deletion finds it). Each also passes alone on a fresh lab
+// (-run 'TestLifecycle/VMMove').
+func TestLifecycle(t *testing.T) {
 	env := newEnv(t)
+	for _, sc := range []struct {
+		name string
+		run  func(*testing.T, *Env)
+	}{
+		{"Cutover", cutover}, {"Duplicate", duplicate}, {"Rollback", rollback}, {"VMMove", vmMove}, {"VMIDeleted", vmiDeleted},
+	} {
+		t0 := time.Now()
+		t.Run(sc.name, func(t *testing.T) { sc.run(t, env) })
+		t.Logf("scenario_wall_ms=%d (%s, shared lab)", time.Since(t0).Milliseconds(), sc.name)
+	}
+}
+
+// giveBackToVM undoes the legacy side taking a VM's address (rollback,
+// duplicate): host1 drops it and the legacy router forgets whom it
+// resolved it to, so the VM can be activated again on the same lab.
+func giveBackToVM(t *testing.T, env *Env, vm labnet.VM) {
+	t.Helper()
+	if _, err := env.Lab.Exec("host1", "ip", "addr", "del", vm.IP+"/24", "dev", "eth0"); err != nil {
+		t.Errorf("give %s back: %v", vm.IP, err)
+	}
+	for _, r := range []string{"lrouter", "host1"} {
+		_, _ = env.Lab.Exec(r, "ip", "neigh", "flush", "to", vm.IP)
+	}
+}
+
+// Scenario 1: cutover.
+func cutover(t *testing.T, env *Env) {
 	gw := activate(t, env, vm1)
 	nh, _, _ := FRRRoute(env.Lab, vm1.IP+"/32")
 	t.Logf("FRR: %s/32 next hop %s (active gateway %s, fabric %s)", vm1.IP, nh, gw, fabricIP(gw))
@@ -198,8 +231,7 @@ func TestCutover(t *testing.T) {
 }
 
 // Scenario 2: rollback.
-func TestRollback(t *testing.T) {
-	env := newEnv(t)
+func rollback(t *testing.T, env *Env) {
 	activate(t, env, vm1)
 	ping(t, env, "client", vm1.IP)
 	gone := make(chan time.Duration, 1)
@@ -232,6 +264,7 @@ func TestRollback(t *testing.T) {
 	if _, err := env.Lab.Exec("host1", "ip", "addr", "add", vm1.IP+"/24", "dev", "eth0"); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { giveBackToVM(t, env, vm1) })
 	garp, err := env.Lab.Exec("host1", "arping", "-U", "-c", "2", "-i", "eth0", "-S", vm1.IP, vm1.IP)
 	t.Logf("host1 announces %s (arping -U): err %v\n%s", vm1.IP, err, garp)
 	neigh0, _ := env.Lab.Exec("lrouter", "ip", "neigh", "show", vm1.IP)
@@ -248,13 +281,13 @@ func TestRollback(t *testing.T) {
 }
 
 // Scenario 3: duplicate address on the legacy side blocks activation.
-func TestDuplicate(t *testing.T) {
-	env := newEnv(t)
+func duplicate(t *testing.T, env *Env) {
 	activeGateway(t, env)
 	// The source VM is still powered on: host1 holds vm2's IP.
 	if _, err := env.Lab.Exec("host1", "ip", "addr", "add", vm2.IP+"/24", "dev", "eth0"); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { giveBackToVM(t, env, vm2) })
 	t0 := time.Now()
 	out, err := env.Ctl(ctx(t), "cutover", "activate", vm2.Name, "--timeout", "30s")
 	t.Logf("netbridgectl cutover activate %s (%s, err %v):\n%s", vm2.Name, time.Since(t0).Round(time.Millisecond), err, out)
@@ -280,8 +313,7 @@ func TestDuplicate(t *testing.T) {
 }
 
 // Scenario 4: kill -9 the active gateway under 10 ms pings.
-func TestFailover(t *testing.T) {
-	env := newEnv(t)
+func failover(t *testing.T, env *Env) {
 	gw := activate(t, env, vm1)
 	ping(t, env, "host1", vm1.IP)
 	ping(t, env, "client", vm1.IP)
@@ -294,18 +326,8 @@ func TestFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
-	t0 := time.Now()
-	if err := env.Signal(gw, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	var now string
-	if err := WaitFor(15*time.Second, 20*time.Millisecond, func() bool {
-		now, _ = env.ActiveGateway(context.Background())
-		return now != "" && now != gw
-	}); err != nil {
-		t.Errorf("standby did not take the lease after kill -9 of %s: %v", gw, err)
-	} else {
-		t.Logf("lease_takeover_ms=%d (%s -> %s)", time.Since(t0).Milliseconds(), gw, now)
+	if _, err := killActiveAndWaitTakeover(t, env, gw); err != nil {
+		t.Error(err)
 	}
 	time.Sleep(4 * time.Second)
 	r2, r3 := pl2.Stop(), pl3.Stop()
@@ -324,9 +346,28 @@ func TestFailover(t *testing.T) {
 	t.Logf("after failover: client -> vm1 %s", ping(t, env, "client", vm1.IP))
 }
 
+// killActiveAndWaitTakeover kills the active gateway gw (SIGKILL) and
+// waits for the standby to hold the Lease; it prints lease_takeover_ms and
+// returns the new holder.
+func killActiveAndWaitTakeover(t *testing.T, env *Env, gw string) (string, error) {
+	t.Helper()
+	t0 := time.Now()
+	if err := env.Signal(gw, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var now string
+	if err := WaitFor(15*time.Second, 20*time.Millisecond, func() bool {
+		now, _ = env.ActiveGateway(context.Background())
+		return now != "" && now != gw
+	}); err != nil {
+		return "", fmt.Errorf("standby did not take the lease after kill -9 of %s: %w", gw, err)
+	}
+	t.Logf("lease_takeover_ms=%d (%s -> %s)", time.Since(t0).Milliseconds(), gw, now)
+	return now, nil
+}
+
 // Scenario 5: planned drain (SIGTERM) under 10 ms pings.
-func TestDrain(t *testing.T) {
-	env := newEnv(t)
+func drain(t *testing.T, env *Env) {
 	gw := activate(t, env, vm1)
 	ping(t, env, "host1", vm1.IP)
 	ping(t, env, "client", vm1.IP)
@@ -403,8 +444,7 @@ func TestDrain(t *testing.T) {
 // Scenario 6: the VM moves to node2 and announces itself there (as
 // KubeVirt's target does); the gateway follows the announcement at once,
 // the endpoint a little later.
-func TestVMMove(t *testing.T) {
-	env := newEnv(t)
+func vmMove(t *testing.T, env *Env) {
 	gw := activate(t, env, vm1)
 	if l := gatewayFDB(env, gw, vm1.MAC); !strings.Contains(l, "dst "+fabricIP("node1")) {
 		t.Fatalf("gateway %s FDB for %s: %q, want dst %s", gw, vm1.MAC, l, fabricIP("node1"))
@@ -459,8 +499,7 @@ func TestVMMove(t *testing.T) {
 }
 
 // Scenario 7: the VMI is deleted: route and FDB entry go within 1 s.
-func TestVMIDeleted(t *testing.T) {
-	env := newEnv(t)
+func vmiDeleted(t *testing.T, env *Env) {
 	gw := activate(t, env, vm1)
 	if gatewayFDB(env, gw, vm1.MAC) == "" {
 		t.Fatalf("gateway %s has no FDB entry for %s", gw, vm1.MAC)
