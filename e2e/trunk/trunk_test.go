@@ -42,25 +42,35 @@ func TestTrunk(t *testing.T) {
 
 	res, err := qemuguest.Boot(ctx, kdir, tmp, qemuguest.Guest{Init: initBin,
 		Files: map[string]string{"bin/netbridge-gateway": gwBin}})
+	report(t, "trunk", start, built, res, err, wantChecks, guestBudget)
+}
+
+// report prints the run's figures (the guest's TIME lines prefixed with
+// the topology name, its FIGURE lines as they are), turns its verdicts into
+// subtests and checks the budgets.
+func report(t *testing.T, name string, start time.Time, built time.Duration, res qemuguest.Result, err error, checks int, budget time.Duration) {
+	t.Helper()
 	total := time.Since(start)
-	t.Logf("trunk_build_s=%.1f trunk_boot_ms=%d trunk_guest_s=%.1f trunk_total_s=%.1f",
-		built.Seconds(), res.Boot.Milliseconds(), res.Wall.Seconds(), total.Seconds())
+	t.Logf("%s_build_s=%.1f %s_boot_ms=%d %s_guest_s=%.1f %s_total_s=%.1f", name,
+		built.Seconds(), name, res.Boot.Milliseconds(), name, res.Wall.Seconds(), name, total.Seconds())
 	for _, line := range strings.Split(string(res.Console), "\n") {
 		if i := strings.Index(line, "TIME "); i >= 0 {
-			t.Logf("trunk_%s", strings.TrimSpace(line[i+len("TIME "):]))
+			t.Logf("%s_%s", name, strings.TrimSpace(line[i+len("TIME "):]))
 		}
-		if i := strings.Index(line, "INFO "); i >= 0 {
-			t.Log(strings.TrimSpace(line[i:]))
+		for _, k := range []string{"INFO ", "FIGURE "} {
+			if i := strings.Index(line, k); i >= 0 {
+				t.Log(strings.TrimSpace(line[i:]))
+			}
 		}
 	}
 	if err != nil {
 		t.Error(err)
 	}
-	qemuguest.Report(t, res.Console).Expect(t, wantChecks, res.Console)
+	qemuguest.Report(t, res.Console).Expect(t, checks, res.Console)
 	if res.Boot == 0 || res.Boot > bootBudget {
 		t.Errorf("guest boot %s (0: never booted), budget %s", res.Boot, bootBudget)
 	}
-	if res.Wall > guestBudget {
-		t.Errorf("guest boot to power-off took %s, budget %s", res.Wall, guestBudget)
+	if res.Wall > budget {
+		t.Errorf("guest boot to power-off took %s, budget %s", res.Wall, budget)
 	}
 }

@@ -10,9 +10,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -81,7 +83,27 @@ type Guest struct {
 	Files map[string]string
 	// MemoryMB is the guest's RAM (default 512).
 	MemoryMB int
+	// CPUs is the number of virtual CPUs (default 1; more run on as many
+	// host threads: multi-threaded TCG).
+	CPUs int
+	// QEMUArgs are added to QEMU's command line (e.g. UserNet's NIC).
+	QEMUArgs []string
 }
+
+// UserNet is the QEMU arguments of one e1000 NIC (eth0 in the guest; the
+// e1000 module is in hack/kernel.sh's list) on QEMU's user network: the
+// guest is GuestIP/24 and reaches the host's loopback at HostIP. No tap:
+// it needs no privilege on the host and nothing to clean up. No option
+// ROM: iPXE would only slow the boot.
+func UserNet() []string {
+	return []string{"-netdev", "user,id=n0,net=10.0.2.0/24,restrict=off", "-device", "e1000,netdev=n0,romfile="}
+}
+
+// The addresses of UserNet (QEMU's defaults for that network).
+const (
+	GuestIP = "10.0.2.15"
+	HostIP  = "10.0.2.2"
+)
 
 // Result is one boot.
 type Result struct {
@@ -93,8 +115,8 @@ type Result struct {
 }
 
 // Boot packs the initramfs into dir and runs the guest to power-off (TCG:
-// KVM spins at boot on these machines; one CPU keeps the shared host
-// usable).
+// KVM spins at boot on these machines; one CPU by default keeps the shared
+// host usable).
 func Boot(ctx context.Context, kernelDir, dir string, g Guest) (Result, error) {
 	initrd := filepath.Join(dir, "initrd.cpio")
 	if err := packInitramfs(initrd, kernelDir, g); err != nil {
@@ -104,10 +126,12 @@ func Boot(ctx context.Context, kernelDir, dir string, g Guest) (Result, error) {
 	if mem == 0 {
 		mem = 512
 	}
-	qemu := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "tcg", "-smp", "1", "-m", fmt.Sprint(mem),
+	cpus := max(g.CPUs, 1)
+	args := []string{"-accel", "tcg", "-smp", fmt.Sprint(cpus), "-m", fmt.Sprint(mem),
 		"-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
 		"-kernel", filepath.Join(kernelDir, "vmlinuz"), "-initrd", initrd,
-		"-append", "console=ttyS0 quiet panic=-1 rdinit=/init")
+		"-append", "console=ttyS0 quiet panic=-1 rdinit=/init"}
+	qemu := exec.CommandContext(ctx, "qemu-system-x86_64", append(args, g.QEMUArgs...)...)
 	pr, pw := io.Pipe()
 	qemu.Stdout, qemu.Stderr = pw, pw
 	var res Result
@@ -153,12 +177,19 @@ func packInitramfs(path, kernelDir string, g Guest) error {
 		return fmt.Errorf("guest init: %w", err)
 	}
 	entries = append(entries, cpioEntry{name: "init", mode: modeFile | 0o755, data: initBin})
+	// Every parent folder before its files (the kernel's unpacker makes
+	// none), in a fixed order.
 	dirs := map[string]bool{}
-	for guestPath, hostPath := range g.Files {
-		if d := filepath.Dir(guestPath); d != "." && !dirs[d] {
+	for _, guestPath := range slices.Sorted(maps.Keys(g.Files)) {
+		var parents []string
+		for d := filepath.Dir(guestPath); d != "." && !dirs[d]; d = filepath.Dir(d) {
 			dirs[d] = true
-			entries = append(entries, cpioEntry{name: d, mode: modeDir | 0o755})
+			parents = append(parents, d)
 		}
+		for i := len(parents) - 1; i >= 0; i-- {
+			entries = append(entries, cpioEntry{name: parents[i], mode: modeDir | 0o755})
+		}
+		hostPath := g.Files[guestPath]
 		data, err := os.ReadFile(hostPath)
 		if err != nil {
 			return fmt.Errorf("guest file %s: %w", guestPath, err)

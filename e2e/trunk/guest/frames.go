@@ -12,9 +12,10 @@ import (
 	"github.com/netbridge-io/netbridge/internal/netnstest"
 )
 
-// markerType is the EtherType of the test frames (IEEE local experimental),
+// markerType is the EtherType of the test frames (IEEE local experimental 2;
+// experimental 1, 0x88b5, is the loop probe's),
 // so no protocol stack in the guest reacts to them.
-const markerType = 0x88b5
+const markerType = 0x88b6
 
 // tag is one VLAN header: its TPID (0x8100 or 0x88a8) and TCI.
 type tag struct{ tpid, tci uint16 }

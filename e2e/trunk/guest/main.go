@@ -74,6 +74,11 @@ var (
 )
 
 func main() {
+	// The host puts haDir into the initramfs for the HA run (ha.go).
+	if _, err := os.Stat(haDir); err == nil {
+		inguest.PowerOff(runHA())
+		return
+	}
 	inguest.PowerOff(run())
 }
 
@@ -92,7 +97,7 @@ func run() bool {
 	if !c.Check("topology", topology(ns)) {
 		return true
 	}
-	if !c.Check("node-vxlan", nodeSide(ns)) {
+	if !c.Check("node-vxlan", nodeSide(ns, gwVTEP)) {
 		return true
 	}
 	start := time.Now()
@@ -212,9 +217,6 @@ func fenceChecks(c *inguest.Checker, ns map[string]*netnstest.NS, caps map[strin
 }
 
 func topology(ns map[string]*netnstest.NS) error {
-	if err := veth(ns["sw"], "trunk", ns["gw"], "eth1", ""); err != nil {
-		return err
-	}
 	if err := veth(ns["gw"], "ul0", ns["node"], "ul0", ""); err != nil {
 		return err
 	}
@@ -224,27 +226,37 @@ func topology(ns map[string]*netnstest.NS) error {
 	if err := addAddrs(ns["node"], "ul0", nodeVTEP.String()+"/24"); err != nil {
 		return err
 	}
-	// The legacy switch: a VLAN-aware bridge, trunk port tagged with all
-	// three VLANs, one access port per host.
+	return legacySwitch(ns, map[string]string{"trunk": "gw"})
+}
+
+// legacySwitch builds the legacy switch in sw: a VLAN-aware bridge, one
+// trunk port per gateway (switch port name → gateway namespace, whose end
+// is eth1) tagged with all three VLANs, one access port per host.
+func legacySwitch(ns map[string]*netnstest.NS, trunks map[string]string) error {
 	sw := ns["sw"].Handle
 	vf := true
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "sw0"}, VlanFiltering: &vf}
 	if err := sw.LinkAdd(br); err != nil {
 		return fmt.Errorf("switch bridge: %w", err)
 	}
-	trunk, err := sw.LinkByName("trunk")
-	if err != nil {
-		return err
-	}
-	if err := sw.LinkSetMaster(trunk, br); err != nil {
-		return err
-	}
-	if err := sw.BridgeVlanDel(trunk, 1, true, true, false, true); err != nil {
-		return fmt.Errorf("trunk: remove default VLAN 1: %w", err)
-	}
-	for _, vid := range []uint16{vidA, vidB, vidUnused} {
-		if err := sw.BridgeVlanAdd(trunk, vid, false, false, false, true); err != nil {
-			return fmt.Errorf("trunk: tag VLAN %d: %w", vid, err)
+	for port, gw := range trunks {
+		if err := veth(ns["sw"], port, ns[gw], "eth1", ""); err != nil {
+			return err
+		}
+		trunk, err := sw.LinkByName(port)
+		if err != nil {
+			return err
+		}
+		if err := sw.LinkSetMaster(trunk, br); err != nil {
+			return err
+		}
+		if err := sw.BridgeVlanDel(trunk, 1, true, true, false, true); err != nil {
+			return fmt.Errorf("%s: remove default VLAN 1: %w", port, err)
+		}
+		for _, vid := range []uint16{vidA, vidB, vidUnused} {
+			if err := sw.BridgeVlanAdd(trunk, vid, false, false, false, true); err != nil {
+				return fmt.Errorf("%s: tag VLAN %d: %w", port, vid, err)
+			}
 		}
 	}
 	for _, p := range []struct {
@@ -278,13 +290,13 @@ func topology(ns map[string]*netnstest.NS) error {
 // nodeSide builds the VMs' node by hand (vlan.DataPlane, role node): one
 // VXLAN segment per VNI flooding to the gateway, each VM a veth on its
 // segment bridge.
-func nodeSide(ns map[string]*netnstest.NS) error {
+func nodeSide(ns map[string]*netnstest.NS, gateways ...netip.Addr) error {
 	node := ns["node"]
 	dp := vlan.New(node.Handle, zap.NewNop())
 	var segs []vlan.Segment
 	for _, vni := range []uint32{vniA, vniB} {
 		segs = append(segs, vlan.Segment{Name: fmt.Sprint(vni), VNI: vni, Role: vlan.RoleNode, MTU: 1450,
-			LocalVTEP: nodeVTEP, FloodVTEPs: []netip.Addr{gwVTEP}})
+			LocalVTEP: nodeVTEP, FloodVTEPs: gateways})
 	}
 	if _, err := dp.Reconcile(context.Background(), segs); err != nil {
 		return fmt.Errorf("node reconcile: %w", err)
@@ -505,10 +517,13 @@ func logLacks(s string) error {
 }
 
 // waitLog waits for one gateway log line holding every part.
-func waitLog(d time.Duration, parts ...string) error {
+func waitLog(d time.Duration, parts ...string) error { return waitLogIn(gwLog, d, parts...) }
+
+// waitLogIn waits for one line of the log file path holding every part.
+func waitLogIn(path string, d time.Duration, parts ...string) error {
 	deadline := time.Now().Add(d)
 	for {
-		raw, err := os.ReadFile(gwLog)
+		raw, err := os.ReadFile(path)
 		if err != nil {
 			return err
 		}
@@ -522,7 +537,7 @@ func waitLog(d time.Duration, parts ...string) error {
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no gateway log line with %q after %s", parts, d)
+			return fmt.Errorf("no line with %q in %s after %s", parts, path, d)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -569,9 +584,11 @@ func expectMetrics(gw *netnstest.NS, want ...string) error {
 }
 
 // dumpLog prints the gateway's warnings and errors, then its last lines.
-func dumpLog() {
-	raw, _ := os.ReadFile(gwLog)
-	fmt.Println("==== gateway log: warnings and errors")
+func dumpLog() { dumpLogOf(gwLog) }
+
+func dumpLogOf(path string) {
+	raw, _ := os.ReadFile(path)
+	fmt.Printf("==== %s: warnings and errors\n", path)
 	for _, l := range strings.Split(string(raw), "\n") {
 		if strings.Contains(l, `"level":"warn"`) || strings.Contains(l, `"level":"error"`) {
 			fmt.Println(l)
@@ -580,7 +597,7 @@ func dumpLog() {
 	if len(raw) > 4000 {
 		raw = raw[len(raw)-4000:]
 	}
-	fmt.Printf("==== gateway log (tail)\n%s\n====\n", raw)
+	fmt.Printf("==== %s (tail)\n%s\n====\n", path, raw)
 }
 
 func veth(a *netnstest.NS, an string, b *netnstest.NS, bn, bmac string) error {
