@@ -214,11 +214,16 @@ func (e *Election) Sync(ctx context.Context, keys []gateway.SegmentKey) {
 	}
 }
 
+// lookup is the segment's running elector, nil if none.
+func (e *Election) lookup(k gateway.SegmentKey) *elector {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.running[k]
+}
+
 // Leading reports whether this gateway holds the segment's lease now.
 func (e *Election) Leading(k gateway.SegmentKey) bool {
-	e.mu.Lock()
-	el := e.running[k]
-	e.mu.Unlock()
+	el := e.lookup(k)
 	if el == nil {
 		return false
 	}
@@ -267,9 +272,7 @@ func (e *Election) APIReachable() bool {
 // Fenced reports whether this gateway stopped leading the segment because
 // its lease lapsed (the Fenced cause) rather than by a release or handover.
 func (e *Election) Fenced(k gateway.SegmentKey) bool {
-	e.mu.Lock()
-	el := e.running[k]
-	e.mu.Unlock()
+	el := e.lookup(k)
 	if el == nil {
 		return false
 	}
