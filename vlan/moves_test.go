@@ -16,18 +16,8 @@ import (
 // ordinary VXLAN traffic or for its own outgoing announcements.
 func TestMoveWatcherSeesAnnouncements(t *testing.T) {
 	gw, node := netnstest.New(t, "nb-mvg"), netnstest.New(t, "nb-mvn")
-	netnstest.Veth(t, gw, "up0", node, "up0")
-	gw.Run(t, "ip", "addr", "add", "10.77.0.1/24", "dev", "up0")
-	node.Run(t, "ip", "addr", "add", "10.77.0.2/24", "dev", "up0")
 	const vmMAC = "02:aa:bb:00:00:07"
-	for _, h := range []struct {
-		ns            *netnstest.NS
-		local, remote string
-	}{{gw, "10.77.0.1", "10.77.0.2"}, {node, "10.77.0.2", "10.77.0.1"}} {
-		h.ns.Run(t, "ip", "link", "add", "vx0", "type", "vxlan", "id", "4242", "local", h.local, "remote", h.remote, "dstport", "4789", "nolearning")
-		h.ns.Run(t, "ip", "link", "set", "vx0", "up")
-	}
-	node.Run(t, "ip", "link", "set", "vx0", "address", vmMAC)
+	vxlanOver(t, gw, node, "up0", "vx0", "10.77.0", "4242", vmMAC)
 	node.Run(t, "ip", "addr", "add", "172.20.9.7/24", "dev", "vx0")
 	gw.Run(t, "ip", "addr", "add", "172.20.9.1/24", "dev", "vx0")
 
@@ -89,20 +79,26 @@ func TestMoveWatcherSeesAnnouncements(t *testing.T) {
 
 	// The watcher reads the interface holding its VTEP only: the same
 	// announcement over VXLAN on another interface is not read.
-	netnstest.Veth(t, gw, "up1", node, "up1")
-	gw.Run(t, "ip", "addr", "add", "10.78.0.1/24", "dev", "up1")
-	node.Run(t, "ip", "addr", "add", "10.78.0.2/24", "dev", "up1")
-	for _, h := range []struct {
-		ns            *netnstest.NS
-		local, remote string
-	}{{gw, "10.78.0.1", "10.78.0.2"}, {node, "10.78.0.2", "10.78.0.1"}} {
-		h.ns.Run(t, "ip", "link", "add", "vx1", "type", "vxlan", "id", "4243", "local", h.local, "remote", h.remote, "dstport", "4789", "nolearning")
-		h.ns.Run(t, "ip", "link", "set", "vx1", "up")
-	}
-	node.Run(t, "ip", "link", "set", "vx1", "address", vmMAC)
+	vxlanOver(t, gw, node, "up1", "vx1", "10.78.0", "4243", vmMAC)
 	node.Run(t, "ip", "addr", "add", "172.20.10.7/24", "dev", "vx1")
 	_, _ = node.Exec(t.Context(), "arping", "-U", "-c", "1", "-i", "vx1", "-S", "172.20.10.7", "172.20.10.7")
 	none("GARP over another interface")
+}
+
+// vxlanOver links gw (prefix.1) and node (prefix.2) by a veth up and a VXLAN
+// device vx with id across it; the node's vx has the VM's MAC.
+func vxlanOver(t *testing.T, gw, node *netnstest.NS, up, vx, prefix, id, vmMAC string) {
+	t.Helper()
+	netnstest.Veth(t, gw, up, node, up)
+	for _, h := range []struct {
+		ns            *netnstest.NS
+		local, remote string
+	}{{gw, prefix + ".1", prefix + ".2"}, {node, prefix + ".2", prefix + ".1"}} {
+		h.ns.Run(t, "ip", "addr", "add", h.local+"/24", "dev", up)
+		h.ns.Run(t, "ip", "link", "add", vx, "type", "vxlan", "id", id, "local", h.local, "remote", h.remote, "dstport", "4789", "nolearning")
+		h.ns.Run(t, "ip", "link", "set", vx, "up")
+	}
+	node.Run(t, "ip", "link", "set", vx, "address", vmMAC)
 }
 
 // TestMoveWatcherUnderlay: the interface the watcher binds is the one
