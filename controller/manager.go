@@ -449,7 +449,7 @@ func setupNodeReadiness(mgr manager.Manager, c Config, m *metrics, api *kubeclie
 		return out
 	}
 	watches := []source.TypedSource[reconcile.Request]{
-		source.TypedKind[client.Object](cch, &corev1.Node{}, mapHandler(self, 0), nodeLabelsChanged()),
+		source.TypedKind[client.Object](cch, &corev1.Node{}, mapHandler(self, 0), nodeLabelsOrReadyChanged()),
 		source.TypedKind[client.Object](cch, &nbv1.BridgeGateway{}, mapHandler(self, 0)),
 		// A removed segment's labels go; a new one's come when reported.
 		source.TypedKind[client.Object](cch, &nbv1.BridgeConfig{}, mapHandler(allNodes, 0), predicate.GenerationChangedPredicate{}),
@@ -594,6 +594,17 @@ func nodeLabelsChanged() updatePredicate {
 }
 
 func labelsChanged() updatePredicate { return nodeLabelsChanged() }
+
+// nodeLabelsOrReadyChanged: the labels, or whether the node is NotReady
+// (the readiness labels' freshness rule), changed.
+func nodeLabelsOrReadyChanged() updatePredicate {
+	labels := nodeLabelsChanged()
+	return func(o, n client.Object) bool {
+		on, _ := o.(*corev1.Node)
+		nn, _ := n.(*corev1.Node)
+		return labels(o, n) || kubeletNotReady(on) != kubeletNotReady(nn)
+	}
+}
 
 // Run runs the controller until ctx ends, through API server outages: it
 // waits for the server at start-up instead of failing, and when a manager

@@ -23,10 +23,14 @@ import (
 // compromised VM node cannot label other nodes ready and attract VMs.
 
 // readySegments is the label keys a node should carry: the segments that
-// exist and that the node's agent reports programmed.
-func readySegments(gw *nbv1.BridgeGateway, segments map[SegmentKey]bool) map[string]bool {
+// exist and that the node's agent reports programmed, while the node is
+// not NotReady. The agent writes its report only on change, so a dead
+// agent's report looks current; the node's Ready condition (Unknown once
+// the kubelet stops posting, False when it fails) is the freshness rule.
+// A node with no Ready condition yet is judged by the report alone.
+func readySegments(node *corev1.Node, gw *nbv1.BridgeGateway, segments map[SegmentKey]bool) map[string]bool {
 	out := map[string]bool{}
-	if gw == nil {
+	if gw == nil || kubeletNotReady(node) {
 		return out
 	}
 	for _, s := range gw.Status.Segments {
@@ -36,6 +40,19 @@ func readySegments(gw *nbv1.BridgeGateway, segments map[SegmentKey]bool) map[str
 		}
 	}
 	return out
+}
+
+// kubeletNotReady: the node's Ready condition is there and not True.
+func kubeletNotReady(node *corev1.Node) bool {
+	if node == nil {
+		return false
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status != corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // planNodeLabels is the merge patch of a node's labels (value nil:
@@ -92,7 +109,7 @@ func (r *nodeReadyReconciler) reconcile(ctx context.Context, name string) error 
 	if err != nil {
 		return err
 	}
-	patch := planNodeLabels(node.Labels, readySegments(gwp, segs))
+	patch := planNodeLabels(node.Labels, readySegments(&node, gwp, segs))
 	if len(patch) == 0 {
 		return nil
 	}

@@ -125,6 +125,46 @@ func TestNodeReadiness(t *testing.T) {
 		updateBC(t, "t16r", func(bc *nbv1.BridgeConfig) { bc.Spec.Segments = bc.Spec.Segments[:1] })
 		eventually(t, 2*time.Second, "db label gone from n2", wantNodeLabel("t16r-n2", dbLabel, false))
 	})
+
+	// A dead node agent never rewrites its report: the node's Ready
+	// condition is the freshness rule (the kubelet stops, the node
+	// lifecycle controller sets Ready=Unknown).
+	t.Run("NodeNotReadyLosesLabels", func(t *testing.T) {
+		createVMI(t, "t16r-vms", "vm2", "t16r.app", map[string]string{nbv1.AnnotationIPs: "10.162.0.11"},
+			kubevirt.Status{NodeName: "t16r-n1", Phase: "Running"})
+		eventually(t, 5*time.Second, "vm2 endpoint ready on n1", wantSpec("t16r-vms", "vm2-default", func(ep *nbv1.BridgeEndpoint) error {
+			if c := findCondition(ep, nbv1.ConditionNodeNotReady); c != nil {
+				return fmt.Errorf("condition %+v", c)
+			}
+			return nil
+		}))
+		start := time.Now()
+		setNodeReady(t, "t16r-n1", corev1.ConditionUnknown)
+		eventually(t, 2*time.Second, "app label gone from the NotReady n1", wantNodeLabel("t16r-n1", appLabel, false))
+		eventually(t, 2*time.Second, "NodeNotReady on vm2", wantSpec("t16r-vms", "vm2-default", func(ep *nbv1.BridgeEndpoint) error {
+			return condition(ep, nbv1.ConditionNodeNotReady, metav1.ConditionTrue, nbv1.ReasonSegmentNotReady, "t16r-n1")
+		}))
+		t.Logf("not_ready_to_unlabelled_ms=%d (label and endpoint condition)", time.Since(start).Milliseconds())
+		if l, _ := nodeLabels("t16r-n1"); l["team"] != "t16r" {
+			t.Errorf("other labels touched: %v", l)
+		}
+		setNodeReady(t, "t16r-n1", corev1.ConditionTrue)
+		eventually(t, 2*time.Second, "app label back on the Ready n1", wantNodeLabel("t16r-n1", appLabel, true))
+	})
+}
+
+// setNodeReady sets the node's Ready condition, as the kubelet (True) or
+// the node lifecycle controller (Unknown) does.
+func setNodeReady(t *testing.T, name string, st corev1.ConditionStatus) {
+	t.Helper()
+	var n corev1.Node
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Name: name}, &n); err != nil {
+		t.Fatal(err)
+	}
+	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: st, Reason: "Test", LastTransitionTime: metav1.Now()}}
+	if err := env.Client.Status().Update(context.Background(), &n); err != nil {
+		t.Fatalf("node %s Ready=%s: %v", name, st, err)
+	}
 }
 
 func findCondition(ep *nbv1.BridgeEndpoint, typ string) *metav1.Condition {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -31,6 +32,7 @@ func TestPlanNodeLabels(t *testing.T) {
 		name    string
 		labels  map[string]string
 		gw      *nbv1.BridgeGateway
+		ready   corev1.ConditionStatus // the node's Ready condition; "": none yet
 		add     []string
 		removes []string
 	}{
@@ -41,10 +43,19 @@ func TestPlanNodeLabels(t *testing.T) {
 		{name: "agent gone: every readiness label goes, others stay", labels: map[string]string{l(app): "ready", "team": "a", nbv1.LabelGateway: "true"}, removes: []string{l(app)}},
 		{name: "removed segment: label goes even if still reported", labels: map[string]string{l(gone): "ready"}, gw: report(programmed(gone)), removes: []string{l(gone)}},
 		{name: "wrong value is corrected", labels: map[string]string{l(app): "no"}, gw: report(programmed(app)), add: []string{l(app)}},
+		{name: "node NotReady: a dead agent's stale report labels nothing", labels: map[string]string{l(app): "ready", "team": "a"}, gw: report(programmed(app), programmed(db)),
+			ready: corev1.ConditionFalse, removes: []string{l(app)}},
+		{name: "node Ready Unknown (kubelet silent): labels go", labels: map[string]string{l(app): "ready", l(db): "ready"}, gw: report(programmed(app), programmed(db)),
+			ready: corev1.ConditionUnknown, removes: []string{l(app), l(db)}},
+		{name: "node Ready again: labels come back", gw: report(programmed(app)), ready: corev1.ConditionTrue, add: []string{l(app)}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := planNodeLabels(tc.labels, readySegments(tc.gw, segs))
+			node := &corev1.Node{}
+			if tc.ready != "" {
+				node.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse}, {Type: corev1.NodeReady, Status: tc.ready}}
+			}
+			p := planNodeLabels(tc.labels, readySegments(node, tc.gw, segs))
 			var add, rm []string
 			for k, v := range p {
 				if v == nil {

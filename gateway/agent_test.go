@@ -126,6 +126,7 @@ func (f *fakeElection) ValidFor(k SegmentKey) time.Duration {
 
 func (f *fakeElection) Release(context.Context) { f.log.add("election.Release") }
 func (f *fakeElection) APIReachable() bool      { return f.api }
+func (f *fakeElection) Fenced(SegmentKey) bool  { return false }
 
 func (f *fakeElection) set(k SegmentKey, leading bool) {
 	f.mu.Lock()

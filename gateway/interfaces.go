@@ -49,6 +49,9 @@ type Leadership interface {
 	ValidFor(k SegmentKey) time.Duration
 	Release(ctx context.Context)
 	APIReachable() bool
+	// Fenced: k is not led because its lease lapsed (not renewed in
+	// time), not because it was released or handed over.
+	Fenced(k SegmentKey) bool
 }
 
 // Fence is the kernel dead-man switch on the VLAN side (vlan.Fence): a

@@ -35,6 +35,10 @@ type moveHint struct {
 	at   time.Time
 }
 
+// live is the one TTL rule: the plan uses a hint only while it is live,
+// and observe drops it once it is not.
+func (h moveHint) live(now time.Time) bool { return now.Sub(h.at) < moveHintTTL }
+
 // moveHints is fed by the underlay watcher and read by the plan.
 type moveHints struct {
 	mu      sync.Mutex
@@ -80,7 +84,7 @@ func (m *moveHints) view() map[moveKey]netip.Addr {
 	now := m.now()
 	out := make(map[moveKey]netip.Addr, len(m.hints))
 	for k, h := range m.hints {
-		if now.Sub(h.at) < moveHintTTL {
+		if h.live(now) {
 			out[k] = h.vtep
 		}
 	}
@@ -115,7 +119,7 @@ func (m *moveHints) observe(d Desired, p hostPlan) {
 	m.planned, m.nodes = planned, nodes
 	now := m.now()
 	for k, h := range m.hints {
-		if declared[k] == h.vtep || now.Sub(h.at) >= moveHintTTL {
+		if declared[k] == h.vtep || !h.live(now) {
 			delete(m.hints, k)
 		}
 	}

@@ -44,6 +44,9 @@ type SegmentReport struct {
 	Phase      Phase
 	// Sweep is the last legacy-side sweep (Routed, active gateway only).
 	Sweep *SweepResult
+	// Fenced: a standby because the lease lapsed, not by a release (the
+	// cause the Fenced event names).
+	Fenced bool
 }
 
 // EndpointReport is one active endpoint as this gateway programmed it.
@@ -78,6 +81,11 @@ func (a *Agent) buildReport(ctx context.Context, p *pass) Report {
 	r := Report{NodeName: a.opts.NodeName, Role: a.opts.Role, Problems: p.problems, At: time.Now(),
 		Segments: segmentReports(a.opts.Role, p), Advertised: sortedPrefixes(advertised)}
 	a.addSweeps(r.Segments, p)
+	if a.deps.Election != nil {
+		for i := range r.Segments {
+			r.Segments[i].Fenced = r.Segments[i].Role == string(nbv1.SegmentRoleStandby) && a.deps.Election.Fenced(r.Segments[i].Key)
+		}
+	}
 	if a.deps.Speaker != nil {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if st, err := a.deps.Speaker.Status(sctx); err == nil {

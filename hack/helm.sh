@@ -7,33 +7,9 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=/dev/null
 source "$root/hack/versions.env"
+# shellcheck source=hack/gobuild.sh
+source "$root/hack/gobuild.sh"
 out="$root/.cache/helm/${HELM_VERSION}"
-if [[ -x "$out/helm" ]]; then
-  echo "$out/helm"
-  exit 0
-fi
-mkdir -p "$out"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-echo "building helm v${HELM_VERSION} (a few minutes cold)..." >&2
-cd "$work"
-cat > go.mod <<GOMOD
-module netbridge.local/helm
-go 1.26
-require helm.sh/helm/v3 v${HELM_VERSION}
-GOMOD
-# helm's main package lives in cmd/helm; a blank-import file makes tidy
-# resolve everything that package needs.
-cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "helm.sh/helm/v3/cmd/helm"
-GO
-GOFLAGS=-mod=mod go mod tidy >&2
-CGO_ENABLED=0 go build -trimpath -o "$out/helm.tmp" \
-  -ldflags "-X helm.sh/helm/v3/internal/version.version=v${HELM_VERSION}" \
-  helm.sh/helm/v3/cmd/helm >&2
-mv "$out/helm.tmp" "$out/helm"
+cached_go_build helm helm.sh/helm/v3 "${HELM_VERSION}" helm.sh/helm/v3/cmd/helm "$out" \
+  "-X helm.sh/helm/v3/internal/version.version=v${HELM_VERSION}"
 echo "$out/helm"

@@ -12,12 +12,7 @@ import (
 )
 
 func TestPortOnTheStretch(t *testing.T) {
-	s := newStretch(t)
-	reconcile(t, s.nodeDP, s.nodeSegment())
-	s.node.Run(t, "ip", "link", "set", "vm0", "master", BridgeName(testVNI))
-	seg := s.gwSegment()
-	reconcile(t, s.gwDP, seg)
-	legacyMAC := strings.TrimSpace(s.legacy.Run(t, "cat", "/sys/class/net/eth0/address"))
+	s, seg, legacyMAC := newProbeStretch(t)
 	legacyIP := netip.MustParseAddr("10.20.0.1")
 	freeIP := netip.MustParseAddr("10.20.0.99")
 
@@ -52,16 +47,7 @@ func TestPortOnTheStretch(t *testing.T) {
 				t.Errorf("VM announcements: %v", err)
 			}
 		}()
-		var found map[netip.Addr]net.HardwareAddr
-		err := s.gw.Do(func() error {
-			p, err := OpenPort(seg.VLANSide())
-			if err != nil {
-				return err
-			}
-			defer p.Close()
-			found, err = p.Probe(context.Background(), []netip.Addr{legacyIP, freeIP, vmIP}, ProbeOptions{})
-			return err
-		})
+		found, _, err := probeFrom(s.gw, seg.VLANSide(), []netip.Addr{legacyIP, freeIP, vmIP}, ProbeOptions{})
 		if err != nil {
 			t.Fatalf("Probe: %v", err)
 		}
@@ -129,6 +115,37 @@ func TestPortOnTheStretch(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	})
+}
+
+// newProbeStretch is the probe lab shared by the ARP and NDP tests: the
+// stretch with the node's VM bridged and the gateway's segment attached;
+// it returns the gateway's segment and the legacy host's MAC.
+func newProbeStretch(t *testing.T) (*stretch, Segment, string) {
+	t.Helper()
+	s := newStretch(t)
+	reconcile(t, s.nodeDP, s.nodeSegment())
+	s.node.Run(t, "ip", "link", "set", "vm0", "master", BridgeName(testVNI))
+	seg := s.gwSegment()
+	reconcile(t, s.gwDP, seg)
+	return s, seg, strings.TrimSpace(s.legacy.Run(t, "cat", "/sys/class/net/eth0/address"))
+}
+
+// probeFrom runs one Probe on port inside ns and says how long it took.
+func probeFrom(ns *netnstest.NS, port string, ips []netip.Addr, o ProbeOptions) (map[netip.Addr]net.HardwareAddr, time.Duration, error) {
+	var found map[netip.Addr]net.HardwareAddr
+	var took time.Duration
+	err := ns.Do(func() error {
+		p, err := OpenPort(port)
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		start := time.Now()
+		found, err = p.Probe(context.Background(), ips, o)
+		took = time.Since(start)
+		return err
+	})
+	return found, took, err
 }
 
 func TestProbeRejectsMappedAddresses(t *testing.T) {

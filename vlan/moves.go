@@ -9,6 +9,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -33,19 +34,24 @@ type MoveWatcher struct {
 }
 
 // NewMoveWatcherIn starts reading VXLAN (UDP port) packets that arrive in
-// ns (nil: the current namespace) on any interface, and calls sighted for
-// each announcement; sighted runs on the watcher's goroutine and must not
-// block.
-func NewMoveWatcherIn(ns *netns.NsHandle, port uint16, sighted func(Sighting)) (*MoveWatcher, error) {
+// ns (nil: the current namespace) on the underlay interface that holds
+// vtep, the local VTEP address, and calls sighted for each announcement;
+// sighted runs on the watcher's goroutine and must not block. The filter
+// then runs on that interface's packets only. When vtep is on a loopback
+// or dummy link (routed underlay: VXLAN arrives on whichever uplink the
+// fabric picks), or vtep is the zero Addr, it reads every interface.
+func NewMoveWatcherIn(ns *netns.NsHandle, vtep netip.Addr, port uint16, sighted func(Sighting)) (*MoveWatcher, error) {
 	raw, err := bpf.Assemble(vxlanAnnounceFilter(port))
 	if err != nil {
 		return nil, fmt.Errorf("move watcher bpf: %w", err)
 	}
 	w := &MoveWatcher{}
 	err = inNetns(ns, func() error {
-		// Index 0: every interface of the namespace, wherever the
-		// underlay route for a node's VTEP points.
-		c, err := packet.Listen(&net.Interface{Index: 0}, packet.Raw, unix.ETH_P_IP, &packet.Config{Filter: raw})
+		idx, err := underlayIndex(vtep)
+		if err != nil {
+			return err
+		}
+		c, err := packet.Listen(&net.Interface{Index: idx}, packet.Raw, unix.ETH_P_IP, &packet.Config{Filter: raw})
 		if err != nil {
 			return fmt.Errorf("move watcher socket: %w", err)
 		}
@@ -62,6 +68,32 @@ func NewMoveWatcherIn(ns *netns.NsHandle, port uint16, sighted func(Sighting)) (
 	w.wg.Add(1)
 	go w.read(sighted)
 	return w, nil
+}
+
+// underlayIndex is the index of the link holding vtep in the current
+// namespace, 0 (every interface) for none asked or a loopback/dummy holder.
+func underlayIndex(vtep netip.Addr) (int, error) {
+	if !vtep.IsValid() {
+		return 0, nil
+	}
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return 0, fmt.Errorf("move watcher: list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); !ok || ip.Unmap() != vtep.Unmap() {
+			continue
+		}
+		l, err := netlink.LinkByIndex(a.LinkIndex)
+		if err != nil {
+			return 0, fmt.Errorf("move watcher: link of VTEP %s: %w", vtep, err)
+		}
+		if l.Attrs().Flags&net.FlagLoopback != 0 || l.Type() == "dummy" {
+			return 0, nil
+		}
+		return a.LinkIndex, nil
+	}
+	return 0, fmt.Errorf("move watcher: no interface holds the VTEP address %s", vtep)
 }
 
 // Close stops the watcher and waits for its reader.

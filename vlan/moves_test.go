@@ -16,23 +16,13 @@ import (
 // ordinary VXLAN traffic or for its own outgoing announcements.
 func TestMoveWatcherSeesAnnouncements(t *testing.T) {
 	gw, node := netnstest.New(t, "nb-mvg"), netnstest.New(t, "nb-mvn")
-	netnstest.Veth(t, gw, "up0", node, "up0")
-	gw.Run(t, "ip", "addr", "add", "10.77.0.1/24", "dev", "up0")
-	node.Run(t, "ip", "addr", "add", "10.77.0.2/24", "dev", "up0")
 	const vmMAC = "02:aa:bb:00:00:07"
-	for _, h := range []struct {
-		ns            *netnstest.NS
-		local, remote string
-	}{{gw, "10.77.0.1", "10.77.0.2"}, {node, "10.77.0.2", "10.77.0.1"}} {
-		h.ns.Run(t, "ip", "link", "add", "vx0", "type", "vxlan", "id", "4242", "local", h.local, "remote", h.remote, "dstport", "4789", "nolearning")
-		h.ns.Run(t, "ip", "link", "set", "vx0", "up")
-	}
-	node.Run(t, "ip", "link", "set", "vx0", "address", vmMAC)
+	vxlanOver(t, gw, node, "up0", "vx0", "10.77.0", "4242", vmMAC)
 	node.Run(t, "ip", "addr", "add", "172.20.9.7/24", "dev", "vx0")
 	gw.Run(t, "ip", "addr", "add", "172.20.9.1/24", "dev", "vx0")
 
 	got := make(chan Sighting, 16)
-	w, err := NewMoveWatcherIn(&gw.NsHandle, DefaultVXLANPort, func(s Sighting) { got <- s })
+	w, err := NewMoveWatcherIn(&gw.NsHandle, netip.MustParseAddr("10.77.0.1"), DefaultVXLANPort, func(s Sighting) { got <- s })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +76,64 @@ func TestMoveWatcherSeesAnnouncements(t *testing.T) {
 	// The gateway's own announcement goes out, not in: never a sighting.
 	_, _ = gw.Exec(t.Context(), "arping", "-U", "-c", "1", "-i", "vx0", "-S", "172.20.9.1", "172.20.9.1")
 	none("own GARP")
+
+	// The watcher reads the interface holding its VTEP only: the same
+	// announcement over VXLAN on another interface is not read.
+	vxlanOver(t, gw, node, "up1", "vx1", "10.78.0", "4243", vmMAC)
+	node.Run(t, "ip", "addr", "add", "172.20.10.7/24", "dev", "vx1")
+	_, _ = node.Exec(t.Context(), "arping", "-U", "-c", "1", "-i", "vx1", "-S", "172.20.10.7", "172.20.10.7")
+	none("GARP over another interface")
+}
+
+// vxlanOver links gw (prefix.1) and node (prefix.2) by a veth up and a VXLAN
+// device vx with id across it; the node's vx has the VM's MAC.
+func vxlanOver(t *testing.T, gw, node *netnstest.NS, up, vx, prefix, id, vmMAC string) {
+	t.Helper()
+	netnstest.Veth(t, gw, up, node, up)
+	for _, h := range []struct {
+		ns            *netnstest.NS
+		local, remote string
+	}{{gw, prefix + ".1", prefix + ".2"}, {node, prefix + ".2", prefix + ".1"}} {
+		h.ns.Run(t, "ip", "addr", "add", h.local+"/24", "dev", up)
+		h.ns.Run(t, "ip", "link", "add", vx, "type", "vxlan", "id", id, "local", h.local, "remote", h.remote, "dstport", "4789", "nolearning")
+		h.ns.Run(t, "ip", "link", "set", vx, "up")
+	}
+	node.Run(t, "ip", "link", "set", vx, "address", vmMAC)
+}
+
+// TestMoveWatcherUnderlay: the interface the watcher binds is the one
+// holding the VTEP; a VTEP on the loopback (routed underlay) and no VTEP
+// mean every interface; an address no link holds is an error. (This
+// kernel has no dummy links to test that case with.)
+func TestMoveWatcherUnderlay(t *testing.T) {
+	ns := netnstest.New(t, "nb-mvu")
+	ns.Run(t, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0p")
+	ns.Run(t, "ip", "addr", "add", "10.79.0.1/24", "dev", "up0")
+	ns.Run(t, "ip", "link", "set", "lo", "up")
+	ns.Run(t, "ip", "addr", "add", "10.79.2.1/32", "dev", "lo")
+	var up0 int
+	if err := ns.Do(func() error {
+		ifi, err := net.InterfaceByName("up0")
+		up0 = ifi.Index
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		vtep    string
+		want    int
+		wantErr bool
+	}{{"10.79.0.1", up0, false}, {"10.79.2.1", 0, false}, {"", 0, false}, {"10.79.9.9", 0, true}} {
+		var vtep netip.Addr
+		if c.vtep != "" {
+			vtep = netip.MustParseAddr(c.vtep)
+		}
+		var got int
+		err := ns.Do(func() (err error) { got, err = underlayIndex(vtep); return err })
+		if (err != nil) != c.wantErr || got != c.want {
+			t.Errorf("underlayIndex(%q) = %d, %v; want %d, error %v", c.vtep, got, err, c.want, c.wantErr)
+		}
+	}
 }
 
 func mustMAC(t *testing.T, s string) net.HardwareAddr {

@@ -1,7 +1,6 @@
 package vlan
 
 import (
-	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -24,12 +23,7 @@ import (
 // wire the probe is exactly what RFC 4862 asks for (read back with
 // gopacket's independent decoder).
 func TestDADProbeOnTheStretch(t *testing.T) {
-	s := newStretch(t)
-	reconcile(t, s.nodeDP, s.nodeSegment())
-	s.node.Run(t, "ip", "link", "set", "vm0", "master", BridgeName(testVNI))
-	seg := s.gwSegment()
-	reconcile(t, s.gwDP, seg)
-	legacyMAC := strings.TrimSpace(s.legacy.Run(t, "cat", "/sys/class/net/eth0/address"))
+	s, seg, legacyMAC := newProbeStretch(t)
 	legacy6 := netip.MustParseAddr("2001:db8:20::1")
 	free6 := netip.MustParseAddr("2001:db8:20::99")
 	legacy4 := netip.MustParseAddr("10.20.0.1")
@@ -40,19 +34,7 @@ func TestDADProbeOnTheStretch(t *testing.T) {
 	wire := make(chan []byte, 64)
 	stopCapture := captureFrames(t, s.legacy, "eth0", wire)
 
-	var found map[netip.Addr]net.HardwareAddr
-	var took time.Duration
-	err := s.gw.Do(func() error {
-		p, err := OpenPort(seg.VLANSide())
-		if err != nil {
-			return err
-		}
-		defer p.Close()
-		start := time.Now()
-		found, err = p.Probe(context.Background(), []netip.Addr{legacy6, free6, vmIP6, legacy4}, ProbeOptions{})
-		took = time.Since(start)
-		return err
-	})
+	found, took, err := probeFrom(s.gw, seg.VLANSide(), []netip.Addr{legacy6, free6, vmIP6, legacy4}, ProbeOptions{})
 	stopCapture()
 	if err != nil {
 		t.Fatalf("Probe: %v", err)
@@ -121,16 +103,7 @@ func TestDADConcurrentProbe(t *testing.T) {
 	b.Run(t, "sysctl", "-qw", "net.ipv6.conf.eth0.dad_transmits=30", "net.ipv6.neigh.eth0.retrans_time_ms=100")
 	b.Run(t, "ip", "-6", "addr", "add", target.String()+"/64", "dev", "eth0")
 
-	var found map[netip.Addr]net.HardwareAddr
-	err := a.Do(func() error {
-		p, err := OpenPort("eth0")
-		if err != nil {
-			return err
-		}
-		defer p.Close()
-		found, err = p.Probe(context.Background(), []netip.Addr{target}, ProbeOptions{Wait: time.Second})
-		return err
-	})
+	found, _, err := probeFrom(a, "eth0", []netip.Addr{target}, ProbeOptions{Wait: time.Second})
 	if err != nil {
 		t.Fatalf("Probe: %v", err)
 	}
@@ -303,16 +276,7 @@ func TestDADPeerGatewaysProbeTogether(t *testing.T) {
 	netnstest.Veth(t, a, "eth0", b, "eth0")
 	target := netip.MustParseAddr("2001:db8:30::8")
 	probe := func(ns *netnstest.NS) (map[netip.Addr]net.HardwareAddr, error) {
-		var found map[netip.Addr]net.HardwareAddr
-		err := ns.Do(func() error {
-			p, err := OpenPort("eth0")
-			if err != nil {
-				return err
-			}
-			defer p.Close()
-			found, err = p.Probe(context.Background(), []netip.Addr{target}, ProbeOptions{})
-			return err
-		})
+		found, _, err := probeFrom(ns, "eth0", []netip.Addr{target}, ProbeOptions{})
 		return found, err
 	}
 	type result struct {

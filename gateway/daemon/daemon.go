@@ -189,7 +189,7 @@ func Run(ctx context.Context, o Options, signals <-chan os.Signal, log *zap.Logg
 	}()
 	// Live migration: a VM's own announcement from its new node moves its
 	// FDB entry before the API says so (gateway/moves.go).
-	if w, err := vlan.NewMoveWatcherIn(nil, vlan.DefaultVXLANPort, agent.VMSighted); err != nil {
+	if w, err := vlan.NewMoveWatcherIn(nil, underlayVTEP(ctx, o, deps.Source, log), vlan.DefaultVXLANPort, agent.VMSighted); err != nil {
 		log.Error("VM move watcher unavailable: a live-migrated VM is reached once its endpoint follows",
 			zap.String("event", "moveWatchUnavailable"), zap.Error(err))
 	} else {

@@ -29,13 +29,9 @@ func startPeerLink(ctx context.Context, o Options, src *kube.Source, log *zap.Lo
 	if err != nil {
 		return nil, err
 	}
-	vtep := o.VTEP
-	if !vtep.IsValid() {
-		in, err := src.Inputs(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("peer channel: read this node's VTEP: %w", err)
-		}
-		vtep = in.LocalVTEP
+	vtep, err := localVTEP(ctx, o, src)
+	if err != nil {
+		return nil, fmt.Errorf("peer channel: %w", err)
 	}
 	if !vtep.IsValid() {
 		return nil, fmt.Errorf("peer channel: no VTEP for node %s: set --vtep or the node annotation", o.NodeName)

@@ -166,6 +166,9 @@ type elector struct {
 	// value read while holding asks for a handover.
 	rebalanceToken string
 	tokenRead      bool
+	// lapsed: the last step-down was a lapse (not renewed in time, or
+	// lost to another holder), not a release; cleared on leading again.
+	lapsed bool
 }
 
 // Sync starts electors for new segments and stops (releasing the lease)
@@ -211,11 +214,16 @@ func (e *Election) Sync(ctx context.Context, keys []gateway.SegmentKey) {
 	}
 }
 
+// lookup is the segment's running elector, nil if none.
+func (e *Election) lookup(k gateway.SegmentKey) *elector {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.running[k]
+}
+
 // Leading reports whether this gateway holds the segment's lease now.
 func (e *Election) Leading(k gateway.SegmentKey) bool {
-	e.mu.Lock()
-	el := e.running[k]
-	e.mu.Unlock()
+	el := e.lookup(k)
 	if el == nil {
 		return false
 	}
@@ -261,6 +269,28 @@ func (e *Election) APIReachable() bool {
 	return true
 }
 
+// Fenced reports whether this gateway stopped leading the segment because
+// its lease lapsed (the Fenced cause) rather than by a release or handover.
+func (e *Election) Fenced(k gateway.SegmentKey) bool {
+	el := e.lookup(k)
+	if el == nil {
+		return false
+	}
+	el.mu.Lock()
+	defer el.mu.Unlock()
+	return el.lapsed && !el.leading
+}
+
+// lapse stops leading because the lease was not renewed in time.
+func (e *Election) lapse(el *elector) {
+	el.mu.Lock()
+	if el.leading {
+		el.lapsed = true
+	}
+	el.mu.Unlock()
+	e.setLeading(el, false)
+}
+
 // Poke makes every elector try at once instead of at its next retry: a
 // released lease is taken over in one round trip. Never blocks.
 func (e *Election) Poke() {
@@ -291,6 +321,9 @@ func (e *Election) setLeading(el *elector, leading bool) {
 	el.mu.Lock()
 	changed := el.leading != leading
 	el.leading = leading
+	if leading {
+		el.lapsed = false
+	}
 	el.mu.Unlock()
 	if changed {
 		e.log.Info("segment lease", zap.String("event", "leadershipChanged"), zap.String("segment", el.key.String()), zap.Bool("leading", leading))
@@ -370,7 +403,7 @@ func (e *Election) watchdog(ctx context.Context, el *elector, done chan struct{}
 			if expired {
 				e.log.Warn("segment lease not renewed in time: fencing", zap.String("event", "leaseRenewMissed"), zap.String("segment", el.key.String()),
 					zap.Duration("renewDeadline", e.timings.RenewDeadline))
-				e.setLeading(el, false)
+				e.lapse(el)
 			}
 		}
 	}
@@ -464,7 +497,7 @@ func (e *Election) attempt(ctx context.Context, el *elector) {
 		if el.isLeading() {
 			// Someone else holds it: we lost it (e.g. our renewals
 			// did not land). Stop leading now.
-			e.setLeading(el, false)
+			e.lapse(el)
 		}
 		return
 	}

@@ -128,4 +128,17 @@ func TestElectionEarlyAcquireAndFastRenew(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	for a.Leading(key) {
+		if time.Now().After(deadline) {
+			t.Fatal("old holder still leads")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Lost, not released: the cause the Fenced event names.
+	if !a.Fenced(key) {
+		t.Error("the old holder lost its lease to gw2 but does not report it Fenced")
+	}
+	if b.Fenced(key) {
+		t.Error("the new holder reports Fenced")
+	}
 }

@@ -276,6 +276,9 @@ func TestSpreadFailoverNoPreemptionRebalance(t *testing.T) {
 		}
 		if a.holder != b.holder {
 			handed++
+			if elections[b.holder].Fenced(k) {
+				t.Errorf("%s handed %s over on a rebalance, yet reports it Fenced", b.holder, k)
+			}
 		}
 	}
 	t.Logf("phase=rebalanced spread=%s max_minus_min=%d preferred=%d/100 handed_over=%d needlessly_moved=%d settled_ms=%d",

@@ -120,14 +120,24 @@ func (k *StatusWriter) events(r gateway.Report) {
 		case !ok || old == s.Role:
 		case s.Role == string(nbv1.SegmentRoleActive):
 			k.recorder.Eventf(gwRef, corev1.EventTypeNormal, "LeaseAcquired", "segment %s: %s is now the active gateway (VLAN attached)", s.Key, k.nodeName)
-		case old == string(nbv1.SegmentRoleActive) && r.Degraded:
-			k.recorder.Eventf(gwRef, corev1.EventTypeWarning, "Fenced", "segment %s: lease not renewed in time (%s): VLAN detached", s.Key, r.DegradedReason)
+		case old == string(nbv1.SegmentRoleActive) && s.Fenced:
+			// By its cause, not by Degraded: a planned release within
+			// apiOutageShown of an outage is still a release.
+			k.recorder.Eventf(gwRef, corev1.EventTypeWarning, "Fenced", "segment %s: lease not renewed in time (%s): VLAN detached", s.Key, fencedDetail(r))
 		case old == string(nbv1.SegmentRoleActive):
 			k.recorder.Eventf(gwRef, corev1.EventTypeNormal, "LeaseReleased", "segment %s: %s is standby now (VLAN detached)", s.Key, k.nodeName)
 		}
 	}
 	k.loopEvents(gwRef, r)
 	k.prev = r
+}
+
+// fencedDetail is what the report says of the API server at the fence.
+func fencedDetail(r gateway.Report) string {
+	if r.DegradedReason != "" {
+		return r.DegradedReason
+	}
+	return "API server reachable: renewals did not land"
 }
 
 // loopEvents emits one Warning per new loop episode (a segment's episode

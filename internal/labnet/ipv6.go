@@ -81,16 +81,4 @@ func (l *Lab) EnableIPv6() error {
 
 // HasRoute6 is HasRoute for IPv6: whether dc's kernel table has a route to
 // prefix and through which next hop.
-func (l *Lab) HasRoute6(prefix string) (bool, string) {
-	out, err := l.Exec("dc", "ip", "-6", "route", "show", prefix)
-	if err != nil || strings.TrimSpace(out) == "" {
-		return false, ""
-	}
-	f := strings.Fields(out)
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "via" {
-			return true, f[i+1]
-		}
-	}
-	return true, ""
-}
+func (l *Lab) HasRoute6(prefix string) (bool, string) { return l.hasRoute("-6", prefix) }

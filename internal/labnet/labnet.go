@@ -509,8 +509,11 @@ func waitFor(d time.Duration, cond func() bool) error {
 
 // HasRoute reports whether the dc namespace's kernel table has a route
 // to prefix and through which next hop.
-func (l *Lab) HasRoute(prefix string) (bool, string) {
-	out, err := l.Exec("dc", "ip", "-4", "route", "show", prefix)
+func (l *Lab) HasRoute(prefix string) (bool, string) { return l.hasRoute("-4", prefix) }
+
+// hasRoute is HasRoute for one address family ("-4" or "-6").
+func (l *Lab) hasRoute(family, prefix string) (bool, string) {
+	out, err := l.Exec("dc", "ip", family, "route", "show", prefix)
 	if err != nil || strings.TrimSpace(out) == "" {
 		return false, ""
 	}
