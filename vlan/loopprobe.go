@@ -1,6 +1,7 @@
 package vlan
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -175,6 +176,48 @@ type LoopProbe struct {
 	dispatched sync.WaitGroup
 
 	sent, sendErrors, received, invalid, replayed, reflected, detections atomic.Uint64
+
+	// keys: the key probes are signed with and the keys they are
+	// accepted under (SetKeys); replaced whole, read per frame.
+	keys atomic.Pointer[probeKeys]
+}
+
+// probeKeys is the loop probe's key set during a peer key rotation: send
+// with use, accept a probe signed with use or any of accept.
+type probeKeys struct {
+	use    []byte
+	accept [][]byte
+}
+
+// verify reports whether mac signs signed under one of the keys.
+func (k *probeKeys) verify(signed, mac []byte) error {
+	err := verifyProbe(k.use, signed, mac)
+	for _, a := range k.accept {
+		if err == nil {
+			break
+		}
+		err = verifyProbe(a, signed, mac)
+	}
+	return err
+}
+
+// SetKeys follows a rotation of the shared key: probes are signed with
+// use from now on and accepted under use or any of accept, so that the
+// gateways, which get the new key each on its own schedule, keep seeing
+// each other's probes through the rotation. Keys shorter than 16 bytes
+// are refused and the keys stay as they were.
+func (p *LoopProbe) SetKeys(use []byte, accept [][]byte) error {
+	k := &probeKeys{use: append([]byte(nil), use...)}
+	for _, a := range append([][]byte{use}, accept...) {
+		if len(a) < minProbeKey {
+			return fmt.Errorf("loop probe: key: %d bytes, need at least %d", len(a), minProbeKey)
+		}
+		if !bytes.Equal(a, use) {
+			k.accept = append(k.accept, append([]byte(nil), a...))
+		}
+	}
+	p.keys.Store(k)
+	return nil
 }
 
 // NewLoopProbe returns a LoopProbe working in the caller's namespace.
@@ -229,6 +272,7 @@ func newLoopProbe(ns *netns.NsHandle, opts LoopProbeOptions) (*LoopProbe, error)
 	}
 	p := &LoopProbe{opts: opts, log: log.Named("loopprobe"), ns: ns, h: h, segs: map[uint32]*probedSeg{},
 		events: make(chan Detection, 64)}
+	p.keys.Store(&probeKeys{use: opts.Key})
 	p.dispatched.Add(1)
 	go func() {
 		defer p.dispatched.Done()
@@ -579,7 +623,7 @@ func (p *LoopProbe) frame(r *probedSeg, flags byte, seq uint64, at time.Time) ([
 	if r.cfg.Holding {
 		flags |= flagHolding
 	}
-	return encodeProbe(p.opts.Key, r.src, probe{Flags: flags, VNI: r.cfg.VNI, Seq: seq, SentAt: at, Epoch: r.cfg.Epoch, From: p.opts.Self})
+	return encodeProbe(p.keys.Load().use, r.src, probe{Flags: flags, VNI: r.cfg.VNI, Seq: seq, SentAt: at, Epoch: r.cfg.Epoch, From: p.opts.Self})
 }
 
 func (p *LoopProbe) receive(r *probedSeg) {
@@ -613,7 +657,7 @@ func (p *LoopProbe) receive(r *probedSeg) {
 			continue
 		}
 		if err == nil {
-			err = verifyProbe(p.opts.Key, signed, mac)
+			err = p.keys.Load().verify(signed, mac)
 		}
 		if err != nil {
 			p.invalid.Add(1)

@@ -839,3 +839,61 @@ func TestLoopProbeSet(t *testing.T) {
 		t.Error("Set after Close: no error")
 	}
 }
+
+// TestLoopProbeKeysFollowRotation: during a rotation of the shared key a
+// probe under the old or the new key is accepted, one under any other key
+// is not, and the probe signs with the key in use.
+func TestLoopProbeKeysFollowRotation(t *testing.T) {
+	oldKey, newKey, other := testProbeKey, []byte("the new loop probe key, 32 bytes"), []byte("somebody else's key of 32 bytes!")
+	src := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	signed := func(key []byte) ([]byte, []byte) {
+		t.Helper()
+		f, err := encodeProbe(key, src, probe{VNI: 1020, Seq: 1, SentAt: time.Now(), From: "gw-b"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, s, mac, err := parseProbe(f)
+		if err != nil || pr.From != "gw-b" {
+			t.Fatalf("parse: %+v %v", pr, err)
+		}
+		return s, mac
+	}
+	p := &LoopProbe{}
+	p.keys.Store(&probeKeys{use: oldKey})
+	steps := []struct {
+		name          string
+		use           []byte
+		accept        [][]byte
+		wantOld, want bool // accepted under the old, the new key
+	}{
+		{"before", oldKey, [][]byte{oldKey}, true, false},
+		{"new key accepted, old in use", oldKey, [][]byte{oldKey, newKey}, true, true},
+		{"new key in use, old accepted", newKey, [][]byte{newKey, oldKey}, true, true},
+		{"rotated", newKey, [][]byte{newKey}, false, true},
+	}
+	for _, st := range steps {
+		if err := p.SetKeys(st.use, st.accept); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		k := p.keys.Load()
+		if !bytes.Equal(k.use, st.use) {
+			t.Errorf("%s: signs with %q, want %q", st.name, k.use, st.use)
+		}
+		for _, c := range []struct {
+			key  []byte
+			want bool
+		}{{oldKey, st.wantOld}, {newKey, st.want}, {other, false}} {
+			s, mac := signed(c.key)
+			if got := k.verify(s, mac) == nil; got != c.want {
+				t.Errorf("%s: probe under %q accepted=%v, want %v", st.name, c.key, got, c.want)
+			}
+		}
+	}
+	before := p.keys.Load()
+	if err := p.SetKeys(newKey, [][]byte{[]byte("short")}); err == nil {
+		t.Error("a 5-byte key was accepted")
+	}
+	if p.keys.Load() != before {
+		t.Error("a refused key set replaced the keys")
+	}
+}

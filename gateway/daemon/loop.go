@@ -23,6 +23,21 @@ func loopProbeKey(peerKey []byte) []byte {
 	return m.Sum(nil)
 }
 
+// keyFollower is the peer channel's view of its keys (peerlink.Link).
+type keyFollower interface {
+	OnKeys(fn func(use []byte, accept [][]byte))
+}
+
+// loopProbeKeys derives the probe's send key and accepted keys from the
+// peer channel's.
+func loopProbeKeys(use []byte, accept [][]byte) ([]byte, [][]byte) {
+	out := make([][]byte, 0, len(accept))
+	for _, k := range accept {
+		out = append(out, loopProbeKey(k))
+	}
+	return loopProbeKey(use), out
+}
+
 // startLoopProbe runs the loop probe on a gateway with a peer key (the
 // gateways that may bridge one VLAN share it); without one it is off.
 func startLoopProbe(o Options, deps *gateway.Deps, dp *vlan.DataPlane, log *zap.Logger) (stop func(), err error) {
@@ -40,6 +55,16 @@ func startLoopProbe(o Options, deps *gateway.Deps, dp *vlan.DataPlane, log *zap.
 		OnDetect: inbox.Deliver, Log: log.Named("vlan")})
 	if err != nil {
 		return nil, err
+	}
+	// The probe key follows a rotation of the peer key step by step (sent
+	// with the key the peer channel encrypts with, accepted under every key
+	// it accepts), so a loop during a rotation is still seen at both ends.
+	if kr, ok := deps.Peers.(keyFollower); ok {
+		kr.OnKeys(func(use []byte, accept [][]byte) {
+			if err := probe.SetKeys(loopProbeKeys(use, accept)); err != nil {
+				log.Error("loop probe key not rotated", zap.String("event", "loopProbeKeyRefused"), zap.Error(err))
+			}
+		})
 	}
 	deps.LoopProbe, deps.LoopInbox, deps.Release = probe, inbox, dp
 	return func() { _ = probe.Close() }, nil

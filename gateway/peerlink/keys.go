@@ -43,12 +43,42 @@ func (l *Link) RotateKey(key []byte) error {
 	same := bytes.Equal(l.target, key)
 	l.target, l.keyView = key, view
 	l.mu.Unlock()
+	l.keysChanged()
 	if !same {
 		l.log.Info("peer channel key rotation: new key accepted", zap.String("event", "peerlinkKeyAccepted"), zap.String("keyID", keyID(key)))
 	}
 	wake(l.kick) // tell the peers at once
 	wake(l.poke) // advance at once if there is no peer to wait for
 	return nil
+}
+
+// OnKeys calls fn now and after every change of the channel's keys with
+// the key messages are encrypted with and every key accepted (use among
+// them), so that what is derived from the peer key (the loop probe's key)
+// follows a rotation step by step. fn must not block.
+func (l *Link) OnKeys(fn func(use []byte, accept [][]byte)) {
+	l.keysMu.Lock()
+	defer l.keysMu.Unlock()
+	l.keyHooks = append(l.keyHooks, fn)
+	fn(bytes.Clone(l.keyring.GetPrimaryKey()), cloneKeys(l.keyring.GetKeys()))
+}
+
+// keysChanged tells the OnKeys hooks the keyring as it is now (under
+// keysMu, so that two changes reach a hook in their order).
+func (l *Link) keysChanged() {
+	l.keysMu.Lock()
+	defer l.keysMu.Unlock()
+	for _, fn := range l.keyHooks {
+		fn(bytes.Clone(l.keyring.GetPrimaryKey()), cloneKeys(l.keyring.GetKeys()))
+	}
+}
+
+func cloneKeys(keys [][]byte) [][]byte {
+	out := make([][]byte, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, bytes.Clone(k))
+	}
+	return out
 }
 
 // advanceRotation takes the next step of a rotation under way when every
@@ -105,6 +135,7 @@ func (l *Link) advanceRotation() {
 		l.target = nil
 	}
 	l.mu.Unlock()
+	l.keysChanged()
 	sort.Strings(waiting)
 	l.log.Info("peer channel key rotation step", zap.String("event", ev), zap.String("keyID", id), zap.Strings("peersNotUsingIt", waiting))
 	wake(l.kick)

@@ -64,6 +64,8 @@ type Link struct {
 	self    netip.AddrPort
 	keyring *memberlist.Keyring
 	keysMu  sync.Mutex // one keyring change at a time
+	// keyHooks (under keysMu) are told every change of the keys (OnKeys).
+	keyHooks []func(use []byte, accept [][]byte)
 	// Under mu: the key a rotation moves to (nil: none under way) and
 	// what the heartbeats say of our keyring.
 	target  []byte

@@ -8,6 +8,8 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -326,6 +328,30 @@ func TestKeyRotationKeepsPeers(t *testing.T) {
 		t.Fatalf("RotateKey accepted a 7-byte key")
 	}
 	oldKey, newKey := testKey, []byte("a fresh 32-byte key for rotation")
+	// What follows the peer key (the loop probe's key) is told each step.
+	var hookMu sync.Mutex
+	var steps []string
+	name := func(k []byte) string {
+		switch {
+		case bytes.Equal(k, oldKey):
+			return "old"
+		case bytes.Equal(k, newKey):
+			return "new"
+		}
+		return "?"
+	}
+	la.OnKeys(func(use []byte, accept [][]byte) {
+		var acc []string
+		for _, k := range accept {
+			acc = append(acc, name(k))
+		}
+		sort.Strings(acc)
+		hookMu.Lock()
+		if st := "use " + name(use) + " accept " + strings.Join(acc, ","); len(steps) == 0 || steps[len(steps)-1] != st {
+			steps = append(steps, st)
+		}
+		hookMu.Unlock()
+	})
 	if err := la.RotateKey(newKey); err != nil {
 		t.Fatal(err)
 	}
@@ -352,6 +378,12 @@ func TestKeyRotationKeepsPeers(t *testing.T) {
 		t.Fatalf("rotation did not complete: a %d keys, b %d keys", len(la.keyring.GetKeys()), len(lb.keyring.GetKeys()))
 	}
 	t.Logf("rotation_complete_ms=%d", took.Milliseconds())
+	hookMu.Lock()
+	got := strings.Join(steps, "; ")
+	hookMu.Unlock()
+	if want := "use old accept old; use old accept new,old; use new accept new,old; use new accept new"; got != want {
+		t.Errorf("OnKeys saw %q, want %q", got, want)
+	}
 	if _, ok := waitFor(time.Second, both); !ok {
 		t.Errorf("after the rotation a and b do not see each other")
 	}
