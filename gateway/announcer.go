@@ -133,11 +133,14 @@ func (f *FrameAnnouncer) Run(ctx context.Context) {
 	defer timer.Stop()
 	for {
 		arps, macs, next := f.takeDue(time.Now())
-		for _, a := range arps {
-			f.sendAddress(ctx, a.what, a.sent)
-		}
+		// The legacy MACs first: a handful of frames into the VXLAN side that
+		// every VM's reply path waits for, which must not queue behind one
+		// GARP per VM under the limiter (1,000 VMs: ~0.9 s at 1,000/s).
 		for _, m := range macs {
 			f.refreshMACs(ctx, m.what, m.sent)
+		}
+		for _, a := range arps {
+			f.sendAddress(ctx, a.what, a.sent)
 		}
 		if ctx.Err() != nil {
 			return
