@@ -60,6 +60,7 @@ type UplinkSpec struct {
 }
 
 // Segment is one legacy VLAN stretched to one VXLAN VNI.
+// +kubebuilder:validation:XValidation:rule="!has(self.egress) || self.egress != 'Local' || (has(self.gatewayAddress) && isCIDR(self.gatewayAddress) && cidr(self.gatewayAddress).ip().family() == 4)",message="segments[].egress Local needs an IPv4 segments[].gatewayAddress (the legacy default gateway the VMs use)"
 // +kubebuilder:validation:XValidation:rule="!has(self.gatewayAddress) || !isCIDR(self.gatewayAddress) || self.subnets.exists(s, isCIDR(s) && cidr(s).prefixLength() == cidr(self.gatewayAddress).prefixLength() && cidr(s).containsIP(cidr(self.gatewayAddress).ip()))",message="segments[].gatewayAddress must be an address inside one of segments[].subnets, with that subnet's prefix length"
 type Segment struct {
 	// Name is unique within the BridgeConfig (DNS-1123 label).
