@@ -31,9 +31,9 @@ import (
 //
 // The legacy router's ARP requests for other addresses (it resolving a VM)
 // pass, and so do the VMs' replies to them: dropping them would cut the
-// VMs off from the legacy router; a VM that answers one re-learns the
-// router's MAC for the gateway until the next announcement
-// (docs/architecture.md, "Local egress").
+// VMs off from the legacy router. Known defect: a VM receiving any of
+// them re-learns the router's MAC for the gateway until the next
+// announcement (docs/architecture.md, "Local egress").
 type EgressGuard struct {
 	mu      sync.Mutex
 	conn    *nftables.Conn
