@@ -22,18 +22,18 @@ import (
 //	table bridge netbridge_egress {
 //	  chain forward { type filter hook forward priority filter; policy accept;
 //	    iifname PORT arp daddr ip GW drop                           # requests for GW, GARPs: not to the VMs
-//	    iifname PORT arp saddr ip GW arp operation != request drop  # the legacy router's replies
+//	    iifname PORT arp saddr ip GW drop                           # the legacy router's replies and requests
 //	    oifname PORT arp saddr ip GW drop
 //	    oifname PORT arp daddr ip GW arp operation request drop }   # the VMs' requests: not to the legacy router
 //	  chain input  { ...; iifname PORT arp saddr/daddr ip GW drop } # never answer the legacy side
 //	  chain output { ...; oifname PORT arp saddr/daddr ip GW drop } # our replies and GARPs stay on the VXLAN side
 //	}
 //
-// The legacy router's ARP requests for other addresses (it resolving a VM)
-// pass, and so do the VMs' replies to them: dropping them would cut the
-// VMs off from the legacy router. Known defect: a VM receiving any of
-// them re-learns the router's MAC for the gateway until the next
-// announcement (docs/architecture.md, "Local egress").
+// The legacy router's requests (for a legacy host or a VM) are dropped
+// too: Linux updates an existing neighbour entry from the sender of any ARP
+// packet it sees, so a VM would re-learn the router's MAC for its gateway.
+// The router still resolves the VMs: EgressProxy answers for them at the
+// bridge, before the forward hook (docs/architecture.md, "Local egress").
 type EgressGuard struct {
 	mu      sync.Mutex
 	conn    *nftables.Conn
@@ -130,7 +130,7 @@ func (g *EgressGuard) fill(rules []EgressRule) {
 			Hooknum: hook, Priority: nftables.ChainPriorityFilter, Policy: &policy})
 	}
 	forward, input, output := chain("forward", nftables.ChainHookForward), chain("input", nftables.ChainHookInput), chain("output", nftables.ChainHookOutput)
-	// op: 0 any ARP operation, +1 requests only, -1 all but requests.
+	// op: 0 any ARP operation, +1 requests only.
 	drop := func(c *nftables.Chain, port expr.MetaKey, r EgressRule, field uint32, op int) {
 		ip := r.Gateway.As4()
 		ex := []expr.Any{
@@ -142,13 +142,9 @@ func (g *EgressGuard) fill(rules []EgressRule) {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ip[:]},
 		}
 		if op != 0 {
-			cmp := expr.CmpOpEq
-			if op < 0 {
-				cmp = expr.CmpOpNeq
-			}
 			ex = append(ex,
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: llARPOp, Len: 2},
-				&expr.Cmp{Op: cmp, Register: 1, Data: binaryutil.BigEndian.PutUint16(1)})
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(1)})
 		}
 		ex = append(ex, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
 		g.conn.AddRule(&nftables.Rule{Table: g.table, Chain: c, Exprs: ex})
@@ -156,7 +152,7 @@ func (g *EgressGuard) fill(rules []EgressRule) {
 	in, out := expr.MetaKeyIIFNAME, expr.MetaKeyOIFNAME
 	for _, r := range rules {
 		drop(forward, in, r, llARPTPA, 0)
-		drop(forward, in, r, llARPSPA, -1)
+		drop(forward, in, r, llARPSPA, 0)
 		drop(forward, out, r, llARPSPA, 0)
 		drop(forward, out, r, llARPTPA, +1)
 		drop(input, in, r, llARPSPA, 0)

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 
@@ -38,6 +39,17 @@ func TestEgressGuard(t *testing.T) {
 	router.Run(t, "ip", "addr", "add", "10.20.100.1/24", "dev", "eth0")
 	host.Run(t, "ip", "addr", "add", "10.20.100.11/24", "dev", "eth0")
 	vm.Run(t, "ip", "addr", "add", "10.20.100.50/24", "dev", "eth0")
+	vm.Run(t, "ip", "route", "add", "default", "via", "10.20.100.1")
+	// The DC side: the router's other subnets (10.99.0.1) reach the gateway
+	// over a routed link, the path of local egress.
+	netnstest.Veth(t, sw, "dc0", router, "dc")
+	sw.Run(t, "ip", "addr", "add", "192.0.2.1/30", "dev", "dc0")
+	router.Run(t, "ip", "addr", "add", "192.0.2.2/30", "dev", "dc")
+	router.Run(t, "ip", "addr", "add", "10.99.0.1/32", "dev", "lo")
+	sw.Run(t, "ip", "route", "add", "10.99.0.0/24", "via", "192.0.2.2")
+	sw.Run(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	// The router asks with its subnet address as sender, as a router does.
+	router.Run(t, "sysctl", "-qw", "net.ipv4.conf.all.arp_announce=2")
 
 	g, err := NewEgressGuardIn(sw.NsHandle)
 	if err != nil {
@@ -51,6 +63,13 @@ func TestEgressGuard(t *testing.T) {
 	sw.Run(t, "ip", "addr", "add", "10.20.100.1/24", "dev", "br0")
 	brMAC := macOf(t, sw, "br0")
 	routerMAC := macOf(t, router, "eth0")
+	vmMAC := macOf(t, vm, "eth0")
+	proxy := NewEgressProxy(sw.Handle)
+	vmProxy := []EgressProxy4{{Bridge: "br0", Port: port,
+		Hosts: []EgressHost{{IP: netip.MustParseAddr("10.20.100.50"), MAC: vmMAC}}}}
+	if err := proxy.Set(vmProxy); err != nil {
+		t.Fatal(err)
+	}
 
 	neigh := func(ns *netnstest.NS, ip string) string {
 		return ns.Run(t, "ip", "neigh", "show", ip)
@@ -98,10 +117,57 @@ func TestEgressGuard(t *testing.T) {
 		if err := ping(vm, "10.20.100.11"); err != nil {
 			t.Errorf("vm → legacy host: %v", err)
 		}
-		// The legacy router resolving a VM (traffic from other legacy
-		// subnets) passes, and so does the VM's answer.
-		if err := ping(router, "10.20.100.50"); err != nil {
-			t.Errorf("legacy router → vm: %v", err)
+	})
+	t.Run("legacy router's requests stay off the VXLAN side", func(t *testing.T) {
+		if err := ping(vm, "10.20.100.1"); err != nil {
+			t.Fatalf("vm → gateway: %v", err)
+		}
+		// The router keeps asking, broadcast, for a legacy host and for
+		// the VM, with the gateway address as sender.
+		for _, target := range []string{"10.20.100.11", "10.20.100.50"} {
+			router.Start(t, "arping", "-q", "-i", "eth0", "-S", "10.20.100.1", "-W", "0.05", "-c", "100", target)
+		}
+		samples := 0
+		for deadline := time.Now().Add(4 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			samples++
+			if got := neigh(vm, "10.20.100.1"); !strings.Contains(got, brMAC) {
+				t.Fatalf("sample %d: vm's entry for the gateway %q, want the bridge's MAC %s (legacy router %s)", samples, got, brMAC, routerMAC)
+			}
+		}
+		t.Logf("vm_gateway_samples=%d all=%s", samples, brMAC)
+		if got := proxyARP(t, sw, port); got != "1" {
+			t.Errorf("proxy_arp on %s: %q, want 1", port, got)
+		}
+		// Legacy routing into the subnet: the router resolves the VM (the
+		// bridge answers for it) and a DC source reaches it; the VM's reply
+		// leaves through the gateway (local egress).
+		router.Run(t, "ip", "neigh", "flush", "dev", "eth0")
+		if _, err := router.Exec(t.Context(), "ping", "-c3", "-i0.2", "-W1", "-I", "10.99.0.1", "10.20.100.50"); err != nil {
+			t.Errorf("DC source on the legacy router → vm: %v", err)
+		}
+		if got := neigh(router, "10.20.100.50"); !strings.Contains(got, vmMAC) {
+			t.Errorf("legacy router's entry for the vm %q, want the vm's MAC %s", got, vmMAC)
+		}
+		host.Run(t, "ip", "neigh", "flush", "dev", "eth0")
+		if err := ping(host, "10.20.100.1"); err != nil {
+			t.Errorf("legacy host → legacy router: %v", err)
+		}
+		if got := neigh(host, "10.20.100.1"); !strings.Contains(got, routerMAC) {
+			t.Errorf("legacy host's entry for the gateway %q, want the legacy router's MAC %s", got, routerMAC)
+		}
+		if got := neigh(vm, "10.20.100.1"); !strings.Contains(got, brMAC) {
+			t.Errorf("after: vm's entry for the gateway %q, want the bridge's MAC %s", got, brMAC)
+		}
+	})
+	t.Run("proxy removed", func(t *testing.T) {
+		if err := proxy.Set(nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := neigh(sw, "10.20.100.50"); strings.Contains(got, "PERMANENT") {
+			t.Errorf("proxy entry left on the bridge: %q", got)
+		}
+		if got := proxyARP(t, sw, port); got != "0" {
+			t.Errorf("proxy_arp left on %s: %q", port, got)
 		}
 	})
 	t.Run("no rules, no table", func(t *testing.T) {
@@ -134,4 +200,9 @@ func macOf(t *testing.T, ns *netnstest.NS, iface string) string {
 		t.Fatal(err)
 	}
 	return l.Attrs().HardwareAddr.String()
+}
+
+func proxyARP(t *testing.T, ns *netnstest.NS, port string) string {
+	t.Helper()
+	return strings.TrimSpace(ns.Run(t, "cat", "/sys/class/net/"+port+"/brport/proxyarp"))
 }
