@@ -63,6 +63,9 @@ type Fence interface {
 type EgressGuard interface {
 	Set(rules []vlan.EgressRule) error
 	Rules() []vlan.EgressRule
+	// SetProxy: the bridge answers the legacy router for the Active VMs
+	// on exactly these VLAN ports (the guard drops its requests).
+	SetProxy(ports []string) error
 }
 
 // Prober asks a link who answers for some addresses: ARP probes for IPv4,

@@ -149,6 +149,15 @@ func (s dataPlaneStep) run(ctx context.Context, p *pass) {
 		if err := s.egress.Set(p.plan.Egress); err != nil {
 			p.problems = append(p.problems, fmt.Sprintf("egress guard: %v", err))
 		}
+		// After the data plane: the VLAN ports exist, and the bridge holds
+		// the VMs' neighbour and FDB entries it answers from.
+		ports := make([]string, 0, len(p.plan.Egress))
+		for _, r := range p.plan.Egress {
+			ports = append(ports, r.Port)
+		}
+		if err := s.egress.SetProxy(ports); err != nil {
+			p.problems = append(p.problems, fmt.Sprintf("egress guard: %v", err))
+		}
 	}
 	p.segErr = segmentErrors(p.d, p.plan, p.res, p.dpErr)
 	p.segWarn = segmentWarnings(p.d, p.res, p.segErr)

@@ -9,6 +9,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -32,14 +33,16 @@ import (
 // The legacy router's requests (for a legacy host or a VM) are dropped
 // too: Linux updates an existing neighbour entry from the sender of any ARP
 // packet it sees, so a VM would re-learn the router's MAC for its gateway.
-// The router still resolves the VMs: EgressProxy answers for them at the
-// bridge, before the forward hook (docs/architecture.md, "Local egress").
+// The router still resolves the VMs: the bridge answers for them
+// (SetProxy, proxy_arp on the VLAN port) before the forward hook (docs/architecture.md, "Local egress").
 type EgressGuard struct {
 	mu      sync.Mutex
 	conn    *nftables.Conn
 	table   *nftables.Table
 	applied []EgressRule
 	fresh   bool // nothing applied yet: the next Set always writes
+	h       *netlink.Handle
+	proxied []string // ports SetProxy turned proxy_arp on
 }
 
 // EgressRule is one segment's local egress: its VLAN port and the legacy
@@ -54,25 +57,39 @@ const EgressGuardTable = "netbridge_egress"
 
 // NewEgressGuard returns a guard for the current namespace; the table is
 // written by the first Set.
-func NewEgressGuard() (*EgressGuard, error) { return newEgressGuard(nftables.AsLasting()) }
+func NewEgressGuard() (*EgressGuard, error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("egress guard: netlink: %w", err)
+	}
+	return newEgressGuard(h, nftables.AsLasting())
+}
 
 // NewEgressGuardIn is NewEgressGuard in another network namespace.
 func NewEgressGuardIn(ns netns.NsHandle) (*EgressGuard, error) {
-	return newEgressGuard(nftables.WithNetNSFd(int(ns)), nftables.AsLasting())
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("egress guard: netlink: %w", err)
+	}
+	return newEgressGuard(h, nftables.WithNetNSFd(int(ns)), nftables.AsLasting())
 }
 
-func newEgressGuard(opts ...nftables.ConnOption) (*EgressGuard, error) {
+func newEgressGuard(h *netlink.Handle, opts ...nftables.ConnOption) (*EgressGuard, error) {
 	conn, err := nftables.New(opts...)
 	if err != nil {
+		h.Close()
 		return nil, fmt.Errorf("egress guard: nftables: %w", err)
 	}
-	return &EgressGuard{conn: conn, fresh: true,
+	return &EgressGuard{conn: conn, h: h, fresh: true,
 		table: &nftables.Table{Name: EgressGuardTable, Family: nftables.TableFamilyBridge}}, nil
 }
 
 // Close releases the netlink connection; the table stays (a restarted
 // agent rewrites it on its first pass).
-func (g *EgressGuard) Close() error { return g.conn.CloseLasting() }
+func (g *EgressGuard) Close() error {
+	g.h.Close()
+	return g.conn.CloseLasting()
+}
 
 // Rules returns what the last Set applied.
 func (g *EgressGuard) Rules() []EgressRule {

@@ -1,37 +1,25 @@
 package vlan
 
 import (
-	"net/netip"
 	"slices"
 	"testing"
 )
 
-func TestPlanEgressProxy(t *testing.T) {
-	a, b := netip.MustParseAddr("10.20.100.50"), netip.MustParseAddr("10.20.100.51")
-	const macA, macB = "02:00:00:00:00:50", "02:00:00:00:00:51"
-	want := []EgressProxy4{{Bridge: "br0", Port: "p", Hosts: []EgressHost{{a, macA}, {b, macB}}}}
+func TestPlanProxyPorts(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		want   []EgressProxy4
-		actual map[egressProxyKey]string
-		prev   map[egressProxyKey]struct{}
-		ops    []egressNeighOp
+		name        string
+		want, prev  []string
+		wantOn, off []string
 	}{
-		{name: "fresh", want: want,
-			ops: []egressNeighOp{{bridge: "br0", ip: a, mac: macA}, {bridge: "br0", ip: b, mac: macB}}},
-		{name: "in place: nothing", want: want,
-			actual: map[egressProxyKey]string{{"br0", a}: macA, {"br0", b}: macB}},
-		{name: "moved MAC rewritten", want: want,
-			actual: map[egressProxyKey]string{{"br0", a}: macB, {"br0", b}: macB},
-			ops:    []egressNeighOp{{bridge: "br0", ip: a, mac: macA}}},
-		{name: "ours removed, others' kept",
-			actual: map[egressProxyKey]string{{"br0", a}: macA, {"br0", b}: macB},
-			prev:   map[egressProxyKey]struct{}{{"br0", a}: {}},
-			ops:    []egressNeighOp{{del: true, bridge: "br0", ip: a}}},
+		{name: "fresh", want: []string{"b", "a", "a"}, wantOn: []string{"a", "b"}},
+		{name: "in place: nothing", want: []string{"a"}, prev: []string{"a"}},
+		{name: "one leaves, one comes", want: []string{"b"}, prev: []string{"a"}, wantOn: []string{"b"}, off: []string{"a"}},
+		{name: "all off", prev: []string{"a", "b"}, off: []string{"a", "b"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := planEgressProxy(tc.want, tc.actual, tc.prev); !slices.Equal(got, tc.ops) {
-				t.Errorf("plan %+v, want %+v", got, tc.ops)
+			on, off := planProxyPorts(tc.want, tc.prev)
+			if !slices.Equal(on, tc.wantOn) || !slices.Equal(off, tc.off) {
+				t.Errorf("on %v off %v, want on %v off %v", on, off, tc.wantOn, tc.off)
 			}
 		})
 	}
