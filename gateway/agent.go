@@ -38,8 +38,10 @@ type Deps struct {
 	Source    Source
 	Election  Leadership
 	Fence     Fence
-	Gate      *Gate
-	Reach     *Reachability
+	// Egress guards local-egress segments (nil: local egress refused).
+	Egress EgressGuard
+	Gate   *Gate
+	Reach  *Reachability
 	// Sweep sweeps Routed segments' legacy side (nil: not swept).
 	Sweep     *Sweeper
 	Announcer Announcer
@@ -129,7 +131,7 @@ func NewAgent(o Options, deps Deps) *Agent {
 	a.steps = []step{
 		electionStep{role: o.Role, election: deps.Election, ha: a.ha, holdLoops: a.holdLoops},
 		planStep{role: o.Role, gate: deps.Gate, moves: a.moves},
-		dataPlaneStep{dp: deps.DataPlane},
+		dataPlaneStep{dp: deps.DataPlane, egress: deps.Egress},
 		gateStep{gate: deps.Gate},
 		bgpStep{speaker: deps.Speaker, log: deps.Log, trigger: deps.Trigger},
 		announceStep{role: o.Role, announcer: deps.Announcer},

@@ -265,6 +265,12 @@ func announcements(role Role, d Desired, plan hostPlan, attached map[SegmentKey]
 			}
 			continue
 		}
+		if egressGuarded(plan, s) {
+			// Local egress: the VMs learn the gateway address at the
+			// bridge's MAC, on activation and on takeover like a failover
+			// (the egress guard keeps it off the VLAN side).
+			out.Addresses = append(out.Addresses, AddressAnnouncement{Segment: s.Key, Iface: nbv1.SegmentBridgeName(s.VNI), IP: s.GatewayAddress.Addr()})
+		}
 		iface := vlanSide(s)
 		for _, e := range d.Endpoints {
 			if e.Segment != s.Key || e.State != StateActive {
@@ -344,6 +350,17 @@ func fenceDeadlines(alive map[string]time.Duration, written time.Time) map[strin
 
 // vlanSide is the VLAN side of a segment on a gateway: where probes and
 // gratuitous ARP go out, and the port the kernel fence guards.
+// egressGuarded: the plan (after the data plane step, which drops what it
+// could not guard) answers for the segment's gateway address.
+func egressGuarded(plan hostPlan, s Segment) bool {
+	for _, r := range plan.Egress {
+		if r.Port == vlanSide(s) && r.Gateway == s.GatewayAddress.Addr() {
+			return true
+		}
+	}
+	return false
+}
+
 func vlanSide(s Segment) string {
 	return vlan.Segment{VNI: s.VNI, Uplink: s.Uplink, Access: s.Access}.VLANSide()
 }

@@ -178,7 +178,8 @@ func keepLastValid(configs []nbv1.BridgeConfig, valid map[string]nbv1.BridgeConf
 
 func translateSegment(cs *config.Segment, role Role, candidates []string) Segment {
 	seg := Segment{Key: cs.Key, VLANID: cs.VLANID, VNI: cs.VNI, Access: cs.Access, MTU: cs.MTU, Phase: Phase(cs.Phase),
-		Subnets: slices.Clone(cs.Subnets), GatewayAddress: cs.GatewayAddress, Candidates: candidates, Uplink: cs.Uplink.Interface}
+		Subnets: slices.Clone(cs.Subnets), GatewayAddress: cs.GatewayAddress, Candidates: candidates, Uplink: cs.Uplink.Interface,
+		LocalEgress: cs.Egress == nbv1.EgressLocal}
 	for _, c := range cs.Communities {
 		seg.Communities = append(seg.Communities, bgp.Community(c))
 	}

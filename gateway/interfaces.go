@@ -61,6 +61,16 @@ type Fence interface {
 	TTL() time.Duration
 }
 
+// EgressGuard keeps the gateway addresses of local-egress segments off
+// their VLAN ports (vlan.EgressGuard).
+type EgressGuard interface {
+	Set(rules []vlan.EgressRule) error
+	Rules() []vlan.EgressRule
+	// SetProxy: the bridge answers the legacy router for the Active VMs
+	// on exactly these VLAN ports (the guard drops its requests).
+	SetProxy(ports []string) error
+}
+
 // Prober asks a link who answers for some addresses: ARP probes for IPv4,
 // duplicate address detection for IPv6 (vlan.Port in production).
 type Prober interface {

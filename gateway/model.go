@@ -64,7 +64,10 @@ type Segment struct {
 	// GatewayAddress is put on the bridge in the Completed phase.
 	GatewayAddress netip.Prefix
 	Phase          Phase
-	Communities    []bgp.Community
+	// LocalEgress: in Routed the active gateway answers for GatewayAddress
+	// on the VXLAN side (egress: Local).
+	LocalEgress bool
+	Communities []bgp.Community
 	// Candidates are the gateway nodes selected for this segment (this
 	// node included): with only one, losing the lease never detaches.
 	Candidates []string

@@ -65,6 +65,9 @@ type hostPlan struct {
 	// route, and why (e.g. an IPv6 address with only IPv4 peers): not
 	// refusals, the VM works on L2, but the user must be told.
 	Unadvertised []refusal
+	// Egress are the segments whose gateway address this host answers for
+	// on the VXLAN side (local egress), guarded on their VLAN port.
+	Egress []vlan.EgressRule
 }
 
 // Reasons an IP is programmed but not advertised.
@@ -151,6 +154,13 @@ func (p *hostPlan) planGatewaySegment(d Desired, s Segment, eps []Endpoint, v ru
 	if attached && s.Phase == PhaseCompleted {
 		vs.GatewayAddress = s.GatewayAddress
 	}
+	// Local egress: the bridging gateway alone (a standby must not answer)
+	// holds the gateway address while the VLAN is still bridged; the
+	// egress guard keeps it off the VLAN side.
+	if localEgress(s, attached) {
+		vs.GatewayAddress = s.GatewayAddress
+		p.Egress = append(p.Egress, vlan.EgressRule{Port: vs.VLANSide(), Gateway: s.GatewayAddress.Addr()})
+	}
 	prepend := uint8(0)
 	if !attached {
 		prepend = d.bgpPrepend()
@@ -216,6 +226,13 @@ func (p *hostPlan) planGatewaySegment(d Desired, s Segment, eps []Endpoint, v ru
 	}
 	vs.FloodVTEPs = sortedAddrs(flood)
 	return vs, routes
+}
+
+// localEgress: the segment's gateway address is answered for by this host
+// on the VXLAN side — an attached (bridging) gateway of a Routed segment
+// with egress Local and an IPv4 gateway address.
+func localEgress(s Segment, attached bool) bool {
+	return attached && s.Phase == PhaseRouted && s.LocalEgress && s.GatewayAddress.IsValid() && s.GatewayAddress.Addr().Is4()
 }
 
 // gateIPs returns the endpoint's IPs that may be activated: those the

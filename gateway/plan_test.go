@@ -10,6 +10,7 @@ import (
 
 	nbv1 "github.com/netbridge-io/netbridge/api/v1alpha1"
 	"github.com/netbridge-io/netbridge/bgp"
+	"github.com/netbridge-io/netbridge/vlan"
 )
 
 var (
@@ -340,5 +341,73 @@ func TestCompletedAnnouncesGatewayAddress(t *testing.T) {
 	// Not attached (a standby): nothing.
 	if a := announcements(RoleGateway, d, p, map[SegmentKey]bool{}, nil); len(a.Addresses) != 0 {
 		t.Errorf("standby announces %+v", a.Addresses)
+	}
+}
+
+// TestLocalEgressPlan: egress Local puts the gateway address on the bridge
+// of the bridging gateway of a Routed segment only, guarded on its VLAN
+// port, and announces it from the bridge; a standby, Extended, Legacy
+// egress or an IPv6 gateway address: nothing.
+func TestLocalEgressPlan(t *testing.T) {
+	gwAddr := netip.MustParsePrefix("10.20.100.1/24")
+	cases := []struct {
+		name     string
+		phase    Phase
+		local    bool
+		gw       netip.Prefix
+		attached bool
+		want     bool
+	}{
+		{"routed local active", PhaseRouted, true, gwAddr, true, true},
+		{"routed local standby", PhaseRouted, true, gwAddr, false, false},
+		{"routed legacy egress", PhaseRouted, false, gwAddr, true, false},
+		{"extended local", PhaseExtended, true, gwAddr, true, false},
+		{"routed local v6 gateway", PhaseRouted, true, netip.MustParsePrefix("2001:db8::1/64"), true, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := desired(StateActive, vmIP)
+			d.Segments[0].Phase, d.Segments[0].LocalEgress, d.Segments[0].GatewayAddress = c.phase, c.local, c.gw
+			attached := map[SegmentKey]bool{app: c.attached}
+			p := buildPlan(d, planView(d, RoleGateway, gwVT, attached, map[netip.Addr]probeVerdict{vmIP: verdictClear}))
+			got := p.Segments[0].GatewayAddress.IsValid()
+			if got != c.want || (len(p.Egress) == 1) != c.want {
+				t.Fatalf("gateway address on the bridge %v, egress rules %+v; want %v", p.Segments[0].GatewayAddress, p.Egress, c.want)
+			}
+			a := announcements(RoleGateway, d, p, attached, nil)
+			fromBridge := 0
+			for _, x := range a.Addresses {
+				if x.Iface == "nb-br-10100" {
+					fromBridge++
+					if x.IP != gwAddr.Addr() || x.MAC != nil {
+						t.Errorf("bridge announcement %+v, want the gateway address with the bridge's MAC", x)
+					}
+				}
+			}
+			if (fromBridge == 1) != c.want {
+				t.Errorf("announcements from the bridge %d, want %v: %+v", fromBridge, c.want, a.Addresses)
+			}
+			if !c.want {
+				return
+			}
+			if r := p.Egress[0]; r.Port != vlanSide(d.Segments[0]) || r.Gateway != gwAddr.Addr() {
+				t.Errorf("egress rule %+v, want %s on %s", r, gwAddr.Addr(), vlanSide(d.Segments[0]))
+			}
+			// The VLAN side is still bridged and the host routes stay.
+			if p.Segments[0].Uplink == "" || len(p.Advertised) == 0 {
+				t.Errorf("routed segment lost its VLAN side or host routes: %+v %v", p.Segments[0], p.Advertised)
+			}
+		})
+	}
+}
+
+// TestWithoutEgress: an unguarded local-egress segment gets no gateway
+// address (the bridge would answer the legacy side).
+func TestWithoutEgress(t *testing.T) {
+	seg := vlan.Segment{VNI: 10100, Uplink: "eth1", VLANID: 100, GatewayAddress: netip.MustParsePrefix("10.20.100.1/24")}
+	other := vlan.Segment{VNI: 10200, GatewayAddress: netip.MustParsePrefix("10.20.200.1/24")} // Completed: no VLAN side
+	out := withoutEgress([]vlan.Segment{seg, other}, []vlan.EgressRule{{Port: seg.VLANSide(), Gateway: seg.GatewayAddress.Addr()}})
+	if out[0].GatewayAddress.IsValid() || !out[1].GatewayAddress.IsValid() {
+		t.Errorf("withoutEgress %+v", out)
 	}
 }

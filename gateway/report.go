@@ -42,6 +42,8 @@ type SegmentReport struct {
 	Programmed bool
 	Error      string
 	Phase      Phase
+	// Egress is "Local" while this host answers for the gateway address.
+	Egress string
 	// Sweep is the last legacy-side sweep (Routed, active gateway only).
 	Sweep *SweepResult
 	// Fenced: a standby because the lease lapsed, not by a release (the
@@ -118,6 +120,9 @@ func segmentReports(role Role, p *pass) []SegmentReport {
 			sr.Error = msg
 		} else {
 			sr.Programmed = true
+			if role == RoleGateway && p.attached[s.Key] && egressGuarded(p.plan, s) {
+				sr.Egress = string(nbv1.EgressLocal)
+			}
 		}
 		out = append(out, sr)
 	}

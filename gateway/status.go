@@ -20,7 +20,7 @@ func StatusFromReport(r Report) nbv1.BridgeGatewayStatus {
 	var st nbv1.BridgeGatewayStatus
 	for _, s := range r.Segments {
 		st.Segments = append(st.Segments, nbv1.GatewaySegmentStatus{BridgeConfig: s.Key.BridgeConfig, Name: s.Key.Segment,
-			Role: s.Role, Programmed: s.Programmed, Error: s.Error, Phase: string(s.Phase), LegacySweep: legacySweepStatus(s.Sweep)})
+			Role: s.Role, Programmed: s.Programmed, Error: s.Error, Phase: string(s.Phase), Egress: s.Egress, LegacySweep: legacySweepStatus(s.Sweep)})
 	}
 	for _, p := range r.Peers {
 		ps := nbv1.GatewayPeerStatus{Address: p.Address.String(), ASN: int64(p.ASN), State: string(p.State),

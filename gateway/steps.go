@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -123,14 +124,70 @@ func (s planStep) run(_ context.Context, p *pass) {
 }
 
 // dataPlaneStep programs the kernel.
-type dataPlaneStep struct{ dp DataPlane }
+type dataPlaneStep struct {
+	dp     DataPlane
+	egress EgressGuard
+}
 
 func (dataPlaneStep) name() string { return "dataPlane" }
 
 func (s dataPlaneStep) run(ctx context.Context, p *pass) {
+	// The egress guard covers a gateway address before it is put on a
+	// bridge and until it is gone: old and new rules before, new after.
+	var applied []vlan.EgressRule
+	if s.egress != nil {
+		applied = s.egress.Rules()
+	}
+	if len(p.plan.Egress) > 0 || len(applied) > 0 {
+		if err := s.guardEgress(append(slices.Clone(p.plan.Egress), applied...)); err != nil {
+			p.problems = append(p.problems, err.Error())
+			p.plan.Segments, p.plan.Egress = withoutEgress(p.plan.Segments, p.plan.Egress), nil
+		}
+	}
 	p.res, p.dpErr = s.dp.Reconcile(ctx, p.plan.Segments)
+	if s.egress != nil && p.dpErr == nil {
+		if err := s.egress.Set(p.plan.Egress); err != nil {
+			p.problems = append(p.problems, fmt.Sprintf("egress guard: %v", err))
+		}
+		// After the data plane: the VLAN ports exist, and the bridge holds
+		// the VMs' neighbour and FDB entries it answers from.
+		ports := make([]string, 0, len(p.plan.Egress))
+		for _, r := range p.plan.Egress {
+			ports = append(ports, r.Port)
+		}
+		if err := s.egress.SetProxy(ports); err != nil {
+			p.problems = append(p.problems, fmt.Sprintf("egress guard: %v", err))
+		}
+	}
 	p.segErr = segmentErrors(p.d, p.plan, p.res, p.dpErr)
 	p.segWarn = segmentWarnings(p.d, p.res, p.segErr)
+}
+
+func (s dataPlaneStep) guardEgress(rules []vlan.EgressRule) error {
+	if s.egress == nil {
+		return fmt.Errorf("local egress refused: this agent has no egress guard (nftables bridge family)")
+	}
+	if err := s.egress.Set(rules); err != nil {
+		return fmt.Errorf("local egress refused: %w", err)
+	}
+	return nil
+}
+
+// withoutEgress takes the gateway address off the bridges of local-egress
+// segments: unguarded, the bridge would answer the legacy side.
+func withoutEgress(segs []vlan.Segment, rules []vlan.EgressRule) []vlan.Segment {
+	ports := map[string]bool{}
+	for _, r := range rules {
+		ports[r.Port] = true
+	}
+	out := make([]vlan.Segment, len(segs))
+	for i, vs := range segs {
+		if vs.Uplink != "" && ports[vs.VLANSide()] {
+			vs.GatewayAddress = netip.Prefix{}
+		}
+		out[i] = vs
+	}
+	return out
 }
 
 // gateStep asks for the duplicate-address probes the plan needs; their

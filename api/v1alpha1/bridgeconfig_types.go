@@ -24,6 +24,23 @@ const (
 	PhaseCompleted SegmentPhase = "Completed"
 )
 
+// SegmentEgress is who routes migrated VMs' off-subnet traffic before the
+// segment is Completed.
+// +kubebuilder:validation:Enum=Legacy;Local
+type SegmentEgress string
+
+const (
+	// EgressLegacy (the default, also when unset): the VMs keep the legacy
+	// router as their gateway; replies to routed traffic cross the VLAN.
+	EgressLegacy SegmentEgress = "Legacy"
+	// EgressLocal: in the Routed phase the active gateway answers for the
+	// segment's gatewayAddress on the VXLAN side only, with its bridge's
+	// MAC, and routes the VMs' off-subnet traffic out of its routed
+	// interface (the path of the host routes inbound). The VLAN side keeps
+	// the legacy router. docs/architecture.md, "Local egress".
+	EgressLocal SegmentEgress = "Local"
+)
+
 // UplinkSpec selects the interface that carries the legacy VLANs.
 // +kubebuilder:validation:XValidation:rule="has(self.interface) || has(self.address)",message="uplink: set interface or address"
 type UplinkSpec struct {
@@ -46,6 +63,7 @@ type UplinkSpec struct {
 
 // Segment is one legacy VLAN stretched to one VXLAN VNI.
 // +kubebuilder:validation:XValidation:rule="!(has(self.autoActivate) && self.autoActivate && has(self.cutoverPolicy) && self.cutoverPolicy == 'AfterMigration')",message="segments[]: autoActivate activates every VM at once, cutoverPolicy AfterMigration waits for Forklift: set one of them"
+// +kubebuilder:validation:XValidation:rule="!has(self.egress) || self.egress != 'Local' || (has(self.gatewayAddress) && isCIDR(self.gatewayAddress) && cidr(self.gatewayAddress).ip().family() == 4)",message="segments[].egress Local needs an IPv4 segments[].gatewayAddress (the legacy default gateway the VMs use)"
 // +kubebuilder:validation:XValidation:rule="!has(self.gatewayAddress) || !isCIDR(self.gatewayAddress) || self.subnets.exists(s, isCIDR(s) && cidr(s).prefixLength() == cidr(self.gatewayAddress).prefixLength() && cidr(s).containsIP(cidr(self.gatewayAddress).ip()))",message="segments[].gatewayAddress must be an address inside one of segments[].subnets, with that subnet's prefix length"
 type Segment struct {
 	// Name is unique within the BridgeConfig (DNS-1123 label).
@@ -83,6 +101,11 @@ type Segment struct {
 	// +kubebuilder:validation:MaxLength=43
 	// +optional
 	GatewayAddress string `json:"gatewayAddress,omitempty"`
+	// Egress Local makes the active gateway the migrated VMs' default
+	// gateway in the Routed phase (needs an IPv4 gatewayAddress); unset or
+	// Legacy leaves it to the legacy router.
+	// +optional
+	Egress SegmentEgress `json:"egress,omitempty"`
 	// MTU of the bridge and VXLAN device; the underlay must carry MTU+50.
 	// +kubebuilder:validation:XValidation:rule="self >= 1280 && self <= 9000",message="segments[].mtu must be between 1280 and 9000"
 	// +optional

@@ -35,6 +35,11 @@ type GatewaySegmentStatus struct {
 	// that phase are in place); what `netbridgectl segment` waits for.
 	// +optional
 	Phase string `json:"phase,omitempty"`
+	// Egress is Local while this gateway answers for the segment's gateway
+	// address on the VXLAN side (the active gateway of a Routed segment
+	// with egress Local); empty otherwise.
+	// +optional
+	Egress string `json:"egress,omitempty"`
 	// LegacySweep is the active gateway's last ARP sweep of the segment's
 	// IPv4 subnets on the VLAN side, run while the segment is Routed: who
 	// still answers on the legacy side (the Routed → Completed preflight).

@@ -234,6 +234,14 @@ func invalidCases() []invalidCase {
 		{"bad_router_id", "routerID must be an IPv4", func(b *nbv1.BridgeConfig) { b.Spec.BGP.RouterID = "2001:db8::1" }},
 		{"bad_gateway_address", "gatewayAddress must be an address with prefix", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].GatewayAddress = "10.20.100.1" }},
 		{"bad_community", "communities must look like", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].Communities = []string{"no-export"} }},
+		{"egress_local_no_gateway", "egress Local needs an IPv4 segments[].gatewayAddress", func(b *nbv1.BridgeConfig) {
+			b.Spec.Segments[0].GatewayAddress, b.Spec.Segments[0].Egress = "", nbv1.EgressLocal
+		}},
+		{"egress_local_v6_gateway", "egress Local needs an IPv4 segments[].gatewayAddress", func(b *nbv1.BridgeConfig) {
+			b.Spec.Segments[0].Subnets = []string{"2001:db8:100::/64"}
+			b.Spec.Segments[0].GatewayAddress, b.Spec.Segments[0].Egress = "2001:db8:100::1/64", nbv1.EgressLocal
+		}},
+		{"bad_egress", "egress", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].Egress = "Anycast" }},
 		{"bad_phase", "phase", func(b *nbv1.BridgeConfig) { b.Spec.Segments[0].Phase = "Done" }},
 		{"empty_uplink", "uplink: set interface or address", func(b *nbv1.BridgeConfig) { b.Spec.Uplink = nbv1.UplinkSpec{} }},
 		{"no_segments", "spec.segments", func(b *nbv1.BridgeConfig) { b.Spec.Segments = nil }},

@@ -243,6 +243,16 @@ func startGatewayParts(ctx context.Context, o Options, deps *gateway.Deps, dp *v
 	} else {
 		closers = append(closers, func() { _ = tags.Close() })
 	}
+	// Local egress: the gateway address of a segment is answered for on
+	// the VXLAN side only (vlan.EgressGuard); without the guard the agent
+	// refuses local egress.
+	if egress, err := vlan.NewEgressGuard(); err != nil {
+		log.Error("egress guard unavailable: local egress is refused",
+			zap.String("event", "egressGuardUnavailable"), zap.Error(err))
+	} else {
+		deps.Egress = egress
+		closers = append(closers, func() { _ = egress.Close() })
+	}
 	speaker := bgp.New(log.Named("bgp"))
 	// Session state comes from BGP's own events: the metrics and the
 	// status follow a session at once, not at the next resync.

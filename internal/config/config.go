@@ -100,6 +100,8 @@ type Segment struct {
 	AutoActivate      bool
 	// Phase is defaulted to Extended.
 	Phase nbv1.SegmentPhase
+	// Egress is defaulted to Legacy; Local needs an IPv4 GatewayAddress.
+	Egress nbv1.SegmentEgress
 }
 
 // Community is a standard BGP community (RFC 1997), ASN<<16 | value.

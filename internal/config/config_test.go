@@ -185,6 +185,10 @@ func TestParseRefuses(t *testing.T) {
 		{"segment key longer than a label value", func(s *nbv1.BridgeConfigSpec) { s.Segments[1].Name = strings.Repeat("d", 60) }, "spec.segments[1].name", strings.Repeat("d", 60)},
 		{"mtu 9001", func(s *nbv1.BridgeConfigSpec) { s.Segments[0].MTU = 9001 }, "spec.segments[0].mtu", "9001"},
 		{"bad phase", func(s *nbv1.BridgeConfigSpec) { s.Segments[0].Phase = "Done" }, "spec.segments[0].phase", "Done"},
+		{"bad egress", func(s *nbv1.BridgeConfigSpec) { s.Segments[0].Egress = "Anycast" }, "spec.segments[0].egress", "Anycast"},
+		{"egress local without gateway", func(s *nbv1.BridgeConfigSpec) {
+			s.Segments[0].GatewayAddress, s.Segments[0].Egress = "", nbv1.EgressLocal
+		}, "spec.segments[0].egress", "Local"},
 		{"no segments", func(s *nbv1.BridgeConfigSpec) { s.Segments = nil }, "spec.segments", ""},
 	}
 	for _, tc := range tests {

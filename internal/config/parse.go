@@ -162,6 +162,10 @@ func ParseSegment(bridgeConfig string, s nbv1.Segment, defaultUplink Uplink, lim
 		seg.Communities = append(seg.Communities, v)
 	}
 	seg.Phase, errs = appendEnum(errs, s.Phase, p.Child("phase"), nbv1.PhaseExtended, nbv1.PhaseRouted, nbv1.PhaseCompleted)
+	seg.Egress, errs = appendEnum(errs, s.Egress, p.Child("egress"), nbv1.EgressLegacy, nbv1.EgressLocal)
+	if seg.Egress == nbv1.EgressLocal && (!seg.GatewayAddress.IsValid() || !seg.GatewayAddress.Addr().Is4()) {
+		errs = append(errs, field.Invalid(p.Child("egress"), s.Egress, "egress Local needs an IPv4 segments[].gatewayAddress (the legacy default gateway the VMs use)"))
+	}
 	return seg, errs
 }
 
