@@ -198,7 +198,8 @@ func NewManager(cfg *rest.Config, c Config) (manager.Manager, error) {
 }
 
 // newManager builds one manager; api, when set, gates the informers on the
-// server's reachability and re-queues everything when it comes back.
+// server's reachability, fails the manager's other requests at once while
+// the server is unreachable, and re-queues everything when it comes back.
 func newManager(cfg *rest.Config, c Config, m *metrics, api *kubeclient.Reachability) (manager.Manager, error) {
 	scheme, err := NewScheme()
 	if err != nil {
@@ -246,7 +247,12 @@ func newManager(cfg *rest.Config, c Config, m *metrics, api *kubeclient.Reachabi
 		}
 		opts.LeaderElectionResourceLockInterface = lock
 	}
-	mgr, err := manager.New(cfg, opts)
+	mcfg := cfg
+	if api != nil {
+		mcfg = rest.CopyConfig(cfg)
+		mcfg.Wrap(api.WrapTransport)
+	}
+	mgr, err := manager.New(mcfg, opts)
 	if err != nil {
 		return nil, fmt.Errorf("new manager: %w", err)
 	}
@@ -520,16 +526,22 @@ func retryLimiter[R comparable](c Config) workqueue.TypedRateLimiter[R] {
 
 // onAPIReturn queues every key when the API server answers again: writes
 // that failed during the outage sit in a back-off that may be long by then,
-// and requeues due during it (lease expiries) were lost.
+// and requeues due during it (lease expiries) were lost. It queues them
+// again when an informer resumes: the first reconciles read caches that
+// may still lack writes made just before the outage.
 func onAPIReturn[R comparable](api *kubeclient.Reachability, log logr.Logger, name string, all func(context.Context) []R) source.TypedSource[R] {
 	return source.TypedFunc[R](func(ctx context.Context, q workqueue.TypedRateLimitingInterface[R]) error {
-		api.OnReturn(ctx, func() {
-			keys := all(ctx)
-			for _, k := range keys {
-				q.Add(k)
+		requeue := func(after string) func() {
+			return func() {
+				keys := all(ctx)
+				for _, k := range keys {
+					q.Add(k)
+				}
+				log.Info("API server back: requeued everything", "event", "requeueAll", "controller", name, "keys", len(keys), "after", after)
 			}
-			log.Info("API server back: requeued everything", "event", "requeueAll", "controller", name, "keys", len(keys))
-		})
+		}
+		api.OnReturn(ctx, requeue("apiReturn"))
+		api.OnResumed(ctx, requeue("informerResumed"))
 		return nil
 	})
 }

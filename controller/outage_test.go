@@ -145,6 +145,7 @@ type outage struct {
 	env    *testenv.Env
 	api    *testenv.APIServer
 	hang   bool
+	kill   bool          // SIGKILL instead of SIGTERM (a crash)
 	began  time.Time     // the fault was injected
 	gone   time.Time     // the server stopped answering: exited, or SIGSTOPped
 	length time.Duration // from gone to answering again
@@ -154,9 +155,12 @@ func (o *outage) fault() {
 	o.t.Helper()
 	o.began = time.Now()
 	var err error
-	if o.hang {
+	switch {
+	case o.hang:
 		err = o.api.Hang()
-	} else {
+	case o.kill:
+		err = o.api.Kill()
+	default:
 		err = o.api.Stop()
 	}
 	if err != nil {

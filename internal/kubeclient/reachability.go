@@ -14,12 +14,14 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -101,6 +103,11 @@ type Reachability struct {
 	since     time.Time
 	lastErr   error
 	changed   chan struct{} // closed and replaced on every transition
+	// returns counts the server's returns after an outage; resumed is
+	// closed and replaced when an informer's first list or watch after a
+	// return succeeds.
+	returns uint64
+	resumed chan struct{}
 }
 
 // NewReachability builds a tracker for the server of cfg. Its probes use a
@@ -124,6 +131,7 @@ func NewReachability(cfg *rest.Config, o ReachabilityOptions) (*Reachability, er
 		o:       o,
 		kick:    make(chan struct{}, 1),
 		changed: make(chan struct{}),
+		resumed: make(chan struct{}),
 		since:   time.Now(),
 	}, nil
 }
@@ -164,19 +172,50 @@ func (r *Reachability) WaitReachable(ctx context.Context) error {
 // answers again after it was unreachable, until ctx ends: the place to
 // re-run everything that failed or was due during the outage.
 func (r *Reachability) OnReturn(ctx context.Context, fn func()) {
+	r.each(ctx, r.Changed, r.Reachable, fn)
+}
+
+// OnResumed calls fn, on a goroutine of its own, each time an informer's
+// first list or watch after a return succeeds, until ctx ends. Work
+// queued by OnReturn read caches that may still lack the last writes made
+// before the outage; by now they have them, or their events are on the way.
+func (r *Reachability) OnResumed(ctx context.Context, fn func()) {
+	r.each(ctx, r.resumedChan, func() bool { return true }, fn)
+}
+
+func (r *Reachability) resumedChan() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.resumed
+}
+
+// each calls fn each time next's channel closes and ok holds.
+func (r *Reachability) each(ctx context.Context, next func() <-chan struct{}, ok func() bool, fn func()) {
 	go func() {
 		for {
-			ch := r.Changed()
+			ch := next()
 			select {
 			case <-ctx.Done():
 				return
 			case <-ch:
 			}
-			if r.Reachable() {
+			if ok() {
 				fn()
 			}
 		}
 	}()
+}
+
+// succeeded records a list or watch that went through for the informer
+// whose last success was after return *seen; the first one after a return
+// wakes OnResumed.
+func (r *Reachability) succeeded(seen *atomic.Uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if seen.Swap(r.returns) != r.returns {
+		close(r.resumed)
+		r.resumed = make(chan struct{})
+	}
 }
 
 // Check is a healthz checker (readiness): an error while the server does
@@ -235,7 +274,7 @@ func (r *Reachability) Run(ctx context.Context) {
 				}
 			}
 			wait = retry
-			retry = min(2*retry, r.o.MaxRetryInterval)
+			retry = nextPause(retry, r.o.MaxRetryInterval)
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -275,6 +314,9 @@ func (r *Reachability) set(up bool, err error) bool {
 		return false
 	}
 	prev := time.Since(r.since)
+	if up && !first {
+		r.returns++
+	}
 	r.reachable = up
 	r.since = time.Now()
 	close(r.changed)
@@ -323,25 +365,89 @@ func (r *Reachability) observe(err error) {
 }
 
 // ListerWatcher wraps lw so that list and watch calls wait for the server
-// while it is unreachable: the reflector then retries the moment the server
-// is back, and its back-off never grows past the first failures.
+// while it is unreachable, and a call the server did not answer (refused,
+// reset) waits for it and is tried again instead of failing: each failure
+// the reflector sees adds a step to its back-off (0.8 s doubling, with
+// jitter), which it sleeps after the server is back. A wrapped informer's
+// first success after a return wakes OnResumed.
 func (r *Reachability) ListerWatcher(lw toolscache.ListerWatcher) toolscache.ListerWatcher {
 	in := toolscache.ToListerWatcherWithContext(lw)
+	seen := &atomic.Uint64{}
 	return &toolscache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			r.gate(ctx)
-			obj, err := in.ListWithContext(ctx, opts)
-			r.observe(err)
-			return obj, err
+			return retryUnanswered(ctx, r, seen, func(ctx context.Context) (runtime.Object, error) { return in.ListWithContext(ctx, opts) })
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			r.gate(ctx)
-			w, err := in.WatchWithContext(ctx, opts)
-			r.observe(err)
-			return w, err
+			return retryUnanswered(ctx, r, seen, func(ctx context.Context) (watch.Interface, error) { return in.WatchWithContext(ctx, opts) })
 		},
 	}
 }
+
+// retryUnanswered runs call once the server answers, and again while it
+// fails unanswered, until ctx ends or GateMaxWait passes: only then, or
+// for an answer of the server, does the caller see the error.
+func retryUnanswered[T any](ctx context.Context, r *Reachability, seen *atomic.Uint64, call func(context.Context) (T, error)) (T, error) {
+	deadline := time.Now().Add(r.o.GateMaxWait)
+	pause := r.o.RetryInterval
+	for {
+		r.gate(ctx)
+		v, err := call(ctx)
+		if err == nil {
+			r.succeeded(seen)
+			return v, nil
+		}
+		r.observe(err)
+		if !unanswered(err) || ctx.Err() != nil || time.Now().After(deadline) {
+			return v, err
+		}
+		// The verdict may still say "reachable" for a probe or two: pause
+		// (until a transition at most) so that the retries do not spin.
+		ch := r.Changed()
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+		case <-ch:
+		case <-t.C:
+		}
+		t.Stop()
+		pause = nextPause(pause, r.o.MaxRetryInterval)
+	}
+}
+
+// unanswered: the call failed without an answer from the server, which is
+// gone or restarting (refused, reset, closed mid-way, timed out).
+func unanswered(err error) bool {
+	var status apierrors.APIStatus
+	if err == nil || errors.As(err, &status) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var ne net.Error
+	return errors.Is(err, ErrUnreachable) || utilnet.IsConnectionRefused(err) || utilnet.IsConnectionReset(err) || utilnet.IsProbableEOF(err) ||
+		(errors.As(err, &ne) && ne.Timeout())
+}
+
+// nextPause doubles p up to max.
+func nextPause(p, max time.Duration) time.Duration { return min(2*p, max) }
+
+// ErrUnreachable is the error of a request that WrapTransport did not send.
+var ErrUnreachable = errors.New("API server unreachable")
+
+// WrapTransport (for rest.Config.Wrap) fails requests at once while the
+// server is unreachable. A write sent to a server that is restarting can
+// hang until it is ready and more; the reconcile that made it holds its
+// key meanwhile, so the requeue at the return would wait for it.
+func (r *Reachability) WrapTransport(rt http.RoundTripper) http.RoundTripper {
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		if !r.Reachable() {
+			return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, ErrUnreachable)
+		}
+		return rt.RoundTrip(req)
+	})
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 // NewInformer is for controller-runtime's cache.Options.NewInformer: the
 // default informer over a gated ListerWatcher.
