@@ -71,12 +71,19 @@ func TestAPIServerKillCatchup(t *testing.T) {
 		o.eventually(catchupBound, "change written before the kill", func() error { return o.endpointsExactly(ns, want) })
 		applied := time.Since(back)
 		t.Logf("round=%d outage_ms=%d applied_after_return_ms=%d", round, o.length.Milliseconds(), applied.Milliseconds())
+		// Asserted at the bound (2 × the goal, the noise allowance every
+		// outage figure gets, as TestAPIServerOutage does); over the goal
+		// is logged with the controller's lines so a slow round is explained.
 		if applied > catchupGoal {
 			p.mu.Lock()
 			since := strings.Join(p.lines[from:], "\n")
 			p.mu.Unlock()
-			t.Errorf("round %d: change written before the kill applied %s after the return (%s), goal %s; controller log since the write:\n%s",
-				round, applied, back.UTC().Format("15:04:05.000"), catchupGoal, since)
+			report := t.Logf
+			if applied > catchupBound {
+				report = t.Errorf
+			}
+			report("round %d: change written before the kill applied %s after the return (%s), goal %s, bound %s; controller log since the write:\n%s",
+				round, applied, back.UTC().Format("15:04:05.000"), catchupGoal, catchupBound, since)
 		}
 		p.waitReady(t, true, 5*time.Second, time.Now())
 	}
